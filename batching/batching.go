@@ -1,0 +1,544 @@
+// Package batching groups submitted items into bounded batches for an
+// executor.
+//
+// A Batcher holds a fixed-capacity ring buffer guarded by one mutex. Submit
+// never blocks: a full ring answers ErrFull at once. Executors pull work: a
+// free executor takes everything queued, up to MaxBatch items and MaxCost, in
+// one lock acquisition. It knows nothing of HTTP or ONNX.
+package batching
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Errors a caller acts on.
+var (
+	// ErrFull is returned by Submit when the ring is at capacity.
+	ErrFull = errors.New("batching: queue full")
+	// ErrClosed is returned by Submit once Run has begun shutting down.
+	ErrClosed = errors.New("batching: closed")
+	// ErrDrainTimeout fails items still queued when the drain period ends.
+	ErrDrainTimeout = errors.New("batching: not executed before the drain timeout")
+	// ErrExecutorPanic fails every item of a batch whose executor panicked.
+	ErrExecutorPanic = errors.New("batching: executor panicked")
+	// ErrNotRunning is returned by Submit before Run has been called.
+	ErrNotRunning = errors.New("batching: not running")
+)
+
+// Executor runs one batch. It must fill out[i] for every in[i] or return an
+// error, which fails every item of the batch. len(out) == len(in) and both
+// slices are reused after it returns: it must not keep them. ctx is
+// cancelled only when a shutdown's drain timeout passes.
+type Executor[In, Out any] func(ctx context.Context, in []In, out []Out) error
+
+// Params configures a Batcher. Validate it with Params.Validate; New panics
+// on invalid Params because they are a programming error by then.
+type Params struct {
+	// Capacity is the number of items the ring holds; Submit beyond it fails
+	// with ErrFull.
+	Capacity int
+	// MaxBatch is the most items handed to one executor call.
+	MaxBatch int
+	// MaxCost bounds the summed Cost of a batch; 0 means no bound. A single
+	// item whose cost exceeds MaxCost still runs, alone.
+	MaxCost int64
+	// MaxDelay is the longest an idle executor holds a partial batch, counted
+	// from the arrival of the oldest queued item. It only applies while
+	// recent concurrency says more items are on their way (see Batcher); 0
+	// dispatches at once.
+	MaxDelay time.Duration
+	// Workers is the number of batches that may execute at once.
+	Workers int
+	// DrainTimeout bounds how long Run keeps executing after its context is
+	// cancelled. Items still queued then fail with ErrDrainTimeout, and the
+	// executor's context is cancelled. 0 means 30s.
+	DrainTimeout time.Duration
+}
+
+// Validate reports the first invalid field.
+func (p Params) Validate() error {
+	switch {
+	case p.Capacity <= 0:
+		return fmt.Errorf("batching: Capacity must be positive, got %d", p.Capacity)
+	case p.MaxBatch <= 0:
+		return fmt.Errorf("batching: MaxBatch must be positive, got %d", p.MaxBatch)
+	case p.MaxCost < 0:
+		return fmt.Errorf("batching: MaxCost must not be negative, got %d", p.MaxCost)
+	case p.MaxDelay < 0:
+		return fmt.Errorf("batching: MaxDelay must not be negative, got %s", p.MaxDelay)
+	case p.Workers <= 0:
+		return fmt.Errorf("batching: Workers must be positive, got %d", p.Workers)
+	case p.DrainTimeout < 0:
+		return fmt.Errorf("batching: DrainTimeout must not be negative, got %s", p.DrainTimeout)
+	}
+	return nil
+}
+
+// Hooks receive telemetry. Nil fields are skipped. They are called from
+// executor goroutines, outside the lock, and must not block.
+type Hooks struct {
+	// Batch is called before each executor call with the batch's size.
+	Batch func(size int)
+	// Wait is called for each item taken for execution with its time queued.
+	Wait func(queued time.Duration)
+	// Expired is called for each item dropped because its context ended
+	// while it was queued.
+	Expired func()
+}
+
+// Clock is the time source; tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+	// NewTimer returns a stopped timer.
+	NewTimer() Timer
+}
+
+// Timer is the part of *time.Timer that a Batcher uses.
+type Timer interface {
+	C() <-chan time.Time
+	// Reset starts the timer to fire once after d. The timer must be
+	// stopped or have fired and been received.
+	Reset(d time.Duration)
+	// Stop prevents the timer from firing. After Stop, C never delivers a
+	// stale value (Go 1.23 timer semantics).
+	Stop()
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+func (wallClock) NewTimer() Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return wallTimer{t}
+}
+
+type wallTimer struct{ t *time.Timer }
+
+func (w wallTimer) C() <-chan time.Time   { return w.t.C }
+func (w wallTimer) Reset(d time.Duration) { w.t.Reset(d) }
+func (w wallTimer) Stop()                 { w.t.Stop() }
+
+// Option sets an optional part of a Batcher.
+type Option func(*options)
+
+type options struct {
+	clock Clock
+	hooks Hooks
+	cost  any
+}
+
+// WithClock replaces the wall clock.
+func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
+
+// WithHooks installs telemetry hooks.
+func WithHooks(h Hooks) Option { return func(o *options) { o.hooks = h } }
+
+// WithCost sets the per-item cost counted against Params.MaxCost. Its type
+// parameter must be the Batcher's In.
+func WithCost[In any](cost func(In) int64) Option {
+	return func(o *options) { o.cost = cost }
+}
+
+type result[Out any] struct {
+	v   Out
+	err error
+}
+
+// waiter carries one item's result back to its caller. Waiters are pooled so
+// that a Submit costs no allocation.
+type waiter[Out any] struct{ ch chan result[Out] }
+
+type slot[In, Out any] struct {
+	in   In
+	ctx  context.Context
+	cost int64
+	at   time.Time
+	w    *waiter[Out]
+}
+
+// A Batcher groups items submitted by many goroutines into batches for an
+// Executor. All methods are safe for concurrent use. Call Run once to start
+// execution; Submit before Run fails with ErrNotRunning.
+//
+// Holding a partial batch: an idle executor waits up to MaxDelay (from the
+// oldest item's arrival) for a partial batch to fill only while the number of
+// items in the system (queued plus executing) is below the recent peak of
+// that number: the peak says that many callers were recently concurrent, so
+// the missing ones are likely on their way back. A lone sequential caller
+// never sets a peak above one, so at light load no item waits on a timer for
+// company it will not get. The peak decays by one per dispatched batch.
+type Batcher[In, Out any] struct {
+	p     Params
+	exec  Executor[In, Out]
+	clock Clock
+	hooks Hooks
+	cost  func(In) int64
+	pool  sync.Pool
+
+	// wake has capacity 1: a send means "the ring changed, look again".
+	wake chan struct{}
+	// closing is closed when Run's context is done.
+	closing chan struct{}
+
+	mu       sync.Mutex // guards ring, qcost, running, closed, inSystem, peak
+	ring     ring[slot[In, Out]]
+	qcost    int64 // summed cost of queued items
+	running  bool
+	closed   bool
+	inSystem int // items queued or executing
+	peak     int // recent peak of inSystem
+}
+
+// New returns a Batcher that runs batches through exec. It panics if p is
+// invalid (check p.Validate first) or exec is nil.
+func New[In, Out any](p Params, exec Executor[In, Out], opts ...Option) *Batcher[In, Out] {
+	if err := p.Validate(); err != nil {
+		panic(err)
+	}
+	if exec == nil {
+		panic("batching: nil executor")
+	}
+	if p.DrainTimeout == 0 {
+		p.DrainTimeout = 30 * time.Second
+	}
+	o := options{clock: wallClock{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	b := &Batcher[In, Out]{
+		p:       p,
+		exec:    exec,
+		clock:   o.clock,
+		hooks:   o.hooks,
+		wake:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		ring:    newRing[slot[In, Out]](p.Capacity),
+	}
+	if o.cost != nil {
+		cost, ok := o.cost.(func(In) int64)
+		if !ok {
+			panic("batching: WithCost type parameter does not match the Batcher's item type")
+		}
+		b.cost = cost
+	}
+	b.pool.New = func() any { return &waiter[Out]{ch: make(chan result[Out], 1)} }
+	return b
+}
+
+// Submit queues in and waits for its result. Admission never blocks: a full ring
+// answers ErrFull at once. If ctx ends first it returns ctx.Err() unchanged; an item
+// whose context has ended is dropped before execution.
+func (b *Batcher[In, Out]) Submit(ctx context.Context, in In) (Out, error) {
+	w, err := b.submit(ctx, in)
+	if err != nil {
+		var zero Out
+		return zero, err
+	}
+	done := ctx.Done()
+	if done == nil { // a context that cannot end: skip the select
+		r := <-w.ch
+		b.pool.Put(w)
+		return r.v, r.err
+	}
+	select {
+	case r := <-w.ch:
+		b.pool.Put(w)
+		return r.v, r.err
+	case <-done:
+		// The waiter stays with its slot; the dispatcher completes it into
+		// the buffered channel and it is then garbage.
+		var zero Out
+		return zero, ctx.Err()
+	}
+}
+
+func (b *Batcher[In, Out]) submit(ctx context.Context, in In) (*waiter[Out], error) {
+	var cost int64
+	if b.cost != nil {
+		cost = b.cost(in)
+	}
+	w := b.pool.Get().(*waiter[Out])
+	now := b.clock.Now()
+	b.mu.Lock()
+	var err error
+	var wake bool
+	switch {
+	case b.closed:
+		err = ErrClosed
+	case !b.running:
+		err = ErrNotRunning
+	case !b.ring.push(slot[In, Out]{in: in, ctx: ctx, cost: cost, at: now, w: w}):
+		err = ErrFull
+	default:
+		b.qcost += cost
+		b.inSystem++
+		if b.inSystem > b.peak {
+			b.peak = b.inSystem
+		}
+		// Wake an executor only when it has something new to decide: the
+		// ring was empty (an idle one may be waiting), or a held batch is
+		// now complete. Waking a holding executor on every arrival would
+		// cost a timer and a context switch per item.
+		n := b.ring.len()
+		wake = n == 1 || n >= b.p.MaxBatch || (b.p.MaxCost > 0 && b.qcost >= b.p.MaxCost)
+	}
+	b.mu.Unlock()
+	if err != nil {
+		b.pool.Put(w)
+		return nil, err
+	}
+	if wake {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+	return w, nil
+}
+
+// Len returns the number of queued items, not counting executing ones.
+func (b *Batcher[In, Out]) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ring.len()
+}
+
+// Run executes batches until ctx is done, then stops admission (Submit
+// answers ErrClosed), executes every accepted item or, after
+// Params.DrainTimeout, fails the rest with ErrDrainTimeout, and returns nil.
+// Run may be called once.
+func (b *Batcher[In, Out]) Run(ctx context.Context) error {
+	b.mu.Lock()
+	if b.running || b.closed {
+		b.mu.Unlock()
+		return errors.New("batching: Run called twice")
+	}
+	b.running = true
+	b.mu.Unlock()
+
+	// execCtx outlives ctx by the drain timeout so that draining batches
+	// still run.
+	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelExec()
+
+	var wg sync.WaitGroup
+	for range b.p.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.work(execCtx)
+		}()
+	}
+
+	<-ctx.Done()
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	close(b.closing)
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	timer := b.clock.NewTimer()
+	timer.Reset(b.p.DrainTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-timer.C():
+	}
+	// Out of time: fail what is queued, cancel running batches, and wait for
+	// the executors to notice.
+	cancelExec()
+	b.mu.Lock()
+	var abandoned []slot[In, Out]
+	for b.ring.len() > 0 {
+		s := b.ring.pop()
+		b.qcost -= s.cost
+		b.inSystem--
+		abandoned = append(abandoned, s)
+	}
+	b.mu.Unlock()
+	for _, s := range abandoned {
+		s.w.ch <- result[Out]{err: ErrDrainTimeout}
+	}
+	<-done
+	return nil
+}
+
+// batchBuf is one executor's reusable batch storage.
+type batchBuf[In, Out any] struct {
+	in  []In
+	out []Out
+	w   []*waiter[Out]
+	at  []time.Time
+}
+
+func (b *Batcher[In, Out]) work(ctx context.Context) {
+	buf := batchBuf[In, Out]{
+		in:  make([]In, 0, b.p.MaxBatch),
+		out: make([]Out, b.p.MaxBatch),
+		w:   make([]*waiter[Out], 0, b.p.MaxBatch),
+		at:  make([]time.Time, 0, b.p.MaxBatch),
+	}
+	timer := b.clock.NewTimer()
+	defer timer.Stop()
+	for {
+		n, wait, stop := b.take(&buf)
+		if stop {
+			return
+		}
+		if n == 0 {
+			b.idle(timer, wait)
+			continue
+		}
+		b.runBatch(ctx, &buf)
+	}
+}
+
+// idle blocks until the ring changes, the hold deadline passes (wait > 0) or
+// shutdown begins.
+func (b *Batcher[In, Out]) idle(timer Timer, wait time.Duration) {
+	if wait <= 0 {
+		select {
+		case <-b.wake:
+		case <-b.closing:
+		}
+		return
+	}
+	timer.Reset(wait)
+	select {
+	case <-b.wake:
+	case <-timer.C():
+	case <-b.closing:
+	}
+	timer.Stop()
+}
+
+// take fills buf with the next batch in one lock acquisition. It returns the
+// batch size; 0 with wait > 0 means hold for wait, 0 with wait == 0 means the
+// ring is empty; stop means the batcher is closed and drained.
+func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out]) (n int, wait time.Duration, stop bool) {
+	buf.in, buf.w, buf.at = buf.in[:0], buf.w[:0], buf.at[:0]
+	var expired []*waiter[Out]
+	var expiredErrs []error
+
+	now := b.clock.Now()
+	b.mu.Lock()
+	if b.ring.len() == 0 {
+		closed := b.closed
+		b.mu.Unlock()
+		return 0, 0, closed
+	}
+	if d := b.holdLocked(now); d > 0 {
+		b.mu.Unlock()
+		return 0, d, false
+	}
+	var cost int64
+	for b.ring.len() > 0 && len(buf.in) < b.p.MaxBatch {
+		s := b.ring.peek()
+		if err := s.ctx.Err(); err != nil {
+			// Dropped before Run: the runtime cannot cancel mid-batch, so
+			// this is the last chance to save the work.
+			v := b.ring.pop()
+			b.qcost -= v.cost
+			b.inSystem--
+			expired = append(expired, v.w)
+			expiredErrs = append(expiredErrs, err)
+			continue
+		}
+		if b.p.MaxCost > 0 && len(buf.in) > 0 && cost+s.cost > b.p.MaxCost {
+			break
+		}
+		v := b.ring.pop()
+		b.qcost -= v.cost
+		cost += v.cost
+		buf.in = append(buf.in, v.in)
+		buf.w = append(buf.w, v.w)
+		buf.at = append(buf.at, v.at)
+	}
+	if len(buf.in) > 0 && b.peak > b.inSystem {
+		b.peak--
+	}
+	more := b.ring.len() > 0
+	b.mu.Unlock()
+
+	for i, w := range expired {
+		w.ch <- result[Out]{err: expiredErrs[i]}
+		if b.hooks.Expired != nil {
+			b.hooks.Expired()
+		}
+	}
+	if more {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+	if b.hooks.Wait != nil {
+		for _, at := range buf.at {
+			b.hooks.Wait(now.Sub(at))
+		}
+	}
+	return len(buf.in), 0, false
+}
+
+// holdLocked returns how much longer an idle executor should hold the
+// partial batch now queued, or 0 to dispatch it now.
+func (b *Batcher[In, Out]) holdLocked(now time.Time) time.Duration {
+	if b.p.MaxDelay == 0 || b.closed || b.ring.len() >= b.p.MaxBatch || b.inSystem >= b.peak {
+		return 0
+	}
+	if b.p.MaxCost > 0 && b.qcost >= b.p.MaxCost {
+		return 0
+	}
+	return b.ring.peek().at.Add(b.p.MaxDelay).Sub(now)
+}
+
+// finished records that n items left the system.
+func (b *Batcher[In, Out]) finished(n int) {
+	b.mu.Lock()
+	b.inSystem -= n
+	b.mu.Unlock()
+}
+
+func (b *Batcher[In, Out]) runBatch(ctx context.Context, buf *batchBuf[In, Out]) {
+	n := len(buf.in)
+	out := buf.out[:n]
+	if b.hooks.Batch != nil {
+		b.hooks.Batch(n)
+	}
+	err := b.call(ctx, buf.in, out)
+	var zero Out
+	for i, w := range buf.w {
+		if err != nil {
+			w.ch <- result[Out]{err: err}
+		} else {
+			w.ch <- result[Out]{v: out[i]}
+		}
+		out[i] = zero
+		buf.w[i] = nil
+	}
+	clear(buf.in)
+	b.finished(n)
+}
+
+// call runs the executor, turning a panic into an error for this batch only.
+func (b *Batcher[In, Out]) call(ctx context.Context, in []In, out []Out) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrExecutorPanic, r)
+		}
+	}()
+	return b.exec(ctx, in, out)
+}
+
+func (b *Batcher[In, Out]) isRunning() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.running
+}

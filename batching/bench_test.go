@@ -1,0 +1,129 @@
+package batching
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// chanBatcher is the textbook batcher, kept as the benchmark's reference: a
+// bounded channel, and a loop that hands over a batch when it is full or when
+// a timer started by its first item fires.
+type chanBatcher struct {
+	in       chan chanItem
+	maxBatch int
+	maxDelay time.Duration
+	exec     func(in []int, out []int)
+}
+
+type chanItem struct {
+	v   int
+	out chan int
+}
+
+func (c *chanBatcher) Submit(v int) (int, bool) {
+	out := make(chan int, 1)
+	select {
+	case c.in <- chanItem{v, out}:
+	default:
+		return 0, false // full
+	}
+	return <-out, true
+}
+
+func (c *chanBatcher) run(stop <-chan struct{}) {
+	batch := make([]chanItem, 0, c.maxBatch)
+	in := make([]int, 0, c.maxBatch)
+	out := make([]int, c.maxBatch)
+	flush := func() {
+		in = in[:0]
+		for _, it := range batch {
+			in = append(in, it.v)
+		}
+		c.exec(in, out)
+		for i, it := range batch {
+			it.out <- out[i]
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case it := <-c.in:
+			batch = append(batch, it)
+			timer := time.NewTimer(c.maxDelay)
+		fill:
+			for len(batch) < c.maxBatch {
+				select {
+				case it := <-c.in:
+					batch = append(batch, it)
+				case <-timer.C:
+					break fill
+				}
+			}
+			timer.Stop()
+			flush()
+		}
+	}
+}
+
+func noop(_ context.Context, in []int, out []int) error {
+	copy(out, in)
+	return nil
+}
+
+// BenchmarkSubmit compares the ring batcher with the channel reference at 64
+// parallel submitters and a no-op executor.
+func BenchmarkSubmit(b *testing.B) {
+	const capacity, maxBatch, delay = 1024, 32, 2 * time.Millisecond
+	b.Run("ring", func(b *testing.B) {
+		bt := New(Params{Capacity: capacity, MaxBatch: maxBatch, MaxDelay: delay, Workers: 1}, noop)
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); bt.Run(ctx) }()
+		for !bt.isRunning() {
+			time.Sleep(time.Millisecond)
+		}
+		b.SetParallelism(64 / max(1, testingProcs()))
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				for {
+					if _, err := bt.Submit(ctx, 1); err == nil {
+						break
+					}
+				}
+			}
+		})
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+		cancel()
+		wg.Wait()
+	})
+	b.Run("channel", func(b *testing.B) {
+		cb := &chanBatcher{in: make(chan chanItem, capacity), maxBatch: maxBatch, maxDelay: delay,
+			exec: func(in, out []int) { copy(out, in) }}
+		stop := make(chan struct{})
+		go cb.run(stop)
+		b.SetParallelism(64 / max(1, testingProcs()))
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				for {
+					if _, ok := cb.Submit(1); ok {
+						break
+					}
+				}
+			}
+		})
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+		close(stop)
+	})
+}

@@ -1,0 +1,5 @@
+package batching
+
+import "runtime"
+
+func testingProcs() int { return runtime.GOMAXPROCS(0) }
