@@ -25,8 +25,6 @@ var (
 	ErrDrainTimeout = errors.New("batching: not executed before the drain timeout")
 	// ErrExecutorPanic fails every item of a batch whose executor panicked.
 	ErrExecutorPanic = errors.New("batching: executor panicked")
-	// ErrNotRunning is returned by Submit before Run has been called.
-	ErrNotRunning = errors.New("batching: not running")
 )
 
 // Executor runs one batch. It must fill out[i] for every in[i] or return an
@@ -163,7 +161,7 @@ type slot[In, Out any] struct {
 
 // A Batcher groups items submitted by many goroutines into batches for an
 // Executor. All methods are safe for concurrent use. Call Run once to start
-// execution; Submit before Run fails with ErrNotRunning.
+// execution; items submitted before Run wait in the ring until it starts.
 //
 // Holding a partial batch: an idle executor waits up to MaxDelay (from the
 // oldest item's arrival) for a partial batch to fill only while the number of
@@ -270,8 +268,6 @@ func (b *Batcher[In, Out]) submit(ctx context.Context, in In) (*waiter[Out], err
 	switch {
 	case b.closed:
 		err = ErrClosed
-	case !b.running:
-		err = ErrNotRunning
 	case !b.ring.push(slot[In, Out]{in: in, ctx: ctx, cost: cost, at: now, w: w}):
 		err = ErrFull
 	default:
@@ -513,6 +509,9 @@ func (b *Batcher[In, Out]) runBatch(ctx context.Context, buf *batchBuf[In, Out])
 		b.hooks.Batch(n)
 	}
 	err := b.call(ctx, buf.in, out)
+	// Leave the system before the callers wake: a sequential caller's next
+	// Submit must not count its previous item and so fake concurrency.
+	b.finished(n)
 	var zero Out
 	for i, w := range buf.w {
 		if err != nil {
@@ -524,7 +523,6 @@ func (b *Batcher[In, Out]) runBatch(ctx context.Context, buf *batchBuf[In, Out])
 		buf.w[i] = nil
 	}
 	clear(buf.in)
-	b.finished(n)
 }
 
 // call runs the executor, turning a panic into an error for this batch only.

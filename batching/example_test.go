@@ -22,14 +22,7 @@ func Example() {
 	done := make(chan error)
 	go func() { done <- b.Run(ctx) }()
 
-	for {
-		v, err := b.Submit(context.Background(), 7)
-		if err == batching.ErrNotRunning {
-			continue // Run has not started yet
-		}
-		fmt.Println(v, err)
-		break
-	}
+	fmt.Println(b.Submit(context.Background(), 7))
 	stop() // stop admission and drain
 	fmt.Println(<-done)
 	_, err := b.Submit(context.Background(), 8)
