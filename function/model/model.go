@@ -1,0 +1,577 @@
+// Package model serves one ONNX model through ONNX Runtime: it loads the
+// library, chooses the device, introspects inputs and outputs, and runs
+// batches of items as one Run, padding and splitting per item.
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// Devices accepted by Params.Device.
+const (
+	DeviceAuto = "auto"
+	DeviceCPU  = "cpu"
+	DeviceCUDA = "cuda"
+)
+
+// Params configures an Engine.
+type Params struct {
+	// Library is the path of libonnxruntime.so. The library is loaded once
+	// per process; later Engines must name the same file.
+	Library string
+	// Model is the path of the .onnx file; Data, when set, is the model's
+	// bytes instead, and Name must then be set.
+	Model string
+	Data  []byte
+	// Name is the served model's name; default: Model's base name without
+	// ".onnx".
+	Name string
+	// Device is auto (try CUDA, fall back to CPU), cpu or cuda (fail if
+	// CUDA cannot be used).
+	Device string
+	// IntraOpThreads is ONNX Runtime's thread count for one Run; 0 means
+	// GOMAXPROCS divided by Workers, at least 1: each concurrent batch gets
+	// its share of the cores and the Go side is not starved.
+	IntraOpThreads int
+	// Workers is how many batches may run at once (used for the default
+	// thread count).
+	Workers int
+	// StateIn and StateOut name the recurrent state pair; defaults
+	// "state_in" and "state_out".
+	StateIn, StateOut string
+	// PadInt is the value integer sequence inputs are padded with (float
+	// inputs are padded with 0). Default 0.
+	PadInt int64
+	// MaxElements bounds the elements of one item's input tensor; default
+	// 1<<22.
+	MaxElements int64
+	// Logger receives the device choice; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Engine runs batches through one shared DynamicAdvancedSession. Its
+// methods are safe for concurrent use.
+type Engine struct {
+	name      string
+	device    string
+	session   *ort.DynamicAdvancedSession
+	inputs    []Info
+	outputs   []Info
+	stateIn   int // index into inputs, or -1
+	stateOut  int // index into outputs, or -1
+	padInt    int64
+	maxElems  int64
+	seqInputs []bool // inputs whose dimension 1 is dynamic and padded
+}
+
+var (
+	libMu   sync.Mutex // guards libPath
+	libPath string
+)
+
+// loadLibrary initialises ONNX Runtime once per process.
+func loadLibrary(path string) error {
+	libMu.Lock()
+	defer libMu.Unlock()
+	if libPath != "" {
+		if libPath != path {
+			return fmt.Errorf("model: ONNX Runtime already loaded from %s, cannot load %s", libPath, path)
+		}
+		return nil
+	}
+	ort.SetSharedLibraryPath(path)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		return fmt.Errorf("model: load ONNX Runtime from %s: %w", path, err)
+	}
+	libPath = path
+	return nil
+}
+
+// New loads the model and creates its session on the chosen device.
+func New(p Params) (*Engine, error) {
+	if p.Logger == nil {
+		p.Logger = slog.Default()
+	}
+	if p.StateIn == "" {
+		p.StateIn = "state_in"
+	}
+	if p.StateOut == "" {
+		p.StateOut = "state_out"
+	}
+	if p.MaxElements == 0 {
+		p.MaxElements = 1 << 22
+	}
+	if p.Workers < 1 {
+		p.Workers = 1
+	}
+	if p.IntraOpThreads == 0 {
+		p.IntraOpThreads = max(1, runtime.GOMAXPROCS(0)/p.Workers)
+	}
+	if p.Name == "" {
+		p.Name = strings.TrimSuffix(filepath.Base(p.Model), ".onnx")
+	}
+	switch p.Device {
+	case "":
+		p.Device = DeviceAuto
+	case DeviceAuto, DeviceCPU, DeviceCUDA:
+	default:
+		return nil, fmt.Errorf("model: device %q: want auto, cpu or cuda", p.Device)
+	}
+	if err := loadLibrary(p.Library); err != nil {
+		return nil, err
+	}
+
+	var ins, outs []ort.InputOutputInfo
+	var err error
+	if p.Data != nil {
+		ins, outs, err = ort.GetInputOutputInfoWithONNXData(p.Data)
+	} else {
+		ins, outs, err = ort.GetInputOutputInfo(p.Model)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("model: read %s: %w", p.Name, err)
+	}
+	e := &Engine{name: p.Name, stateIn: -1, stateOut: -1, padInt: p.PadInt, maxElems: p.MaxElements}
+	if e.inputs, err = infos(ins, "input"); err != nil {
+		return nil, fmt.Errorf("model: %s: %w", p.Name, err)
+	}
+	if e.outputs, err = infos(outs, "output"); err != nil {
+		return nil, fmt.Errorf("model: %s: %w", p.Name, err)
+	}
+	e.seqInputs = make([]bool, len(e.inputs))
+	for i, in := range e.inputs {
+		e.seqInputs[i] = len(in.Shape) >= 2 && in.Shape[1] < 0
+		if in.Name == p.StateIn {
+			e.stateIn = i
+		}
+	}
+	for i, out := range e.outputs {
+		if out.Name == p.StateOut {
+			e.stateOut = i
+		}
+	}
+	if (e.stateIn < 0) != (e.stateOut < 0) {
+		return nil, fmt.Errorf("model: %s: has only one of the state pair %q/%q", p.Name, p.StateIn, p.StateOut)
+	}
+
+	e.session, e.device, err = newSession(p, e.inputs, e.outputs)
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func infos(list []ort.InputOutputInfo, kind string) ([]Info, error) {
+	out := make([]Info, 0, len(list))
+	for _, io := range list {
+		if io.OrtValueType != ort.ONNXTypeTensor {
+			return nil, fmt.Errorf("%s %q is a %s, only tensors are served", kind, io.Name, io.OrtValueType)
+		}
+		var dt DType
+		switch io.DataType {
+		case ort.TensorElementDataTypeFloat:
+			dt = FP32
+		case ort.TensorElementDataTypeInt64:
+			dt = INT64
+		case ort.TensorElementDataTypeInt32:
+			dt = INT32
+		default:
+			return nil, fmt.Errorf("%s %q has element type %s; FP32, INT64 and INT32 are served", kind, io.Name, io.DataType)
+		}
+		shape := []int64(io.Dimensions)
+		if len(shape) == 0 || shape[0] >= 0 {
+			return nil, fmt.Errorf("%s %q has shape %v: the first dimension must be the dynamic batch dimension", kind, io.Name, shape)
+		}
+		out = append(out, Info{Name: io.Name, DType: dt, Shape: append([]int64(nil), shape...)})
+	}
+	return out, nil
+}
+
+func names(list []Info) []string {
+	s := make([]string, len(list))
+	for i, in := range list {
+		s[i] = in.Name
+	}
+	return s
+}
+
+func newSession(p Params, ins, outs []Info) (*ort.DynamicAdvancedSession, string, error) {
+	create := func(cuda bool) (*ort.DynamicAdvancedSession, error) {
+		opts, err := ort.NewSessionOptions()
+		if err != nil {
+			return nil, err
+		}
+		defer opts.Destroy()
+		if err := opts.SetIntraOpNumThreads(p.IntraOpThreads); err != nil {
+			return nil, err
+		}
+		// Concurrency comes from Workers batches, not from parallel
+		// branches inside one graph.
+		if err := opts.SetInterOpNumThreads(1); err != nil {
+			return nil, err
+		}
+		if cuda {
+			cudaOpts, err := ort.NewCUDAProviderOptions()
+			if err != nil {
+				return nil, err
+			}
+			defer cudaOpts.Destroy()
+			if err := opts.AppendExecutionProviderCUDA(cudaOpts); err != nil {
+				return nil, err
+			}
+		}
+		if p.Data != nil {
+			return ort.NewDynamicAdvancedSessionWithONNXData(p.Data, names(ins), names(outs), opts)
+		}
+		return ort.NewDynamicAdvancedSession(p.Model, names(ins), names(outs), opts)
+	}
+	if p.Device == DeviceAuto {
+		// ONNX Runtime loads the CUDA provider from beside the core library;
+		// without it, trying would only print a loader error.
+		provider := filepath.Join(filepath.Dir(p.Library), "libonnxruntime_providers_cuda.so")
+		if _, err := os.Stat(provider); err != nil {
+			p.Logger.Info("CUDA unavailable, falling back to CPU", "model", p.Name, "reason", provider+" not found")
+			p.Device = DeviceCPU
+		}
+	}
+	if p.Device != DeviceCPU {
+		s, err := create(true)
+		if err == nil {
+			p.Logger.Info("model session on CUDA", "model", p.Name)
+			return s, DeviceCUDA, nil
+		}
+		if p.Device == DeviceCUDA {
+			return nil, "", fmt.Errorf("model: %s: CUDA requested (SOUS_DEVICE=cuda) but unavailable: %w", p.Name, err)
+		}
+		p.Logger.Info("CUDA unavailable, falling back to CPU", "model", p.Name, "reason", err.Error())
+	}
+	s, err := create(false)
+	if err != nil {
+		return nil, "", fmt.Errorf("model: %s: create session: %w", p.Name, err)
+	}
+	p.Logger.Info("model session on CPU", "model", p.Name, "intra_op_threads", p.IntraOpThreads)
+	return s, DeviceCPU, nil
+}
+
+// Close releases the session.
+func (e *Engine) Close() error { return e.session.Destroy() }
+
+// Name is the served model's name.
+func (e *Engine) Name() string { return e.name }
+
+// Device is "cpu" or "cuda".
+func (e *Engine) Device() string { return e.device }
+
+// Inputs describes the model's inputs, in Run order. Callers must not
+// modify the result.
+func (e *Engine) Inputs() []Info { return e.inputs }
+
+// Outputs describes the model's outputs, in Run order. Callers must not
+// modify the result.
+func (e *Engine) Outputs() []Info { return e.outputs }
+
+// State returns the indexes of the recurrent state input and output, or -1
+// and false if the model has none.
+func (e *Engine) State() (in, out int, ok bool) {
+	return e.stateIn, e.stateOut, e.stateIn >= 0
+}
+
+// Check validates one item's inputs (in Inputs order) against the model:
+// names, datatypes, ranks, fixed dimensions, element counts, finite
+// numbers. Errors wrap ErrInput. Rows must agree across inputs.
+func (e *Engine) Check(item []Tensor) error {
+	if len(item) != len(e.inputs) {
+		return inputErr("model %s takes %d inputs, got %d", e.name, len(e.inputs), len(item))
+	}
+	for i := range item {
+		if item[i].Name != e.inputs[i].Name {
+			return inputErr("input %d is %q, model expects %q", i, item[i].Name, e.inputs[i].Name)
+		}
+		if err := check(&item[i], e.inputs[i], e.maxElems); err != nil {
+			return err
+		}
+		if item[i].Shape[0] != item[0].Shape[0] {
+			return inputErr("input %q has %d rows, input %q has %d", item[i].Name, item[i].Shape[0], item[0].Name, item[0].Shape[0])
+		}
+	}
+	return nil
+}
+
+// Order arranges named tensors in the model's input order, or says which
+// is missing or unknown.
+func (e *Engine) Order(tensors []Tensor) ([]Tensor, error) {
+	out := make([]Tensor, len(e.inputs))
+	seen := make([]bool, len(e.inputs))
+	for _, t := range tensors {
+		i := e.inputIndex(t.Name)
+		if i < 0 {
+			return nil, inputErr("model %s has no input %q (inputs: %s)", e.name, t.Name, strings.Join(names(e.inputs), ", "))
+		}
+		if seen[i] {
+			return nil, inputErr("input %q given twice", t.Name)
+		}
+		seen[i] = true
+		out[i] = t
+	}
+	for i, ok := range seen {
+		if !ok {
+			return nil, inputErr("input %q is missing", e.inputs[i].Name)
+		}
+	}
+	return out, nil
+}
+
+func (e *Engine) inputIndex(name string) int {
+	for i, in := range e.inputs {
+		if in.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// ErrRun marks a failure of ONNX Runtime itself during a Run.
+var ErrRun = errors.New("model: run failed")
+
+// Run executes items as one batch: each item's tensors (checked with
+// Check) are concatenated along dimension 0, dynamic dimensions padded to
+// the longest in the batch. Each item gets its own outputs, rows split back
+// and, for outputs whose dimension 1 is dynamic, trimmed to the item's own
+// sequence length (dimension 1 of its first padded input). ctx ending
+// terminates the Run.
+func (e *Engine) Run(ctx context.Context, items [][]Tensor) ([][]Tensor, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	rows := make([]int64, len(items))
+	var total int64
+	for k, it := range items {
+		rows[k] = it[0].Shape[0]
+		total += rows[k]
+	}
+
+	values := make([]ort.Value, 0, len(e.inputs))
+	defer func() {
+		for _, v := range values {
+			v.Destroy()
+		}
+	}()
+	seqLen := make([]int64, len(items)) // per item; 0 if no padded input
+	for i, in := range e.inputs {
+		shape := make([]int64, len(in.Shape))
+		shape[0] = total
+		for d := 1; d < len(shape); d++ {
+			for _, it := range items {
+				shape[d] = max(shape[d], it[i].Shape[d])
+			}
+		}
+		if e.seqInputs[i] {
+			for k, it := range items {
+				if seqLen[k] == 0 {
+					seqLen[k] = it[i].Shape[1]
+				}
+			}
+		}
+		v, err := e.batchInput(in, i, shape, items)
+		if err != nil {
+			return nil, err
+		}
+		values = append(values, v)
+	}
+
+	outs := make([]ort.Value, len(e.outputs))
+	defer func() {
+		for _, v := range outs {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+	}()
+	opts, err := ort.NewRunOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRun, err)
+	}
+	defer opts.Destroy()
+	stop := context.AfterFunc(ctx, func() { opts.Terminate() })
+	defer stop()
+	if err := e.session.RunWithOptions(values, outs, opts); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrRun, e.name, err)
+	}
+
+	results := make([][]Tensor, len(items))
+	for k := range results {
+		results[k] = make([]Tensor, len(e.outputs))
+	}
+	for o, info := range e.outputs {
+		shape := []int64(outs[o].GetShape())
+		if len(shape) == 0 || shape[0] != total {
+			return nil, fmt.Errorf("%w: %s: output %q has shape %v, want %d rows", ErrRun, e.name, info.Name, shape, total)
+		}
+		trim := len(info.Shape) >= 2 && info.Shape[1] < 0
+		var start int64
+		for k := range items {
+			itemShape := append([]int64(nil), shape...)
+			itemShape[0] = rows[k]
+			if trim && seqLen[k] > 0 && seqLen[k] < shape[1] {
+				itemShape[1] = seqLen[k]
+			}
+			t := Tensor{Name: info.Name, DType: info.DType, Shape: itemShape}
+			switch v := outs[o].(type) {
+			case *ort.Tensor[float32]:
+				t.F32 = splitRows(v.GetData(), shape, start, itemShape)
+			case *ort.Tensor[int64]:
+				t.I64 = splitRows(v.GetData(), shape, start, itemShape)
+			case *ort.Tensor[int32]:
+				t.I32 = splitRows(v.GetData(), shape, start, itemShape)
+			default:
+				return nil, fmt.Errorf("%w: %s: output %q has unexpected type %T", ErrRun, e.name, info.Name, v)
+			}
+			results[k][o] = t
+			start += rows[k]
+		}
+	}
+	return results, nil
+}
+
+// splitRows copies rows [start, start+want[0]) of data (shape full) into a
+// new slice of shape want, dropping padding at the end of each dimension.
+func splitRows[T any](data []T, full []int64, start int64, want []int64) []T {
+	n := int64(1)
+	for _, d := range want {
+		n *= d
+	}
+	out := make([]T, n)
+	stride := int64(1)
+	for _, d := range full[1:] {
+		stride *= d
+	}
+	// padCopy in reverse: the source is the padded batch slice.
+	unpad(out, want, data[start*stride:], full[1:])
+	return out
+}
+
+// unpad copies the leading want-shaped block of src (row shape srcRow) into
+// dst.
+func unpad[T any](dst []T, want []int64, src []T, srcRow []int64) {
+	if len(want) == 1 {
+		copy(dst, src[:want[0]])
+		return
+	}
+	dstStride, srcStride := int64(1), int64(1)
+	for _, d := range want[1:] {
+		dstStride *= d
+	}
+	for _, d := range srcRow {
+		srcStride *= d
+	}
+	for i := int64(0); i < want[0]; i++ {
+		unpad(dst[i*dstStride:], want[1:], src[i*srcStride:], srcRow[1:])
+	}
+}
+
+func (e *Engine) batchInput(in Info, i int, shape []int64, items [][]Tensor) (ort.Value, error) {
+	rowSize := int64(1)
+	for _, d := range shape[1:] {
+		rowSize *= d
+	}
+	n := shape[0] * rowSize
+	var offset int64
+	switch in.DType {
+	case FP32:
+		data := make([]float32, n)
+		for _, it := range items {
+			padCopy(data[offset:], shape, it[i].F32, it[i].Shape)
+			offset += it[i].Shape[0] * rowSize
+		}
+		return ort.NewTensor(ort.Shape(shape), data)
+	case INT64:
+		data := make([]int64, n)
+		fill(data, e.padInt)
+		for _, it := range items {
+			padCopy(data[offset:], shape, it[i].I64, it[i].Shape)
+			offset += it[i].Shape[0] * rowSize
+		}
+		return ort.NewTensor(ort.Shape(shape), data)
+	case INT32:
+		data := make([]int32, n)
+		fill(data, int32(e.padInt))
+		for _, it := range items {
+			padCopy(data[offset:], shape, it[i].I32, it[i].Shape)
+			offset += it[i].Shape[0] * rowSize
+		}
+		return ort.NewTensor(ort.Shape(shape), data)
+	}
+	return nil, fmt.Errorf("model: input %q: unsupported datatype %s", in.Name, in.DType)
+}
+
+// Warm runs one batch of rows zero-valued rows (dynamic dimensions 8 long)
+// so that the first request does not pay for ONNX Runtime's lazy setup.
+func (e *Engine) Warm(ctx context.Context, rows int) error {
+	item := make([]Tensor, len(e.inputs))
+	for i, in := range e.inputs {
+		shape := make([]int64, len(in.Shape))
+		shape[0] = 1
+		n := int64(1)
+		for d := 1; d < len(shape); d++ {
+			shape[d] = in.Shape[d]
+			if shape[d] < 0 {
+				shape[d] = 8
+			}
+			n *= shape[d]
+		}
+		t := Tensor{Name: in.Name, DType: in.DType, Shape: shape}
+		switch in.DType {
+		case FP32:
+			t.F32 = make([]float32, n)
+		case INT64:
+			t.I64 = make([]int64, n)
+		case INT32:
+			t.I32 = make([]int32, n)
+		}
+		item[i] = t
+	}
+	items := make([][]Tensor, max(1, rows))
+	for k := range items {
+		items[k] = item
+	}
+	_, err := e.Run(ctx, items)
+	return err
+}
+
+// FindLibrary returns the ONNX Runtime library to load: $SOUS_ORT_LIB if
+// set, else the bin/libonnxruntime.so that `make` fetched, looked for in
+// the working folder and its parents (so that tests in sub-packages find
+// it too).
+func FindLibrary() string {
+	if p := os.Getenv("SOUS_ORT_LIB"); p != "" {
+		return p
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "bin/libonnxruntime.so"
+	}
+	for {
+		p := filepath.Join(dir, "bin", "libonnxruntime.so")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "bin/libonnxruntime.so"
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,163 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// DType is a tensor element type, named as the Open Inference Protocol names
+// it.
+type DType int
+
+// Supported element types.
+const (
+	FP32 DType = iota + 1
+	INT64
+	INT32
+)
+
+func (d DType) String() string {
+	switch d {
+	case FP32:
+		return "FP32"
+	case INT64:
+		return "INT64"
+	case INT32:
+		return "INT32"
+	}
+	return fmt.Sprintf("DType(%d)", int(d))
+}
+
+// ParseDType maps an OIP datatype name to a DType.
+func ParseDType(s string) (DType, bool) {
+	switch s {
+	case "FP32":
+		return FP32, true
+	case "INT64":
+		return INT64, true
+	case "INT32":
+		return INT32, true
+	}
+	return 0, false
+}
+
+// Tensor is one named tensor, row-major. Exactly the slice matching DType is
+// set. The leading dimension counts rows: items are concatenated along it.
+type Tensor struct {
+	Name  string
+	DType DType
+	Shape []int64
+	F32   []float32
+	I64   []int64
+	I32   []int32
+}
+
+// Len returns the number of elements held.
+func (t *Tensor) Len() int {
+	switch t.DType {
+	case FP32:
+		return len(t.F32)
+	case INT64:
+		return len(t.I64)
+	case INT32:
+		return len(t.I32)
+	}
+	return 0
+}
+
+// Info describes a model input or output. Dynamic dimensions are -1.
+type Info struct {
+	Name  string
+	DType DType
+	Shape []int64
+}
+
+// ErrInput marks an input that does not fit the model: the caller's fault,
+// never the server's.
+var ErrInput = errors.New("model: input does not fit the model")
+
+func inputErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInput, fmt.Sprintf(format, args...))
+}
+
+// elements returns the product of shape, or an error if a dimension is
+// negative or the product exceeds limit.
+func elements(shape []int64, limit int64) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension %d", d)
+		}
+		if d != 0 && n > limit/d {
+			return 0, fmt.Errorf("shape %v exceeds the limit of %d elements", shape, limit)
+		}
+		n *= d
+	}
+	if n > limit {
+		return 0, fmt.Errorf("shape %v exceeds the limit of %d elements", shape, limit)
+	}
+	return n, nil
+}
+
+// check validates one item's tensor against the model's input info.
+func check(t *Tensor, in Info, maxElements int64) error {
+	if t.DType != in.DType {
+		return inputErr("input %q: datatype %s, model takes %s", t.Name, t.DType, in.DType)
+	}
+	if len(t.Shape) != len(in.Shape) {
+		return inputErr("input %q: shape %v has rank %d, model takes rank %d (%v)", t.Name, t.Shape, len(t.Shape), len(in.Shape), in.Shape)
+	}
+	n, err := elements(t.Shape, maxElements)
+	if err != nil {
+		return inputErr("input %q: %v", t.Name, err)
+	}
+	if t.Shape[0] < 1 {
+		return inputErr("input %q: shape %v has no rows", t.Name, t.Shape)
+	}
+	for i := 1; i < len(t.Shape); i++ {
+		if in.Shape[i] >= 0 && t.Shape[i] != in.Shape[i] {
+			return inputErr("input %q: dimension %d is %d, model takes %d (%v)", t.Name, i, t.Shape[i], in.Shape[i], in.Shape)
+		}
+		if in.Shape[i] < 0 && t.Shape[i] < 1 {
+			return inputErr("input %q: dynamic dimension %d must be at least 1", t.Name, i)
+		}
+	}
+	if int64(t.Len()) != n {
+		return inputErr("input %q: shape %v holds %d elements, data has %d", t.Name, t.Shape, n, t.Len())
+	}
+	if t.DType == FP32 {
+		for i, v := range t.F32 {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return inputErr("input %q: element %d is %v", t.Name, i, v)
+			}
+		}
+	}
+	return nil
+}
+
+// padCopy copies src (shape srcShape) into dst (shape dstShape, each
+// dimension at least as large), leaving the padding as it was.
+func padCopy[T any](dst []T, dstShape []int64, src []T, srcShape []int64) {
+	if len(srcShape) == 1 {
+		copy(dst, src[:srcShape[0]])
+		return
+	}
+	dstStride, srcStride := int64(1), int64(1)
+	for _, d := range dstShape[1:] {
+		dstStride *= d
+	}
+	for _, d := range srcShape[1:] {
+		srcStride *= d
+	}
+	for i := int64(0); i < srcShape[0]; i++ {
+		padCopy(dst[i*dstStride:], dstShape[1:], src[i*srcStride:], srcShape[1:])
+	}
+}
+
+// fill sets every element of s to v.
+func fill[T any](s []T, v T) {
+	for i := range s {
+		s[i] = v
+	}
+}
