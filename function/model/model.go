@@ -71,6 +71,7 @@ type Engine struct {
 	stateOut  int // index into outputs, or -1
 	padInt    int64
 	maxElems  int64
+	metadata  map[string]string
 	seqInputs []bool // inputs whose dimension 1 is dynamic and padded
 }
 
@@ -168,6 +169,10 @@ func New(p Params) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.metadata, err = readMetadata(e.session); err != nil {
+		e.session.Destroy()
+		return nil, fmt.Errorf("model: %s: %w", p.Name, err)
+	}
 	return e, nil
 }
 
@@ -262,6 +267,30 @@ func newSession(p Params, ins, outs []Info) (*ort.DynamicAdvancedSession, string
 	p.Logger.Info("model session on CPU", "model", p.Name, "intra_op_threads", p.IntraOpThreads)
 	return s, DeviceCPU, nil
 }
+
+func readMetadata(s *ort.DynamicAdvancedSession) (map[string]string, error) {
+	md, err := s.GetModelMetadata()
+	if err != nil {
+		return nil, fmt.Errorf("read metadata: %w", err)
+	}
+	defer md.Destroy()
+	keys, err := md.GetCustomMetadataMapKeys()
+	if err != nil {
+		return nil, fmt.Errorf("read metadata: %w", err)
+	}
+	m := make(map[string]string, len(keys))
+	for _, k := range keys {
+		v, _, err := md.LookupCustomMetadataMap(k)
+		if err != nil {
+			return nil, fmt.Errorf("read metadata %q: %w", k, err)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// Metadata returns the model's custom metadata value for key, or "".
+func (e *Engine) Metadata(key string) string { return e.metadata[key] }
 
 // Close releases the session.
 func (e *Engine) Close() error { return e.session.Destroy() }
