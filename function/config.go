@@ -1,0 +1,105 @@
+package function
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Config is the function's configuration, read from the environment by
+// ConfigFromEnv (DESIGN.md "Configuration").
+type Config struct {
+	Port          int           // PORT
+	Model         string        // SOUS_MODEL; "" serves the bundled demo model
+	Library       string        // SOUS_ORT_LIB
+	Device        string        // SOUS_DEVICE: auto, cpu or cuda
+	MaxBatch      int           // SOUS_MAX_BATCH
+	MaxDelay      time.Duration // SOUS_MAX_DELAY
+	Queue         int           // SOUS_QUEUE
+	Workers       int           // SOUS_WORKERS
+	State         string        // SOUS_STATE: auto, dapr or memory
+	StateStore    string        // SOUS_STATE_STORE
+	SessionTTL    time.Duration // SOUS_SESSION_TTL
+	History       int           // SOUS_HISTORY
+	MaxBody       int64         // SOUS_MAX_BODY, bytes
+	StateTimeout  time.Duration // SOUS_STATE_TIMEOUT, per state call
+	DrainTimeout  time.Duration // SOUS_DRAIN_TIMEOUT, SIGTERM grace
+	DaprAvailable bool          // DAPR_GRPC_PORT or DAPR_HTTP_PORT set
+}
+
+// Defaults.
+const (
+	DefaultMaxBody = 1 << 20
+	// MaxText bounds a turn's text. The demo tokenizer reads at most
+	// 512 tokens anyway; the bound keeps stored transcripts small.
+	MaxText = 8 << 10
+)
+
+// ConfigFromEnv reads and validates the configuration; getenv is
+// os.Getenv in main. Errors name the variable.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Config{}
+	var errs []error
+	str := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	num := func(name string, def, lo, hi int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			errs = append(errs, fmt.Errorf("%s=%q: want an integer in [%d, %d]", name, v, lo, hi))
+			return def
+		}
+		return n
+	}
+	dur := func(name string, def, lo, hi time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo || d > hi {
+			errs = append(errs, fmt.Errorf("%s=%q: want a duration in [%s, %s], e.g. 2ms", name, v, lo, hi))
+			return def
+		}
+		return d
+	}
+	oneOf := func(name, def string, allowed ...string) string {
+		v := str(name, def)
+		for _, a := range allowed {
+			if v == a {
+				return v
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s=%q: want one of %q", name, v, allowed))
+		return def
+	}
+
+	c.Port = num("PORT", 8080, 1, 65535)
+	c.Model = getenv("SOUS_MODEL")
+	c.Library = getenv("SOUS_ORT_LIB")
+	c.Device = oneOf("SOUS_DEVICE", "auto", "auto", "cpu", "cuda")
+	c.MaxBatch = num("SOUS_MAX_BATCH", 32, 1, 4096)
+	c.MaxDelay = dur("SOUS_MAX_DELAY", 2*time.Millisecond, 0, time.Second)
+	c.Queue = num("SOUS_QUEUE", 1024, 1, 1<<20)
+	c.Workers = num("SOUS_WORKERS", 1, 1, 256)
+	c.State = oneOf("SOUS_STATE", "auto", "auto", "dapr", "memory")
+	c.StateStore = str("SOUS_STATE_STORE", "statestore")
+	c.SessionTTL = dur("SOUS_SESSION_TTL", 30*time.Minute, time.Second, 365*24*time.Hour)
+	c.History = num("SOUS_HISTORY", 16, 0, 1024)
+	c.MaxBody = int64(num("SOUS_MAX_BODY", DefaultMaxBody, 1024, 64<<20))
+	c.StateTimeout = dur("SOUS_STATE_TIMEOUT", 2*time.Second, time.Millisecond, time.Minute)
+	c.DrainTimeout = dur("SOUS_DRAIN_TIMEOUT", 25*time.Second, 0, 10*time.Minute)
+	c.DaprAvailable = getenv("DAPR_GRPC_PORT") != "" || getenv("DAPR_HTTP_PORT") != "" || getenv("DAPR_GRPC_ENDPOINT") != ""
+	if c.Queue < c.MaxBatch {
+		errs = append(errs, fmt.Errorf("SOUS_QUEUE=%d: must be at least SOUS_MAX_BATCH=%d", c.Queue, c.MaxBatch))
+	}
+	return c, errors.Join(errs...)
+}

@@ -1,0 +1,278 @@
+// Package function is sous's Knative function: the echo routes, the
+// CloudEvents handling and the turn pipeline that loads a session, runs the
+// model through the batcher and saves the session again.
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sous-ai/sous/batching"
+	"github.com/sous-ai/sous/function/demo"
+	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/state"
+)
+
+// job is one turn's model input; result is its output and the size of the
+// batch it ran in.
+type job struct{ inputs []model.Tensor }
+
+type result struct {
+	outputs []model.Tensor
+	batch   int
+}
+
+// Executor runs one batch of jobs; tests wrap it to inject faults.
+type Executor = batching.Executor[job, result]
+
+// Option sets an optional part of a Function.
+type Option func(*options)
+
+type options struct {
+	store    state.Store
+	logger   *slog.Logger
+	wrapExec func(Executor) Executor
+	now      func() time.Time
+}
+
+// WithStore replaces the state store chosen by the configuration.
+func WithStore(s state.Store) Option { return func(o *options) { o.store = s } }
+
+// WithLogger sets the logger; default slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithExecutorWrapper wraps the model executor, e.g. to inject faults in
+// tests.
+func WithExecutorWrapper(w func(Executor) Executor) Option {
+	return func(o *options) { o.wrapExec = w }
+}
+
+// Function serves one model. Create it with New, then call Serve.
+type Function struct {
+	cfg     Config
+	log     *slog.Logger
+	engine  *model.Engine
+	batcher *batching.Batcher[job, result]
+	store   state.Store
+	locks   sessionLocks
+	text    *textModel // nil if the model does not take text
+	echo    *echo.Echo
+	now     func() time.Time
+
+	ready    atomic.Bool
+	admit    admission
+	started  time.Time
+}
+
+// textModel is what the text pipeline needs of a model: its token input,
+// its label names and its probability output.
+type textModel struct {
+	tokens int // index of the token input
+	probs  int // index of the probability output
+	labels []string
+}
+
+// New loads and warms the model and builds the routes. The model is ready
+// when New returns; Serve then serves it.
+func New(cfg Config, opts ...Option) (*Function, error) {
+	o := options{logger: slog.Default(), now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f := &Function{cfg: cfg, log: o.logger, now: o.now, started: o.now()}
+
+	p := model.Params{Library: cfg.Library, Device: cfg.Device, Workers: cfg.Workers, Logger: o.logger}
+	if p.Library == "" {
+		p.Library = model.FindLibrary()
+	}
+	if cfg.Model == "" {
+		p.Data, p.Name = demo.ONNX, demo.Name
+	} else {
+		p.Model = cfg.Model
+	}
+	var err error
+	if f.engine, err = model.New(p); err != nil {
+		return nil, err
+	}
+	f.text = textModelOf(f.engine)
+
+	f.store = o.store
+	if f.store == nil {
+		switch {
+		case cfg.State == "dapr" || (cfg.State == "auto" && cfg.DaprAvailable):
+			f.engine.Close()
+			return nil, errors.New("SOUS_STATE=dapr: the Dapr state store is not part of this build yet; use SOUS_STATE=memory")
+		default:
+			f.store = state.NewMemory(nil)
+			o.logger.Info("state store: embedded memory (sessions live in this process only)")
+		}
+	}
+
+	exec := Executor(f.execute)
+	if o.wrapExec != nil {
+		exec = o.wrapExec(exec)
+	}
+	f.batcher = batching.New(batching.Params{
+		Capacity:     cfg.Queue,
+		MaxBatch:     cfg.MaxBatch,
+		MaxDelay:     cfg.MaxDelay,
+		Workers:      cfg.Workers,
+		DrainTimeout: cfg.DrainTimeout,
+	}, exec)
+
+	if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
+		f.engine.Close()
+		return nil, fmt.Errorf("model: warm-up: %w", err)
+	}
+	f.echo = f.routes()
+	return f, nil
+}
+
+func textModelOf(e *model.Engine) *textModel {
+	if e.Metadata("sous.tokenizer") != demo.Tokenizer {
+		return nil
+	}
+	tm := &textModel{tokens: -1, probs: -1}
+	for i, in := range e.Inputs() {
+		if in.Name == "tokens" && in.DType == model.INT64 && len(in.Shape) == 2 {
+			tm.tokens = i
+		}
+	}
+	for i, out := range e.Outputs() {
+		if out.Name == "probs" && out.DType == model.FP32 && len(out.Shape) == 2 {
+			tm.probs = i
+		}
+	}
+	if tm.tokens < 0 || tm.probs < 0 {
+		return nil
+	}
+	tm.labels = strings.Split(e.Metadata("sous.labels"), ",")
+	return tm
+}
+
+// execute is the batcher's executor: one ONNX Runtime call per batch.
+func (f *Function) execute(ctx context.Context, in []job, out []result) error {
+	items := make([][]model.Tensor, len(in))
+	for i, j := range in {
+		items[i] = j.inputs
+	}
+	res, err := f.engine.Run(ctx, items)
+	if err != nil {
+		return err
+	}
+	for i := range out {
+		out[i] = result{outputs: res[i], batch: len(in)}
+	}
+	return nil
+}
+
+// Handler returns the HTTP handler serving every route.
+func (f *Function) Handler() http.Handler { return f.echo }
+
+// ModelName is the served model's name.
+func (f *Function) ModelName() string { return f.engine.Name() }
+
+// Serve serves on ln until ctx is done, then drains: new requests get 503,
+// accepted turns complete (within Config.DrainTimeout), the batcher drains,
+// and Serve returns nil.
+func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
+	defer f.engine.Close()
+	batchCtx, stopBatcher := context.WithCancel(context.Background())
+	batcherDone := make(chan error, 1)
+	go func() { batcherDone <- f.batcher.Run(batchCtx) }()
+
+	srv := &http.Server{Handler: f.echo, ReadHeaderTimeout: 10 * time.Second}
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.Serve(ln) }()
+	f.ready.Store(true)
+	f.log.Info("serving", "addr", ln.Addr().String(), "model", f.engine.Name(), "device", f.engine.Device(),
+		"start_to_ready_ms", f.now().Sub(f.started).Milliseconds())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveDone:
+		f.log.Error("server stopped", "err", err)
+	}
+
+	// Drain: refuse new turns, let accepted ones finish, then close.
+	f.ready.Store(false)
+	f.log.Info("draining", "timeout", f.cfg.DrainTimeout.String())
+	select {
+	case <-f.admit.close():
+	case <-time.After(f.cfg.DrainTimeout):
+		f.log.Warn("drain timeout: turns still running")
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := srv.Shutdown(shutdownCtx); serr != nil && err == nil {
+		err = serr
+	}
+	stopBatcher()
+	<-batcherDone
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	f.log.Info("stopped")
+	return err
+}
+
+// admission counts requests in progress and, once closed, admits no more.
+// The zero value admits.
+type admission struct {
+	mu     sync.Mutex // guards n, closed, zero
+	n      int
+	closed bool
+	zero   chan struct{}
+}
+
+// enter admits a request unless draining has begun.
+func (a *admission) enter() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return false
+	}
+	a.n++
+	return true
+}
+
+func (a *admission) leave() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.n--
+	if a.closed && a.n == 0 {
+		close(a.zero)
+	}
+}
+
+// close stops admission and returns a channel closed once every admitted
+// request has left.
+func (a *admission) close() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.closed {
+		a.closed = true
+		a.zero = make(chan struct{})
+		if a.n == 0 {
+			close(a.zero)
+		}
+	}
+	return a.zero
+}
+
+func (a *admission) draining() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closed
+}

@@ -1,0 +1,208 @@
+package function
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/sous-ai/sous/function/model"
+)
+
+// Open Inference Protocol v2 (REST) bodies.
+type oipRequest struct {
+	ID         string            `json:"id,omitempty"`
+	Parameters map[string]any    `json:"parameters,omitempty"`
+	Inputs     []oipTensorIn     `json:"inputs"`
+	Outputs    []oipOutputWanted `json:"outputs,omitempty"`
+}
+
+type oipTensorIn struct {
+	Name       string          `json:"name"`
+	Shape      []int64         `json:"shape"`
+	Datatype   string          `json:"datatype"`
+	Parameters map[string]any  `json:"parameters,omitempty"`
+	Data       json.RawMessage `json:"data"`
+}
+
+type oipOutputWanted struct {
+	Name       string         `json:"name"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+}
+
+type oipTensorOut struct {
+	Name     string  `json:"name"`
+	Shape    []int64 `json:"shape"`
+	Datatype string  `json:"datatype"`
+	Data     any     `json:"data"`
+}
+
+type oipResponse struct {
+	ModelName    string         `json:"model_name"`
+	ModelVersion string         `json:"model_version,omitempty"`
+	ID           string         `json:"id,omitempty"`
+	Outputs      []oipTensorOut `json:"outputs"`
+}
+
+func oipOut(t model.Tensor) oipTensorOut {
+	out := oipTensorOut{Name: t.Name, Shape: t.Shape, Datatype: t.DType.String()}
+	switch t.DType {
+	case model.FP32:
+		out.Data = t.F32
+	case model.INT64:
+		out.Data = t.I64
+	case model.INT32:
+		out.Data = t.I32
+	}
+	return out
+}
+
+// maxElements bounds one tensor of a request, before any data is parsed.
+const maxElements = 1 << 22
+
+// maxNesting bounds how deeply tensor data may nest.
+const maxNesting = 32
+
+// decodeJSON decodes one JSON value strictly: valid UTF-8 (encoding/json
+// would silently replace bad bytes), known fields only, nothing after it.
+func decodeJSON(body []byte, v any) error {
+	if !utf8.Valid(body) {
+		return badRequest("body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return badRequest("empty body")
+		}
+		return badRequest("invalid JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("invalid JSON: more than one value in the body")
+	}
+	return nil
+}
+
+// decodeTensor turns an OIP input into a model tensor: datatype, shape
+// within limits, data flat or nested, numbers that fit the datatype.
+func decodeTensor(in oipTensorIn) (model.Tensor, error) {
+	if in.Name == "" {
+		return model.Tensor{}, badRequest("an input has no name")
+	}
+	dt, ok := model.ParseDType(in.Datatype)
+	if !ok {
+		return model.Tensor{}, badRequest("input %q: datatype %q is not served (FP32, INT64, INT32)", in.Name, in.Datatype)
+	}
+	if len(in.Shape) == 0 {
+		return model.Tensor{}, badRequest("input %q: shape is missing", in.Name)
+	}
+	n := int64(1)
+	for _, d := range in.Shape {
+		if d < 0 {
+			return model.Tensor{}, badRequest("input %q: shape %v has a negative dimension", in.Name, in.Shape)
+		}
+		if d != 0 && n > maxElements/d {
+			return model.Tensor{}, badRequest("input %q: shape %v exceeds the limit of %d elements", in.Name, in.Shape, maxElements)
+		}
+		n *= d
+	}
+	t := model.Tensor{Name: in.Name, DType: dt, Shape: in.Shape}
+	count := 0
+	err := walkNumbers(in.Data, func(num string) error {
+		if int64(count) == n {
+			return fmt.Errorf("data has more than the %d elements of shape %v", n, in.Shape)
+		}
+		count++
+		switch dt {
+		case model.FP32:
+			v, err := strconv.ParseFloat(num, 32)
+			if err != nil || math.IsInf(v, 0) {
+				return fmt.Errorf("element %d (%s) is not a finite FP32", count-1, num)
+			}
+			t.F32 = append(t.F32, float32(v))
+		case model.INT64:
+			v, err := strconv.ParseInt(num, 10, 64)
+			if err != nil {
+				return fmt.Errorf("element %d (%s) is not an INT64", count-1, num)
+			}
+			t.I64 = append(t.I64, v)
+		case model.INT32:
+			v, err := strconv.ParseInt(num, 10, 32)
+			if err != nil {
+				return fmt.Errorf("element %d (%s) is not an INT32", count-1, num)
+			}
+			t.I32 = append(t.I32, int32(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return model.Tensor{}, badRequest("input %q: %v", in.Name, err)
+	}
+	if int64(count) != n {
+		return model.Tensor{}, badRequest("input %q: shape %v holds %d elements, data has %d", in.Name, in.Shape, n, count)
+	}
+	return t, nil
+}
+
+// walkNumbers calls fn with each number of a JSON array, flat or nested,
+// in row-major order.
+func walkNumbers(data json.RawMessage, fn func(string) error) error {
+	if len(data) == 0 {
+		return errors.New("data is missing")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("data: %v", err)
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '[':
+				if depth++; depth > maxNesting {
+					return fmt.Errorf("data nests deeper than %d", maxNesting)
+				}
+			case ']':
+				depth--
+			default:
+				return errors.New("data must be an array of numbers, not an object")
+			}
+		case json.Number:
+			if depth == 0 {
+				return errors.New("data must be an array")
+			}
+			if err := fn(string(v)); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("data must hold numbers only, found %v", v)
+		}
+	}
+	return nil
+}
+
+// decodeInputs decodes every OIP input tensor.
+func decodeInputs(ins []oipTensorIn) ([]model.Tensor, error) {
+	if len(ins) == 0 {
+		return nil, badRequest("no inputs")
+	}
+	out := make([]model.Tensor, 0, len(ins))
+	for _, in := range ins {
+		t, err := decodeTensor(in)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}

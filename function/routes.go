@@ -1,0 +1,443 @@
+package function
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/sous-ai/sous/function/model"
+)
+
+// CloudEvent types.
+const (
+	TypeTurn  = "ai.sous.turn"
+	TypeReply = "ai.sous.turn.reply"
+)
+
+func (f *Function) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = f.httpError
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		DisableStackAll: true,
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			f.log.Error("panic in request", "route", c.Path(), "err", err.Error(), "stack", string(stack))
+			return &statusError{http.StatusInternalServerError, "internal error"}
+		},
+	}))
+
+	work := e.Group("", f.admitted)
+	work.POST("/", f.handleCloudEvent)
+	work.POST("/turn", f.handleTurn)
+	work.POST("/v2/models/:name/infer", f.handleInfer)
+
+	e.GET("/v2", f.handleServerMetadata)
+	e.GET("/v2/models/:name", f.handleModelMetadata)
+	e.GET("/v2/models/:name/ready", f.handleModelReady)
+	e.GET("/v2/health/live", f.handleLive)
+	e.GET("/v2/health/ready", f.handleReady)
+	e.GET("/health/liveness", f.handleLive)
+	e.GET("/health/readiness", f.handleReady)
+	return e
+}
+
+// admitted refuses work once draining has begun and counts the rest, so
+// that a drain waits for every accepted turn.
+func (f *Function) admitted(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !f.admit.enter() {
+			return errShuttingDown
+		}
+		defer f.admit.leave()
+		return next(c)
+	}
+}
+
+// httpError renders every error as {"error": "..."} with its status; 503s
+// carry Retry-After.
+func (f *Function) httpError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var code int
+	var msg, reason string
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code, msg = he.Code, fmt.Sprint(he.Message)
+	} else {
+		code, msg, reason = classify(err)
+	}
+	if code == http.StatusServiceUnavailable {
+		c.Response().Header().Set("Retry-After", "1")
+	}
+	if code >= 500 || code == http.StatusRequestEntityTooLarge {
+		f.log.Warn("request failed", "route", c.Path(), "status", code, "reason", reason, "err", err.Error())
+	}
+	if c.Request().Method == http.MethodHead {
+		c.NoContent(code)
+		return
+	}
+	c.JSON(code, map[string]string{"error": msg})
+}
+
+// readBody reads the request body up to the configured limit (413 beyond).
+func (f *Function) readBody(c echo.Context) ([]byte, error) {
+	r := c.Request()
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, f.cfg.MaxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, &statusError{http.StatusRequestEntityTooLarge, fmt.Sprintf("body over the limit of %d bytes", f.cfg.MaxBody)}
+	}
+	if err != nil {
+		return nil, badRequest("reading body: %v", err)
+	}
+	return body, nil
+}
+
+func isJSON(contentType string) bool {
+	if contentType == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "application/json" || mt == "text/json")
+}
+
+// turnBody is POST /turn's body and a turn event's data.
+type turnBody struct {
+	Session string        `json:"session"`
+	ID      string        `json:"id,omitempty"`
+	Text    *string       `json:"text"`
+	Inputs  []oipTensorIn `json:"inputs"`
+}
+
+func (b *turnBody) request() (turnRequest, error) {
+	req := turnRequest{Session: b.Session}
+	if b.Text != nil {
+		if strings.TrimSpace(*b.Text) == "" {
+			return req, badRequest("text is empty")
+		}
+		req.Text = *b.Text
+	}
+	if b.Inputs != nil {
+		ins, err := decodeInputs(b.Inputs)
+		if err != nil {
+			return req, err
+		}
+		req.Inputs, req.HasInputs = ins, true
+	}
+	return req, nil
+}
+
+func (f *Function) handleTurn(c echo.Context) error {
+	if !isJSON(c.Request().Header.Get(echo.HeaderContentType)) {
+		return &statusError{http.StatusUnsupportedMediaType, "POST /turn takes application/json"}
+	}
+	body, err := f.readBody(c)
+	if err != nil {
+		return err
+	}
+	var tb turnBody
+	if err := decodeJSON(body, &tb); err != nil {
+		return err
+	}
+	req, err := tb.request()
+	if err != nil {
+		return err
+	}
+	if tb.ID != "" {
+		req.Event = "turn#" + tb.ID
+	}
+	reply, err := f.turn(c.Request().Context(), req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, reply)
+}
+
+func (f *Function) handleCloudEvent(c echo.Context) error {
+	r := c.Request()
+	body, err := f.readBody(c)
+	if err != nil {
+		return err
+	}
+	msg := cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(body)))
+	ctx := r.Context()
+	enc := msg.ReadEncoding()
+	switch enc {
+	case binding.EncodingUnknown:
+		if r.Header.Get("ce-specversion") != "" {
+			return badRequest("not a valid CloudEvent: unsupported ce-specversion %q", r.Header.Get("ce-specversion"))
+		}
+		return &statusError{http.StatusUnsupportedMediaType,
+			"not a CloudEvent: send binary mode (ce-* headers) or Content-Type application/cloudevents+json or application/cloudevents-batch+json"}
+	case binding.EncodingBatch:
+		if !utf8.Valid(body) {
+			return badRequest("body is not valid UTF-8")
+		}
+		events, err := binding.ToEvents(ctx, msg, msg.BodyReader)
+		if err != nil {
+			return badRequest("not a valid CloudEvents batch: %v", err)
+		}
+		replies, err := f.turnEvents(ctx, events)
+		if err != nil {
+			return err
+		}
+		out, err := json.Marshal(replies)
+		if err != nil {
+			return err
+		}
+		return c.Blob(http.StatusOK, event.ApplicationCloudEventsBatchJSON, out)
+	}
+	if enc == binding.EncodingStructured && !utf8.Valid(body) {
+		return badRequest("body is not valid UTF-8")
+	}
+	ev, err := binding.ToEvent(ctx, msg)
+	if err != nil {
+		return badRequest("not a valid CloudEvent: %v", err)
+	}
+	req, err := f.eventRequest(ev)
+	if err != nil {
+		return err
+	}
+	reply, err := f.turn(ctx, req)
+	if err != nil {
+		return err
+	}
+	out := f.replyEvent(ev, reply)
+	if enc == binding.EncodingStructured {
+		ctx = binding.WithForceStructured(ctx)
+	}
+	// A 200 that carries an event is a reply: Knative routes it back to
+	// the broker. Its type differs from the request's, so no trigger loop.
+	return cehttp.WriteResponseWriter(ctx, binding.ToMessage(&out), http.StatusOK, c.Response())
+}
+
+// eventRequest validates a turn event and reads its data.
+func (f *Function) eventRequest(ev *event.Event) (turnRequest, error) {
+	if err := ev.Validate(); err != nil {
+		return turnRequest{}, badRequest("not a valid CloudEvent: %v", err)
+	}
+	if ev.Type() != TypeTurn {
+		return turnRequest{}, badRequest("event type %q: want %s", ev.Type(), TypeTurn)
+	}
+	if !isJSON(ev.DataContentType()) {
+		return turnRequest{}, &statusError{http.StatusUnsupportedMediaType,
+			fmt.Sprintf("event data content type %q: want application/json", ev.DataContentType())}
+	}
+	var tb turnBody
+	if err := decodeJSON(ev.Data(), &tb); err != nil {
+		return turnRequest{}, err
+	}
+	if tb.Session != "" && ev.Subject() != "" && tb.Session != ev.Subject() {
+		return turnRequest{}, badRequest("subject %q and data session %q disagree", ev.Subject(), tb.Session)
+	}
+	if ev.Subject() != "" {
+		tb.Session = ev.Subject()
+	}
+	if tb.Session == "" {
+		return turnRequest{}, badRequest("no session: set the event's subject or data.session")
+	}
+	req, err := tb.request()
+	if err != nil {
+		return turnRequest{}, err
+	}
+	// A redelivered event (same source and id) is answered from the
+	// transcript instead of taking a second turn.
+	req.Event = ev.Source() + "#" + ev.ID()
+	return req, nil
+}
+
+func (f *Function) replyEvent(req *event.Event, r Reply) event.Event {
+	out := event.New()
+	out.SetID(req.ID() + "/reply")
+	out.SetSource("/sous/" + f.engine.Name())
+	out.SetType(TypeReply)
+	out.SetSubject(r.Session)
+	out.SetTime(f.now())
+	out.SetData(event.ApplicationJSON, r)
+	return out
+}
+
+// turnEvents runs a batch of turn events: all are validated before any
+// runs (one bad event fails the batch with 400, nothing run); events of one
+// session run in batch order, sessions concurrently. If a turn fails the
+// batch fails with that status; the turns that succeeded are in their
+// transcripts, so a redelivery answers them without running them again.
+func (f *Function) turnEvents(ctx context.Context, events []event.Event) ([]event.Event, error) {
+	if len(events) == 0 {
+		return nil, badRequest("empty CloudEvents batch")
+	}
+	reqs := make([]turnRequest, len(events))
+	bySession := map[string][]int{}
+	var order []string
+	for i := range events {
+		req, err := f.eventRequest(&events[i])
+		if err == nil {
+			_, err = f.buildInputs(req)
+		}
+		if err == nil && !sessionID.MatchString(req.Session) {
+			err = badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("event %d (id %q): %w", i, events[i].ID(), err)
+		}
+		reqs[i] = req
+		if _, ok := bySession[req.Session]; !ok {
+			order = append(order, req.Session)
+		}
+		bySession[req.Session] = append(bySession[req.Session], i)
+	}
+
+	replies := make([]event.Event, len(events))
+	errs := make([]error, len(events))
+	var wg sync.WaitGroup
+	for _, s := range order {
+		wg.Add(1)
+		go func(idx []int) {
+			defer wg.Done()
+			for _, i := range idx {
+				r, err := f.turn(ctx, reqs[i])
+				if err != nil {
+					errs[i] = err
+					return // later turns of this session wait for the retry
+				}
+				replies[i] = f.replyEvent(&events[i], r)
+			}
+		}(bySession[s])
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("event %d (id %q): %w", i, events[i].ID(), err)
+		}
+	}
+	return replies, nil
+}
+
+func (f *Function) checkModel(c echo.Context) error {
+	if name := c.Param("name"); name != f.engine.Name() {
+		return &statusError{http.StatusNotFound, fmt.Sprintf("model %q not found; this server serves %q", name, f.engine.Name())}
+	}
+	return nil
+}
+
+func (f *Function) handleInfer(c echo.Context) error {
+	if err := f.checkModel(c); err != nil {
+		return err
+	}
+	if !isJSON(c.Request().Header.Get(echo.HeaderContentType)) {
+		return &statusError{http.StatusUnsupportedMediaType, "infer takes application/json"}
+	}
+	body, err := f.readBody(c)
+	if err != nil {
+		return err
+	}
+	var req oipRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return err
+	}
+	ins, err := decodeInputs(req.Inputs)
+	if err != nil {
+		return err
+	}
+	item, err := f.engine.Order(ins)
+	if err != nil {
+		return err
+	}
+	if err := f.engine.Check(item); err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, o := range req.Outputs {
+		if !f.hasOutput(o.Name) {
+			return badRequest("model %s has no output %q", f.engine.Name(), o.Name)
+		}
+		want[o.Name] = true
+	}
+	res, err := f.batcher.Submit(c.Request().Context(), job{inputs: item})
+	if err != nil {
+		return err
+	}
+	resp := oipResponse{ModelName: f.engine.Name(), ModelVersion: "1", ID: req.ID, Outputs: []oipTensorOut{}}
+	for _, t := range res.outputs {
+		if len(want) == 0 || want[t.Name] {
+			resp.Outputs = append(resp.Outputs, oipOut(t))
+		}
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+func (f *Function) hasOutput(name string) bool {
+	for _, o := range f.engine.Outputs() {
+		if o.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *Function) handleServerMetadata(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{"name": "sous", "version": Version, "extensions": []string{}})
+}
+
+type oipTensorMeta struct {
+	Name     string  `json:"name"`
+	Datatype string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+func metas(infos []model.Info) []oipTensorMeta {
+	out := make([]oipTensorMeta, len(infos))
+	for i, in := range infos {
+		out[i] = oipTensorMeta{in.Name, in.DType.String(), in.Shape}
+	}
+	return out
+}
+
+func (f *Function) handleModelMetadata(c echo.Context) error {
+	if err := f.checkModel(c); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"name":     f.engine.Name(),
+		"versions": []string{"1"},
+		"platform": "onnxruntime_onnx",
+		"inputs":   metas(f.engine.Inputs()),
+		"outputs":  metas(f.engine.Outputs()),
+	})
+}
+
+func (f *Function) handleModelReady(c echo.Context) error {
+	if err := f.checkModel(c); err != nil {
+		return err
+	}
+	return f.handleReady(c)
+}
+
+func (f *Function) handleLive(c echo.Context) error { return c.NoContent(http.StatusOK) }
+
+// handleReady answers 200 once the model is warm and the server runs, and
+// 503 before that and while draining.
+func (f *Function) handleReady(c echo.Context) error {
+	if !f.ready.Load() || f.admit.draining() {
+		return &statusError{http.StatusServiceUnavailable, "not ready"}
+	}
+	return c.NoContent(http.StatusOK)
+}
+
+// Version is sous's version, reported by GET /v2.
+const Version = "0.1.0"

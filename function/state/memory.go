@@ -1,0 +1,101 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Memory is the embedded store, the default when no Dapr sidecar is
+// configured: sessions live in this process only. Values are kept as JSON,
+// as a remote store would keep them, so that no caller shares memory with
+// the store. The zero value is not usable; use NewMemory.
+type Memory struct {
+	now func() time.Time
+
+	mu        sync.Mutex // guards entries, version, lastSweep
+	entries   map[string]memEntry
+	version   uint64
+	lastSweep time.Time
+}
+
+type memEntry struct {
+	value   []byte
+	etag    string
+	expires time.Time
+}
+
+// NewMemory returns an empty store; now is its clock (nil: time.Now).
+func NewMemory(now func() time.Time) *Memory {
+	if now == nil {
+		now = time.Now
+	}
+	return &Memory{now: now, entries: make(map[string]memEntry)}
+}
+
+// Get implements Store.
+func (m *Memory) Get(ctx context.Context, id string) (Session, string, error) {
+	if err := ctx.Err(); err != nil {
+		return Session{}, "", err
+	}
+	m.mu.Lock()
+	e, ok := m.entries[id]
+	if ok && !m.now().Before(e.expires) {
+		delete(m.entries, id)
+		ok = false
+	}
+	m.mu.Unlock()
+	if !ok {
+		return Session{}, "", nil
+	}
+	var s Session
+	if err := json.Unmarshal(e.value, &s); err != nil {
+		return Session{}, "", fmt.Errorf("state: decode %q: %w", id, err)
+	}
+	return s, e.etag, nil
+}
+
+// Save implements Store.
+func (m *Memory) Save(ctx context.Context, id string, s Session, etag string, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	value, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("state: encode %q: %w", id, err)
+	}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.entries[id]
+	if ok && !now.Before(cur.expires) {
+		ok = false
+	}
+	switch {
+	case !ok && etag != "", ok && cur.etag != etag:
+		return fmt.Errorf("state: save %q: %w", id, ErrConflict)
+	}
+	m.version++
+	m.entries[id] = memEntry{value: value, etag: strconv.FormatUint(m.version, 10), expires: now.Add(ttl)}
+	// Expired sessions nobody reads again are swept now and then, so that
+	// memory stays bounded by the live sessions.
+	if now.Sub(m.lastSweep) > ttl/2 {
+		m.lastSweep = now
+		for k, e := range m.entries {
+			if !now.Before(e.expires) {
+				delete(m.entries, k)
+			}
+		}
+	}
+	return nil
+}
+
+// Len returns the number of sessions held, expired or not yet swept.
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.entries)
+}

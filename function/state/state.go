@@ -1,0 +1,59 @@
+// Package state keeps conversations: the Store interface the turn pipeline
+// reads and writes a session through, and its embedded in-memory
+// implementation. Writes are conditional on the ETag read (first write
+// wins), and every save renews the session's time to live.
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Errors a caller acts on.
+var (
+	// ErrConflict: the session changed since it was read; read it again and
+	// redo the turn.
+	ErrConflict = errors.New("state: etag mismatch")
+	// ErrUnavailable: the store cannot be reached now; the turn fails with
+	// 503 and may be retried.
+	ErrUnavailable = errors.New("state: store unavailable")
+)
+
+// Session is the stored value of one conversation: a versioned JSON
+// document.
+type Session struct {
+	// Version is the document's schema version, 1.
+	Version int `json:"v"`
+	// Turn counts the session's turns: the last one taken.
+	Turn int `json:"turn"`
+	// State is the model's recurrent state after the last turn.
+	State []float32 `json:"state,omitempty"`
+	// History holds the last turns, oldest first.
+	History []Turn `json:"history,omitempty"`
+}
+
+// Turn is one entry of a session's transcript.
+type Turn struct {
+	N int `json:"n"`
+	// Event identifies the request (CloudEvent source and id, or the /turn
+	// id) so that a redelivery is answered from here, not run twice.
+	Event     string          `json:"event,omitempty"`
+	Text      string          `json:"text,omitempty"`
+	Output    json.RawMessage `json:"output"`
+	BatchSize int             `json:"batch_size"`
+	At        time.Time       `json:"at"`
+}
+
+// Store reads and writes sessions. Implementations are safe for concurrent
+// use.
+type Store interface {
+	// Get returns the session and its ETag; a session never saved (or
+	// expired) is the zero Session with ETag "".
+	Get(ctx context.Context, id string) (Session, string, error)
+	// Save writes s if the stored ETag is still etag ("" meaning: only if
+	// the session does not exist), else ErrConflict. ttl renews the
+	// session's expiry.
+	Save(ctx context.Context, id string, s Session, etag string, ttl time.Duration) error
+}

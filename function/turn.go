@@ -1,0 +1,333 @@
+package function
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sous-ai/sous/batching"
+	"github.com/sous-ai/sous/function/demo"
+	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/state"
+)
+
+// turnRequest is one turn, however it arrived.
+type turnRequest struct {
+	Session string
+	// Event identifies the request for redelivery (CloudEvent source and
+	// id, or the /turn id); "" turns deduplication off.
+	Event string
+	Text  string
+	// Inputs are OIP tensors, used when Text is "" and HasInputs.
+	Inputs    []model.Tensor
+	HasInputs bool
+}
+
+// Reply is a turn's answer: the reply event's data, and /turn's body.
+type Reply struct {
+	Session   string          `json:"session"`
+	Turn      int             `json:"turn"`
+	Output    json.RawMessage `json:"output"`
+	Model     string          `json:"model"`
+	BatchSize int             `json:"batch_size"`
+}
+
+var sessionID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// maxConflicts bounds how often a turn is redone after losing an ETag race.
+const maxConflicts = 8
+
+// turn runs one turn: it validates, takes the session's turn lock (turns of
+// one session run one at a time, in arrival order, so never share a batch),
+// loads the session, runs the model through the batcher and saves the
+// session conditionally on the ETag it read, redoing the turn on conflict.
+func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
+	if !sessionID.MatchString(req.Session) {
+		return Reply{}, badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
+	}
+	item, err := f.buildInputs(req)
+	if err != nil {
+		return Reply{}, err
+	}
+
+	unlock, err := f.locks.lock(ctx, req.Session)
+	if err != nil {
+		return Reply{}, err
+	}
+	defer unlock()
+
+	stateIn, stateOut, stateful := f.engine.State()
+	for attempt := 0; ; attempt++ {
+		sess, etag, err := f.load(ctx, req.Session)
+		if err != nil {
+			return Reply{}, err
+		}
+		if req.Event != "" {
+			for _, h := range sess.History {
+				if h.Event == req.Event {
+					return Reply{Session: req.Session, Turn: h.N, Output: h.Output, Model: f.engine.Name(), BatchSize: h.BatchSize}, nil
+				}
+			}
+		}
+		if stateful {
+			item[stateIn] = f.stateTensor(sess.State, stateIn)
+		}
+		res, err := f.batcher.Submit(ctx, job{inputs: item})
+		if err != nil {
+			return Reply{}, err
+		}
+		output, err := f.render(req, res.outputs)
+		if err != nil {
+			return Reply{}, err
+		}
+
+		next := state.Session{Version: 1, Turn: sess.Turn + 1}
+		if stateful {
+			next.State = res.outputs[stateOut].F32
+		}
+		next.History = append(slices.Clone(sess.History), state.Turn{
+			N: next.Turn, Event: req.Event, Text: req.Text, Output: output, BatchSize: res.batch, At: f.now().UTC(),
+		})
+		if over := len(next.History) - f.cfg.History; over > 0 {
+			next.History = next.History[over:]
+		}
+		err = f.save(ctx, req.Session, next, etag)
+		if errors.Is(err, state.ErrConflict) && attempt < maxConflicts {
+			// Another pod took this turn number: back off with jitter and
+			// redo the turn on the session as it is now.
+			backoff := time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-ctx.Done():
+				return Reply{}, ctx.Err()
+			}
+		}
+		if err != nil {
+			return Reply{}, err
+		}
+		return Reply{Session: req.Session, Turn: next.Turn, Output: output, Model: f.engine.Name(), BatchSize: res.batch}, nil
+	}
+}
+
+// buildInputs validates the request's model inputs, with a zero state in
+// the state slot; the real state is put there once the session is read.
+func (f *Function) buildInputs(req turnRequest) ([]model.Tensor, error) {
+	stateIn, _, stateful := f.engine.State()
+	var item []model.Tensor
+	switch {
+	case req.Text != "" && req.HasInputs:
+		return nil, badRequest("give either text or inputs, not both")
+	case req.Text != "":
+		if f.text == nil {
+			return nil, badRequest("model %s does not take text; send OIP inputs instead", f.engine.Name())
+		}
+		if len(req.Text) > MaxText {
+			return nil, badRequest("text is %d bytes, the limit is %d", len(req.Text), MaxText)
+		}
+		if len(f.engine.Inputs()) != 2 || !stateful {
+			return nil, badRequest("model %s takes more than text", f.engine.Name())
+		}
+		tokens := demo.Tokenize(req.Text)
+		item = make([]model.Tensor, 2)
+		item[f.text.tokens] = model.Tensor{Name: "tokens", DType: model.INT64, Shape: []int64{1, int64(len(tokens))}, I64: tokens}
+	case req.HasInputs:
+		if stateful {
+			for _, t := range req.Inputs {
+				if t.Name == f.engine.Inputs()[stateIn].Name {
+					return nil, badRequest("input %q is carried by the session; do not send it", t.Name)
+				}
+			}
+			req.Inputs = append(req.Inputs, model.Tensor{Name: f.engine.Inputs()[stateIn].Name})
+		}
+		var err error
+		if item, err = f.engine.Order(req.Inputs); err != nil {
+			return nil, err
+		}
+		if stateful && len(item) > 0 && len(item[0].Shape) > 0 && item[0].Shape[0] != 1 {
+			return nil, badRequest("a turn is one row: input %q has %d", item[0].Name, item[0].Shape[0])
+		}
+	default:
+		return nil, badRequest("the turn has no text and no inputs")
+	}
+	if stateful {
+		item[stateIn] = f.stateTensor(nil, stateIn)
+	}
+	if err := f.engine.Check(item); err != nil {
+		return nil, err
+	}
+	return item, nil
+}
+
+// stateTensor returns the state input for one row: the session's state, or
+// zeros for a new session or one whose state no longer fits the model.
+func (f *Function) stateTensor(s []float32, idx int) model.Tensor {
+	info := f.engine.Inputs()[idx]
+	width := int64(1)
+	for _, d := range info.Shape[1:] {
+		width *= max(d, 1)
+	}
+	if int64(len(s)) != width {
+		s = make([]float32, width)
+	}
+	shape := slices.Clone(info.Shape)
+	shape[0] = 1
+	for i := range shape {
+		shape[i] = max(shape[i], 1)
+	}
+	return model.Tensor{Name: info.Name, DType: model.FP32, Shape: shape, F32: s}
+}
+
+// render turns the model's outputs into the reply's output: the intent and
+// its scores for text, OIP tensors (less the carried state) otherwise.
+func (f *Function) render(req turnRequest, outs []model.Tensor) (json.RawMessage, error) {
+	if req.Text != "" {
+		probs := outs[f.text.probs].F32
+		best := 0
+		scores := make(map[string]float32, len(probs))
+		for i, p := range probs {
+			if p > probs[best] {
+				best = i
+			}
+			scores[f.label(i)] = p
+		}
+		return json.Marshal(struct {
+			Intent string             `json:"intent"`
+			Scores map[string]float32 `json:"scores"`
+		}{f.label(best), scores})
+	}
+	_, stateOut, stateful := f.engine.State()
+	var tensors []oipTensorOut
+	for i, t := range outs {
+		if stateful && i == stateOut {
+			continue
+		}
+		tensors = append(tensors, oipOut(t))
+	}
+	return json.Marshal(struct {
+		Outputs []oipTensorOut `json:"outputs"`
+	}{tensors})
+}
+
+func (f *Function) label(i int) string {
+	if i < len(f.text.labels) && f.text.labels[i] != "" {
+		return f.text.labels[i]
+	}
+	return fmt.Sprintf("class_%d", i)
+}
+
+// errStateUnavailable: the store did not answer in time or at all.
+var errStateUnavailable = errors.New("state store unavailable")
+
+func (f *Function) load(ctx context.Context, id string) (state.Session, string, error) {
+	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
+	defer cancel()
+	s, etag, err := f.store.Get(sctx, id)
+	if err != nil {
+		return state.Session{}, "", f.stateErr(ctx, "get", err)
+	}
+	return s, etag, nil
+}
+
+func (f *Function) save(ctx context.Context, id string, s state.Session, etag string) error {
+	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
+	defer cancel()
+	err := f.store.Save(sctx, id, s, etag, f.cfg.SessionTTL)
+	if err == nil || errors.Is(err, state.ErrConflict) {
+		return err
+	}
+	return f.stateErr(ctx, "save", err)
+}
+
+// stateErr classifies a failed state call: the caller's own end, or the
+// store's unavailability (503).
+func (f *Function) stateErr(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	f.log.Warn("state call failed", "op", op, "err", err.Error())
+	return fmt.Errorf("%w: %s: %v", errStateUnavailable, op, err)
+}
+
+// sessionLocks serialises the turns of each session in arrival order.
+type sessionLocks struct {
+	mu sync.Mutex // guards m
+	m  map[string]*sessionQueue
+}
+
+type sessionQueue struct {
+	waiters []chan struct{} // closed to hand over the turn, in arrival order
+	refs    int             // holder plus waiters
+}
+
+// lock waits for the session's earlier turns; ctx ending gives up the place
+// in line. The returned function hands the turn to the next in line.
+func (l *sessionLocks) lock(ctx context.Context, id string) (func(), error) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = make(map[string]*sessionQueue)
+	}
+	q := l.m[id]
+	if q == nil {
+		q = &sessionQueue{}
+		l.m[id] = q
+	}
+	q.refs++
+	if q.refs == 1 {
+		l.mu.Unlock()
+		return func() { l.unlock(id, q) }, nil
+	}
+	ch := make(chan struct{})
+	q.waiters = append(q.waiters, ch)
+	l.mu.Unlock()
+
+	select {
+	case <-ch:
+		return func() { l.unlock(id, q) }, nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		if i := slices.Index(q.waiters, ch); i >= 0 {
+			q.waiters = slices.Delete(q.waiters, i, i+1)
+			q.refs--
+			l.mu.Unlock()
+			return nil, ctx.Err()
+		}
+		l.mu.Unlock()
+		// The turn was handed over as ctx ended: pass it on.
+		l.unlock(id, q)
+		return nil, ctx.Err()
+	}
+}
+
+func (l *sessionLocks) unlock(id string, q *sessionQueue) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q.refs--
+	if len(q.waiters) > 0 {
+		next := q.waiters[0]
+		q.waiters = q.waiters[1:]
+		close(next)
+		return
+	}
+	if q.refs == 0 {
+		delete(l.m, id)
+	}
+}
+
+// isRejection reports whether err is the batcher refusing work.
+func isRejection(err error) bool {
+	return errors.Is(err, batching.ErrFull) || errors.Is(err, batching.ErrClosed)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
