@@ -25,7 +25,10 @@ import (
 
 // job is one turn's model input; result is its output and the size of the
 // batch it ran in.
-type job struct{ inputs []model.Tensor }
+type job struct {
+	session string // "" for stateless OIP calls; the executor ignores it
+	inputs  []model.Tensor
+}
 
 type result struct {
 	outputs []model.Tensor
@@ -69,9 +72,9 @@ type Function struct {
 	echo    *echo.Echo
 	now     func() time.Time
 
-	ready    atomic.Bool
-	admit    admission
-	started  time.Time
+	ready   atomic.Bool
+	admit   admission
+	started time.Time
 }
 
 // textModel is what the text pipeline needs of a model: its token input,
@@ -213,10 +216,13 @@ func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
 	case <-time.After(f.cfg.DrainTimeout):
 		f.log.Warn("drain timeout: turns still running")
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Every admitted turn has been answered; what is left are idle
+	// connections and ones that never sent a request (Shutdown would wait
+	// 5s for those), so close after a short grace.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if serr := srv.Shutdown(shutdownCtx); serr != nil && err == nil {
-		err = serr
+	if srv.Shutdown(shutdownCtx) != nil {
+		srv.Close()
 	}
 	stopBatcher()
 	<-batcherDone

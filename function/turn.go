@@ -78,7 +78,7 @@ func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 		if stateful {
 			item[stateIn] = f.stateTensor(sess.State, stateIn)
 		}
-		res, err := f.batcher.Submit(ctx, job{inputs: item})
+		res, err := f.batcher.Submit(ctx, job{session: req.Session, inputs: item})
 		if err != nil {
 			return Reply{}, err
 		}
