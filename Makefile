@@ -13,7 +13,11 @@ ORT_MEMBER  := package/bin/napi-v6/linux/x64/libonnxruntime.so.1
 ORT_SHA256  := ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
 ORT_LIB     := bin/libonnxruntime.so
 
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 30s
+# Every fuzz target, as package:target. `make test` runs each briefly,
+# `make fuzz` for FUZZTIME each.
+FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
+	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData
 TESTFLAGS ?=
 
 .PHONY: run test onnxruntime model fuzz tools clean
@@ -40,9 +44,14 @@ model:
 test: $(ORT_LIB)
 	$(GO) vet ./...
 	SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 fuzz: $(ORT_LIB)
-	SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run XXX -fuzz FuzzRing -fuzztime $(FUZZTIME) ./batching
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run XXX -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 clean:
 	rm -rf bin .cache

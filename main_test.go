@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sous-ai/sous/function/model"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startChild builds sous and runs it as a child process with env added.
+func startChild(t *testing.T, env ...string) (*exec.Cmd, string, *bytes.Buffer) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sous")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	port := freePort(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), append([]string{fmt.Sprintf("PORT=%d", port), "SOUS_ORT_LIB=" + model.FindLibrary()}, env...)...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url + "/health/readiness")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return cmd, url, &logs
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sous not ready after 30s:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// SIGTERM under load: accepted turns complete, new ones get 503 with
+// Retry-After (or find the listener closed), and the process exits 0.
+func TestSIGTERMDrainsUnderLoad(t *testing.T) {
+	cmd, url, logs := startChild(t, "SOUS_DRAIN_TIMEOUT=10s")
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var bad []string
+	var termSent time.Time
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 15 * time.Second}
+	for c := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf(`{"session":"d%d","text":"hello there %d"}`, c, i)
+				resp, err := client.Post(url+"/turn", "application/json", strings.NewReader(body))
+				mu.Lock()
+				sent := !termSent.IsZero()
+				if err != nil {
+					mu.Unlock()
+					if !sent {
+						t.Errorf("request before SIGTERM failed: %v", err)
+					}
+					return // the listener is gone
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				codes[resp.StatusCode]++
+				switch {
+				case resp.StatusCode == http.StatusOK:
+				case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" && sent:
+				default:
+					bad = append(bad, fmt.Sprintf("%d %s", resp.StatusCode, b))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	termSent = time.Now()
+	mu.Unlock()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Errorf("exit: %v\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("sous did not exit within 20s of SIGTERM\n%s", logs.String())
+	}
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bad) > 0 {
+		t.Errorf("%d unexpected answers, e.g. %s", len(bad), bad[0])
+	}
+	if codes[http.StatusOK] == 0 {
+		t.Error("no turn succeeded before SIGTERM")
+	}
+	if !strings.Contains(logs.String(), `"msg":"draining"`) || !strings.Contains(logs.String(), `"msg":"stopped"`) {
+		t.Errorf("drain not logged:\n%s", logs.String())
+	}
+	t.Logf("answers: %v; exit %s after SIGTERM", codes, time.Since(termSent).Round(time.Millisecond))
+}
+
+func TestInvalidConfigurationFailsStartup(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "sous")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "SOUS_MAX_BATCH=zero", "SOUS_DEVICE=tpu")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want status 1\n%s", err, out)
+	}
+	for _, want := range []string{"SOUS_MAX_BATCH", "SOUS_DEVICE"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("start-up error does not name %s:\n%s", want, out)
+		}
+	}
+}
