@@ -21,6 +21,7 @@ import (
 	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/state"
+	"github.com/sous-ai/sous/function/telemetry"
 )
 
 // job is one turn's model input; result is its output and the size of the
@@ -71,6 +72,7 @@ type Function struct {
 	text    *textModel // nil if the model does not take text
 	echo    *echo.Echo
 	now     func() time.Time
+	metrics *telemetry.Metrics
 
 	ready   atomic.Bool
 	admit   admission
@@ -125,13 +127,25 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	if o.wrapExec != nil {
 		exec = o.wrapExec(exec)
 	}
+	f.metrics, err = telemetry.New(telemetry.Params{
+		Model: f.engine.Name(), Device: f.engine.Device(),
+		QueueDepth: func() int { return f.batcher.Len() },
+	})
+	if err != nil {
+		f.engine.Close()
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
 	f.batcher = batching.New(batching.Params{
 		Capacity:     cfg.Queue,
 		MaxBatch:     cfg.MaxBatch,
 		MaxDelay:     cfg.MaxDelay,
 		Workers:      cfg.Workers,
 		DrainTimeout: cfg.DrainTimeout,
-	}, exec)
+	}, exec, batching.WithHooks(batching.Hooks{
+		Batch:   f.metrics.Batch,
+		Wait:    f.metrics.QueueWait,
+		Expired: func() { f.metrics.Rejected(reasonExpired) },
+	}))
 
 	if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
 		f.engine.Close()
@@ -169,7 +183,9 @@ func (f *Function) execute(ctx context.Context, in []job, out []result) error {
 	for i, j := range in {
 		items[i] = j.inputs
 	}
+	start := time.Now()
 	res, err := f.engine.Run(ctx, items)
+	f.metrics.Inference(time.Since(start))
 	if err != nil {
 		return err
 	}

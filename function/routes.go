@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -32,6 +33,7 @@ func (f *Function) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = f.httpError
+	e.Use(f.measured)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		DisableStackAll: true,
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
@@ -52,7 +54,29 @@ func (f *Function) routes() *echo.Echo {
 	e.GET("/v2/health/ready", f.handleReady)
 	e.GET("/health/liveness", f.handleLive)
 	e.GET("/health/readiness", f.handleReady)
+	e.GET("/metrics", echo.WrapHandler(f.metrics.Handler()))
 	return e
+}
+
+// measured counts every answer by route and status, and times turns. It
+// renders errors itself so that the status is known here.
+func (f *Function) measured(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		code := c.Response().Status
+		f.metrics.Request(route, code)
+		if code == http.StatusOK && (route == "/" || route == "/turn") {
+			f.metrics.Turn(time.Since(start))
+		}
+		return nil
+	}
 }
 
 // admitted refuses work once draining has begun and counts the rest, so
@@ -83,6 +107,7 @@ func (f *Function) httpError(err error, c echo.Context) {
 	}
 	if code == http.StatusServiceUnavailable {
 		c.Response().Header().Set("Retry-After", "1")
+		f.metrics.Rejected(reason)
 	}
 	if code >= 500 || code == http.StatusRequestEntityTooLarge {
 		f.log.Warn("request failed", "route", c.Path(), "status", code, "reason", reason, "err", err.Error())

@@ -228,7 +228,9 @@ var errStateUnavailable = errors.New("state store unavailable")
 func (f *Function) load(ctx context.Context, id string) (state.Session, string, error) {
 	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
 	defer cancel()
+	start := time.Now()
 	s, etag, err := f.store.Get(sctx, id)
+	f.metrics.State("get", time.Since(start))
 	if err != nil {
 		return state.Session{}, "", f.stateErr(ctx, "get", err)
 	}
@@ -238,7 +240,9 @@ func (f *Function) load(ctx context.Context, id string) (state.Session, string, 
 func (f *Function) save(ctx context.Context, id string, s state.Session, etag string) error {
 	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
 	defer cancel()
+	start := time.Now()
 	err := f.store.Save(sctx, id, s, etag, f.cfg.SessionTTL)
+	f.metrics.State("save", time.Since(start))
 	if err == nil || errors.Is(err, state.ErrConflict) {
 		return err
 	}

@@ -1,0 +1,174 @@
+// Package telemetry defines sous's OpenTelemetry metrics and serves them in
+// the Prometheus exposition format.
+package telemetry
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// Rejection reasons; each is exported from start at 0.
+var Reasons = []string{"queue_full", "shutting_down", "state_unavailable", "expired"}
+
+// LatencyBuckets (seconds) span a sub-millisecond model call to a
+// multi-second state outage: roughly 1-2.5-5 steps from 50µs to 10s.
+var LatencyBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// BatchBuckets are powers of two up to 1024 items.
+var BatchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}
+
+// Metrics records sous's measurements. Methods are safe for concurrent use.
+// A nil *Metrics records nothing.
+type Metrics struct {
+	handler   http.Handler
+	provider  *sdkmetric.MeterProvider
+	batchSize metric.Int64Histogram
+	queueWait metric.Float64Histogram
+	inference metric.Float64Histogram
+	turn      metric.Float64Histogram
+	state     metric.Float64Histogram
+	requests  metric.Int64Counter
+	rejected  metric.Int64Counter
+	reasonSet map[string]metric.AddOption
+	stateOps  map[string]metric.RecordOption
+}
+
+// Params names what the metrics describe.
+type Params struct {
+	Model, Device string
+	// QueueDepth reports the number of queued items when scraped.
+	QueueDepth func() int
+}
+
+// New creates the instruments on a registry of their own.
+func New(p Params) (*Metrics, error) {
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(),
+		otelprom.WithoutTargetInfo(), otelprom.WithoutUnits())
+	if err != nil {
+		return nil, err
+	}
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	meter := provider.Meter("sous")
+	m := &Metrics{
+		handler:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		provider:  provider,
+		reasonSet: map[string]metric.AddOption{},
+		stateOps:  map[string]metric.RecordOption{},
+	}
+	seconds := func(name, desc string) metric.Float64Histogram {
+		h, e := meter.Float64Histogram(name, metric.WithDescription(desc), metric.WithUnit("s"),
+			metric.WithExplicitBucketBoundaries(LatencyBuckets...))
+		if e != nil && err == nil {
+			err = e
+		}
+		return h
+	}
+	m.queueWait = seconds("sous_queue_wait_seconds", "Time a turn waited in the batcher's ring before its batch ran.")
+	m.inference = seconds("sous_inference_duration_seconds", "Duration of one batched ONNX Runtime call.")
+	m.turn = seconds("sous_turn_duration_seconds", "Duration of a turn, request in to reply out.")
+	m.state = seconds("sous_state_duration_seconds", "Duration of one state store call, by op.")
+	if m.batchSize, err = meter.Int64Histogram("sous_batch_size", metric.WithDescription("Items in one ONNX Runtime call."),
+		metric.WithExplicitBucketBoundaries(BatchBuckets...)); err != nil {
+		return nil, err
+	}
+	if m.requests, err = meter.Int64Counter("sous_requests", metric.WithDescription("Requests answered, by route and status code.")); err != nil {
+		return nil, err
+	}
+	if m.rejected, err = meter.Int64Counter("sous_rejected", metric.WithDescription("Requests refused with 503, by reason.")); err != nil {
+		return nil, err
+	}
+	if _, err = meter.Int64ObservableGauge("sous_queue_depth", metric.WithDescription("Turns queued in the batcher's ring."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			if p.QueueDepth != nil {
+				o.Observe(int64(p.QueueDepth()))
+			}
+			return nil
+		})); err != nil {
+		return nil, err
+	}
+	info := metric.WithAttributes(attribute.String("model", p.Model), attribute.String("device", p.Device))
+	if _, err = meter.Int64ObservableGauge("sous_model_info", metric.WithDescription("The served model and its device; always 1."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(1, info)
+			return nil
+		})); err != nil {
+		return nil, err
+	}
+	for _, r := range Reasons {
+		m.reasonSet[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+		m.rejected.Add(context.Background(), 0, m.reasonSet[r])
+	}
+	for _, op := range []string{"get", "save"} {
+		m.stateOps[op] = metric.WithAttributeSet(attribute.NewSet(attribute.String("op", op)))
+	}
+	return m, err
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler { return m.handler }
+
+// Shutdown stops the meter provider.
+func (m *Metrics) Shutdown(ctx context.Context) error { return m.provider.Shutdown(ctx) }
+
+// Batch records one executor call of n items.
+func (m *Metrics) Batch(n int) {
+	if m != nil {
+		m.batchSize.Record(context.Background(), int64(n))
+	}
+}
+
+// QueueWait records an item's time in the ring.
+func (m *Metrics) QueueWait(d time.Duration) {
+	if m != nil {
+		m.queueWait.Record(context.Background(), d.Seconds())
+	}
+}
+
+// Inference records one ONNX Runtime call.
+func (m *Metrics) Inference(d time.Duration) {
+	if m != nil {
+		m.inference.Record(context.Background(), d.Seconds())
+	}
+}
+
+// Turn records one turn's duration.
+func (m *Metrics) Turn(d time.Duration) {
+	if m != nil {
+		m.turn.Record(context.Background(), d.Seconds())
+	}
+}
+
+// State records one state call; op is get or save.
+func (m *Metrics) State(op string, d time.Duration) {
+	if m != nil {
+		m.state.Record(context.Background(), d.Seconds(), m.stateOps[op])
+	}
+}
+
+// Request counts one answered request.
+func (m *Metrics) Request(route string, code int) {
+	if m != nil {
+		m.requests.Add(context.Background(), 1, metric.WithAttributes(
+			attribute.String("route", route), attribute.String("code", strconv.Itoa(code))))
+	}
+}
+
+// Rejected counts one 503 by reason.
+func (m *Metrics) Rejected(reason string) {
+	if m == nil {
+		return
+	}
+	if opt, ok := m.reasonSet[reason]; ok {
+		m.rejected.Add(context.Background(), 1, opt)
+	}
+}
