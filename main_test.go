@@ -29,35 +29,91 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startChild builds sous and runs it as a child process with env added.
-func startChild(t *testing.T, env ...string) (*exec.Cmd, string, *bytes.Buffer) {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sous")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// TestMain removes the binary the tests built.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sous-test")
+	if err != nil {
+		panic(err)
 	}
-	port := freePort(t)
-	cmd := exec.Command(bin)
+	binPath = filepath.Join(dir, "sous")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// sousBinary builds sous once per test run.
+func sousBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// child is a running sous process.
+type child struct {
+	cmd  *exec.Cmd
+	url  string
+	port int
+	logs *logBuffer
+}
+
+type logBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startSous runs sous on port (0: a free one) with env added, and waits
+// until it is ready.
+func startSous(t *testing.T, port int, env ...string) *child {
+	t.Helper()
+	if port == 0 {
+		port = freePort(t)
+	}
+	cmd := exec.Command(sousBinary(t))
 	cmd.Env = append(os.Environ(), append([]string{fmt.Sprintf("PORT=%d", port), "SOUS_ORT_LIB=" + model.FindLibrary()}, env...)...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := &logBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	c := &child{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), port: port, logs: logs}
+	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(url + "/health/readiness")
+		resp, err := http.Get(c.url + "/health/readiness")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return cmd, url, &logs
+				return c
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sous not ready after 30s:\n%s", logs.String())
+			t.Fatalf("sous not ready after 60s:\n%s", logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -66,7 +122,8 @@ func startChild(t *testing.T, env ...string) (*exec.Cmd, string, *bytes.Buffer) 
 // SIGTERM under load: accepted turns complete, new ones get 503 with
 // Retry-After (or find the listener closed), and the process exits 0.
 func TestSIGTERMDrainsUnderLoad(t *testing.T) {
-	cmd, url, logs := startChild(t, "SOUS_DRAIN_TIMEOUT=10s")
+	c := startSous(t, 0, "SOUS_DRAIN_TIMEOUT=10s")
+	cmd, url, logs := c.cmd, c.url, c.logs
 	var mu sync.Mutex
 	codes := map[int]int{}
 	var bad []string
@@ -117,8 +174,10 @@ func TestSIGTERMDrainsUnderLoad(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); exited <- <-exited })
 	select {
 	case err := <-exited:
+		exited <- err // for the cleanup
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			t.Errorf("exit: %v\n%s", err, logs.String())
@@ -143,11 +202,7 @@ func TestSIGTERMDrainsUnderLoad(t *testing.T) {
 }
 
 func TestInvalidConfigurationFailsStartup(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "sous")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin)
+	cmd := exec.Command(sousBinary(t))
 	cmd.Env = append(os.Environ(), "SOUS_MAX_BATCH=zero", "SOUS_DEVICE=tpu")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

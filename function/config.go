@@ -25,7 +25,13 @@ type Config struct {
 	MaxBody       int64         // SOUS_MAX_BODY, bytes
 	StateTimeout  time.Duration // SOUS_STATE_TIMEOUT, per state call
 	DrainTimeout  time.Duration // SOUS_DRAIN_TIMEOUT, SIGTERM grace
-	DaprAvailable bool          // DAPR_GRPC_PORT or DAPR_HTTP_PORT set
+	DaprAvailable bool          // DAPR_GRPC_PORT, DAPR_GRPC_ENDPOINT or DAPR_HTTP_PORT set
+	DaprAddress   string        // DAPR_GRPC_ENDPOINT, or 127.0.0.1:DAPR_GRPC_PORT (default 50001)
+	DaprToken     string        // DAPR_API_TOKEN, sent to the sidecar
+	AppToken      string        // APP_API_TOKEN, required of requests from the sidecar
+	DaprWait      time.Duration // SOUS_DAPR_WAIT, how long start-up waits for the sidecar
+	PubSub        string        // SOUS_PUBSUB, the Dapr pub/sub component
+	Topic         string        // SOUS_TOPIC, the topic of turn events
 }
 
 // Defaults.
@@ -98,6 +104,15 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.StateTimeout = dur("SOUS_STATE_TIMEOUT", 2*time.Second, time.Millisecond, time.Minute)
 	c.DrainTimeout = dur("SOUS_DRAIN_TIMEOUT", 25*time.Second, 0, 10*time.Minute)
 	c.DaprAvailable = getenv("DAPR_GRPC_PORT") != "" || getenv("DAPR_HTTP_PORT") != "" || getenv("DAPR_GRPC_ENDPOINT") != ""
+	c.DaprAddress = getenv("DAPR_GRPC_ENDPOINT")
+	if c.DaprAddress == "" {
+		c.DaprAddress = "127.0.0.1:" + str("DAPR_GRPC_PORT", "50001")
+	}
+	c.DaprToken = getenv("DAPR_API_TOKEN")
+	c.AppToken = getenv("APP_API_TOKEN")
+	c.DaprWait = dur("SOUS_DAPR_WAIT", 30*time.Second, 0, 10*time.Minute)
+	c.PubSub = str("SOUS_PUBSUB", "pubsub")
+	c.Topic = str("SOUS_TOPIC", "turns")
 	if c.Queue < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("SOUS_QUEUE=%d: must be at least SOUS_MAX_BATCH=%d", c.Queue, c.MaxBatch))
 	}

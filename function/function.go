@@ -73,6 +73,8 @@ type Function struct {
 	echo    *echo.Echo
 	now     func() time.Time
 	metrics *telemetry.Metrics
+	// closeStore releases the store's connection, if it has one.
+	closeStore func()
 
 	ready   atomic.Bool
 	admit   admission
@@ -115,8 +117,22 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	if f.store == nil {
 		switch {
 		case cfg.State == "dapr" || (cfg.State == "auto" && cfg.DaprAvailable):
-			f.engine.Close()
-			return nil, errors.New("SOUS_STATE=dapr: the Dapr state store is not part of this build yet; use SOUS_STATE=memory")
+			d, err := state.NewDapr(state.DaprParams{Address: cfg.DaprAddress, Store: cfg.StateStore, Token: cfg.DaprToken})
+			if err != nil {
+				f.engine.Close()
+				return nil, err
+			}
+			// Bounded wait: the sidecar starts beside us and may be slower.
+			wctx, cancel := context.WithTimeout(context.Background(), cfg.DaprWait)
+			err = d.Wait(wctx)
+			cancel()
+			if err != nil {
+				d.Close()
+				f.engine.Close()
+				return nil, fmt.Errorf("%w (DAPR_GRPC_PORT/DAPR_GRPC_ENDPOINT %s, SOUS_DAPR_WAIT %s)", err, cfg.DaprAddress, cfg.DaprWait)
+			}
+			f.store, f.closeStore = d, d.Close
+			o.logger.Info("state store: dapr", "sidecar", cfg.DaprAddress, "store", cfg.StateStore)
 		default:
 			f.store = state.NewMemory(nil)
 			o.logger.Info("state store: embedded memory (sessions live in this process only)")
@@ -206,6 +222,9 @@ func (f *Function) ModelName() string { return f.engine.Name() }
 // and Serve returns nil.
 func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
 	defer f.engine.Close()
+	if f.closeStore != nil {
+		defer f.closeStore()
+	}
 	batchCtx, stopBatcher := context.WithCancel(context.Background())
 	batcherDone := make(chan error, 1)
 	go func() { batcherDone <- f.batcher.Run(batchCtx) }()

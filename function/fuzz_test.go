@@ -102,7 +102,7 @@ func FuzzCloudEventData(f *testing.F) {
 		if err := ev.SetData(contentType, data); err != nil {
 			return
 		}
-		req, err := fn.eventRequest(&ev)
+		req, err := fn.eventRequest(&ev, false)
 		if err == nil {
 			_, err = fn.buildInputs(req)
 		}

@@ -3,6 +3,7 @@ package function
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,7 +43,11 @@ func (f *Function) routes() *echo.Echo {
 		},
 	}))
 
+	e.Use(f.daprToken)
+	e.GET("/dapr/subscribe", f.handleSubscribe)
+
 	work := e.Group("", f.admitted)
+	work.POST("/events", f.handleDaprEvent)
 	work.POST("/", f.handleCloudEvent)
 	work.POST("/turn", f.handleTurn)
 	work.POST("/v2/models/:name/infer", f.handleInfer)
@@ -234,7 +239,7 @@ func (f *Function) handleCloudEvent(c echo.Context) error {
 	if err != nil {
 		return badRequest("not a valid CloudEvent: %v", err)
 	}
-	req, err := f.eventRequest(ev)
+	req, err := f.eventRequest(ev, false)
 	if err != nil {
 		return err
 	}
@@ -251,12 +256,14 @@ func (f *Function) handleCloudEvent(c echo.Context) error {
 	return cehttp.WriteResponseWriter(ctx, binding.ToMessage(&out), http.StatusOK, c.Response())
 }
 
-// eventRequest validates a turn event and reads its data.
-func (f *Function) eventRequest(ev *event.Event) (turnRequest, error) {
+// eventRequest validates a turn event and reads its data. anyType accepts
+// events of other types (Dapr wraps a plain published payload in its own
+// com.dapr.event.sent event).
+func (f *Function) eventRequest(ev *event.Event, anyType bool) (turnRequest, error) {
 	if err := ev.Validate(); err != nil {
 		return turnRequest{}, badRequest("not a valid CloudEvent: %v", err)
 	}
-	if ev.Type() != TypeTurn {
+	if ev.Type() != TypeTurn && !anyType {
 		return turnRequest{}, badRequest("event type %q: want %s", ev.Type(), TypeTurn)
 	}
 	if !isJSON(ev.DataContentType()) {
@@ -310,7 +317,7 @@ func (f *Function) turnEvents(ctx context.Context, events []event.Event) ([]even
 	bySession := map[string][]int{}
 	var order []string
 	for i := range events {
-		req, err := f.eventRequest(&events[i])
+		req, err := f.eventRequest(&events[i], false)
 		if err == nil {
 			_, err = f.buildInputs(req)
 		}
@@ -351,6 +358,78 @@ func (f *Function) turnEvents(ctx context.Context, events []event.Event) ([]even
 		}
 	}
 	return replies, nil
+}
+
+// daprToken requires APP_API_TOKEN, when set, of every request that comes
+// from the sidecar: its subscription and delivery routes, and service
+// invocations (which carry dapr-caller-app-id).
+func (f *Function) daprToken(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if f.cfg.AppToken != "" {
+			r := c.Request()
+			fromDapr := r.URL.Path == "/events" || r.URL.Path == "/dapr/subscribe" || r.Header.Get("dapr-caller-app-id") != ""
+			if fromDapr && subtle.ConstantTimeCompare([]byte(r.Header.Get("dapr-api-token")), []byte(f.cfg.AppToken)) != 1 {
+				return &statusError{http.StatusUnauthorized, "missing or wrong dapr-api-token"}
+			}
+		}
+		return next(c)
+	}
+}
+
+type subscription struct {
+	PubSubName string `json:"pubsubname"`
+	Topic      string `json:"topic"`
+	Route      string `json:"route"`
+}
+
+// handleSubscribe tells daprd which topic to deliver to POST /events.
+func (f *Function) handleSubscribe(c echo.Context) error {
+	return c.JSON(http.StatusOK, []subscription{{PubSubName: f.cfg.PubSub, Topic: f.cfg.Topic, Route: "/events"}})
+}
+
+// handleDaprEvent takes a pub/sub delivery and answers daprd's protocol:
+// SUCCESS, RETRY for failures that may pass (5xx: overload, state store
+// down, shutting down), DROP for input that will never succeed (4xx).
+func (f *Function) handleDaprEvent(c echo.Context) error {
+	err := f.daprEvent(c)
+	if err == nil {
+		return c.JSON(http.StatusOK, map[string]string{"status": "SUCCESS"})
+	}
+	code, msg, reason := classify(err)
+	if code == http.StatusServiceUnavailable {
+		f.metrics.Rejected(reason)
+	}
+	verdict := "RETRY"
+	if code < 500 {
+		verdict = "DROP"
+	}
+	f.log.Warn("pub/sub delivery failed", "status", code, "verdict", verdict, "reason", reason, "err", err.Error())
+	return c.JSON(http.StatusOK, map[string]string{"status": verdict, "error": msg})
+}
+
+func (f *Function) daprEvent(c echo.Context) error {
+	r := c.Request()
+	body, err := f.readBody(c)
+	if err != nil {
+		return err
+	}
+	if !utf8.Valid(body) {
+		return badRequest("body is not valid UTF-8")
+	}
+	msg := cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(body)))
+	if msg.ReadEncoding() == binding.EncodingUnknown {
+		return &statusError{http.StatusUnsupportedMediaType, "want a CloudEvent (application/cloudevents+json)"}
+	}
+	ev, err := binding.ToEvent(r.Context(), msg)
+	if err != nil {
+		return badRequest("not a valid CloudEvent: %v", err)
+	}
+	req, err := f.eventRequest(ev, true)
+	if err != nil {
+		return err
+	}
+	_, err = f.turn(r.Context(), req)
+	return err
 }
 
 func (f *Function) checkModel(c echo.Context) error {

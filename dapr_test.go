@@ -1,0 +1,298 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sous-ai/sous/function/state"
+	"github.com/sous-ai/sous/internal/daprtest"
+)
+
+// pod is one sous process with its own daprd, as a Knative pod with the
+// Dapr sidecar would be.
+type pod struct {
+	sous  *child
+	daprd *daprtest.Daprd
+}
+
+func startPod(t *testing.T, redis *daprtest.Redis, nameDB string, env ...string) *pod {
+	t.Helper()
+	appPort := freePort(t)
+	d := daprtest.StartDaprd(t, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis, NameDB: nameDB})
+	env = append([]string{
+		"SOUS_STATE=dapr", "DAPR_GRPC_PORT=" + strconv.Itoa(d.GRPCPort), "DAPR_HTTP_PORT=" + strconv.Itoa(d.HTTPPort),
+	}, env...)
+	return &pod{sous: startSous(t, appPort, env...), daprd: d}
+}
+
+type turnReply struct {
+	Session string `json:"session"`
+	Turn    int    `json:"turn"`
+	Output  struct {
+		Intent string `json:"intent"`
+	} `json:"output"`
+}
+
+// turn posts one /turn and returns the status and the reply.
+func turn(t *testing.T, client *http.Client, base, session, text string) (int, turnReply, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	resp, err := client.Post(base+"/turn", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"session":%q,"text":%q}`, session, text)))
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Errorf("turn on %s: %v", base, err)
+		return 0, turnReply{}, elapsed
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var r turnReply
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, &r); err != nil {
+			t.Errorf("reply %s: %v", body, err)
+		}
+	}
+	return resp.StatusCode, r, elapsed
+}
+
+// stored reads a session through daprd's state HTTP API.
+func stored(t *testing.T, d *daprtest.Daprd, session string) (state.Session, bool) {
+	t.Helper()
+	resp, err := http.Get(d.URL() + "/v1.0/state/statestore/" + session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNoContent {
+		return state.Session{}, false
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("state read: %d %s", resp.StatusCode, body)
+	}
+	var s state.Session
+	if err := json.Unmarshal(body, &s); err != nil {
+		t.Fatalf("stored session %s: %v", body, err)
+	}
+	return s, true
+}
+
+// A conversation started on pod A continues on pod B: the turn numbers go
+// on, and B reads the recurrent state A wrote (it decides "you too").
+func TestDaprConversationContinuesOnAnotherPod(t *testing.T) {
+	redis := daprtest.StartRedis(t)
+	a := startPod(t, redis, "")
+	b := startPod(t, redis, "")
+	c := http.DefaultClient
+	if code, r, _ := turn(t, c, a.sous.url, "move", "hi there"); code != 200 || r.Turn != 1 {
+		t.Fatalf("A turn 1: %d %+v", code, r)
+	}
+	if code, r, _ := turn(t, c, a.sous.url, "move", "ok bye, see you tomorrow"); code != 200 || r.Turn != 2 || r.Output.Intent != "goodbye" {
+		t.Fatalf("A turn 2: %d %+v", code, r)
+	}
+	written, _ := stored(t, a.daprd, "move")
+	code, r, _ := turn(t, c, b.sous.url, "move", "you too")
+	if code != 200 || r.Turn != 3 {
+		t.Fatalf("B turn: %d %+v, want turn 3", code, r)
+	}
+	if r.Output.Intent != "goodbye" {
+		t.Errorf(`B answered "you too" with %s: it did not read the state A wrote`, r.Output.Intent)
+	}
+	s, _ := stored(t, b.daprd, "move")
+	if s.Turn != 3 || len(s.History) != 3 || s.History[2].Text != "you too" {
+		t.Errorf("stored session after B: %+v", s)
+	}
+	if fmt.Sprint(written.State) == fmt.Sprint(s.State) {
+		t.Errorf("B did not write a new state")
+	}
+}
+
+// Two pods x 50 concurrent turns on ONE session: replies carry 1..100 once
+// each, and the stored transcript agrees.
+func TestDaprConcurrentTurnsOnOneSession(t *testing.T) {
+	redis := daprtest.StartRedis(t)
+	pods := []*pod{startPod(t, redis, "", "SOUS_HISTORY=200"), startPod(t, redis, "", "SOUS_HISTORY=200")}
+	const each = 50
+	var mu sync.Mutex
+	var turns []int
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 60 * time.Second}
+	for _, p := range pods {
+		for i := range each {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				code, r, _ := turn(t, client, p.sous.url, "shared", "hello "+strconv.Itoa(i))
+				if code != 200 {
+					t.Errorf("turn got %d", code)
+					return
+				}
+				mu.Lock()
+				turns = append(turns, r.Turn)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	sort.Ints(turns)
+	for i, n := range turns {
+		if n != i+1 {
+			t.Fatalf("turn numbers are not 1..%d exactly once: %v", 2*each, turns)
+		}
+	}
+	s, _ := stored(t, pods[0].daprd, "shared")
+	if s.Turn != 2*each || len(s.History) != 2*each {
+		t.Fatalf("stored turn %d with %d history entries, want %d", s.Turn, len(s.History), 2*each)
+	}
+	for i, h := range s.History {
+		if h.N != i+1 {
+			t.Fatalf("transcript entry %d has turn %d", i, h.N)
+		}
+	}
+}
+
+// The TTL is sliding: each turn renews it; an idle session expires.
+func TestDaprSessionTTL(t *testing.T) {
+	redis := daprtest.StartRedis(t)
+	p := startPod(t, redis, "", "SOUS_SESSION_TTL=2s")
+	c := http.DefaultClient
+	for want := 1; want <= 3; want++ {
+		if code, r, _ := turn(t, c, p.sous.url, "ttl", "hello"); code != 200 || r.Turn != want {
+			t.Fatalf("turn %d: %d %+v", want, code, r)
+		}
+		time.Sleep(1200 * time.Millisecond) // < TTL: the turn renewed it
+	}
+	time.Sleep(2 * time.Second) // now 3.2s since the last turn
+	if _, ok := stored(t, p.daprd, "ttl"); ok {
+		t.Fatal("session still stored after its TTL")
+	}
+	if code, r, _ := turn(t, c, p.sous.url, "ttl", "hello"); code != 200 || r.Turn != 1 {
+		t.Fatalf("after expiry: %d %+v, want a new conversation at turn 1", code, r)
+	}
+}
+
+// outage runs turns in a loop while breakStore breaks the store for a while
+// and mendStore mends it: failed turns must be 503s that come back quickly,
+// turns succeed again within 5s of mending, and every turn that got a 200
+// is in the stored transcript.
+func outage(t *testing.T, p *pod, breakStore, mendStore func()) {
+	client := &http.Client{Timeout: 30 * time.Second}
+	var ok []int
+	session := "outage"
+	run := func(n int) (codes map[int]int, slowest time.Duration) {
+		codes = map[int]int{}
+		for range n {
+			code, r, d := turn(t, client, p.sous.url, session, "hello")
+			codes[code]++
+			slowest = max(slowest, d)
+			if code == 200 {
+				ok = append(ok, r.Turn)
+			}
+		}
+		return codes, slowest
+	}
+	if codes, _ := run(5); codes[200] != 5 {
+		t.Fatalf("before the outage: %v", codes)
+	}
+	breakStore()
+	codes, slowest := run(5)
+	if codes[503] == 0 || codes[503]+codes[200] != 5 {
+		t.Errorf("during the outage: %v, want 503s (and nothing but 503 or 200)", codes)
+	}
+	if slowest > 5*time.Second {
+		t.Errorf("slowest answer during the outage took %s, want a quick 503", slowest)
+	}
+	mendStore()
+	mended := time.Now()
+	for {
+		code, r, _ := turn(t, client, p.sous.url, session, "hello")
+		if code == 200 {
+			ok = append(ok, r.Turn)
+			break
+		}
+		if time.Since(mended) > 5*time.Second {
+			t.Fatalf("turns still failing (%d) 5s after the store came back", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("recovered %s after the store came back; outage answers %v, slowest %s", time.Since(mended).Round(time.Millisecond), codes, slowest)
+	if codes, _ := run(3); codes[200] != 3 {
+		t.Errorf("after recovery: %v", codes)
+	}
+	s, _ := stored(t, p.daprd, session)
+	inStore := map[int]bool{}
+	for _, h := range s.History {
+		inStore[h.N] = true
+	}
+	for _, n := range ok {
+		if !inStore[n] {
+			t.Errorf("turn %d got a 200 but is not in the stored transcript %+v", n, s.History)
+		}
+	}
+}
+
+func TestDaprRedisOutage(t *testing.T) {
+	redis := daprtest.StartRedis(t)
+	p := startPod(t, redis, "")
+	// Redis keeps nothing across a restart here (no persistence), so the
+	// check runs against a second Redis life: the turns after recovery.
+	outage(t, p, redis.Stop, func() {
+		redis.Start()
+	})
+}
+
+func TestDaprSidecarOutage(t *testing.T) {
+	redis := daprtest.StartRedis(t)
+	p := startPod(t, redis, "")
+	outage(t, p, p.daprd.Kill, p.daprd.Start)
+}
+
+// Dapr service invocation and pub/sub both reach sous and run turns.
+func TestDaprInvocationAndPubSub(t *testing.T) {
+	redis := daprtest.StartRedis(t)
+	p := startPod(t, redis, "")
+
+	resp, err := http.Post(p.daprd.URL()+"/v1.0/invoke/sous/method/turn", "application/json",
+		strings.NewReader(`{"session":"inv","text":"hello there"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var r turnReply
+	json.Unmarshal(body, &r)
+	if resp.StatusCode != 200 || r.Turn != 1 || r.Output.Intent != "greeting" {
+		t.Fatalf("invocation: %d %s", resp.StatusCode, body)
+	}
+
+	resp, err = http.Post(p.daprd.URL()+"/v1.0/publish/pubsub/turns", "application/json",
+		strings.NewReader(`{"session":"pub","text":"thanks a lot"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("publish: %d", resp.StatusCode)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if s, ok := stored(t, p.daprd, "pub"); ok {
+			if s.Turn != 1 || len(s.History) != 1 || !strings.Contains(string(s.History[0].Output), `"intent":"thanks"`) {
+				t.Errorf("published turn stored as %+v", s)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("published turn never ran\nsous:\n%s\ndaprd:\n%s", p.sous.logs.String(), p.daprd.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,129 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// DaprParams configures a Dapr store.
+type DaprParams struct {
+	// Address is the sidecar's gRPC endpoint, host:port.
+	Address string
+	// Store is the state component's name.
+	Store string
+	// Token, when set, is sent as dapr-api-token (DAPR_API_TOKEN).
+	Token string
+}
+
+// Dapr keeps sessions through the Dapr state API over gRPC (dapr/go-sdk),
+// backed by whatever state component the sidecar has (Redis in sous's
+// deployment). Saves use first-write concurrency with the ETag read and
+// strong consistency, and set ttlInSeconds, so every turn renews the
+// session's expiry.
+type Dapr struct {
+	client dapr.Client
+	store  string
+}
+
+// NewDapr connects to the sidecar lazily: the connection is made, and
+// remade after a sidecar restart, by gRPC itself. Call Wait to block until
+// the sidecar answers.
+func NewDapr(p DaprParams) (*Dapr, error) {
+	conn, err := grpc.NewClient(p.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("state: dapr sidecar at %s: %w", p.Address, err)
+	}
+	c := dapr.NewClientWithConnection(conn)
+	if p.Token != "" {
+		c.WithAuthToken(p.Token)
+	}
+	return &Dapr{client: c, store: p.Store}, nil
+}
+
+// Wait blocks until the sidecar answers a state read, or ctx ends.
+func (d *Dapr) Wait(ctx context.Context) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := d.client.GetState(cctx, d.store, "sous-startup-probe", nil)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("state: dapr sidecar not answering: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Close closes the connection to the sidecar.
+func (d *Dapr) Close() { d.client.Close() }
+
+// Get implements Store.
+func (d *Dapr) Get(ctx context.Context, id string) (Session, string, error) {
+	item, err := d.client.GetState(ctx, d.store, id, nil)
+	if err != nil {
+		return Session{}, "", d.failed(ctx, "get", id, err)
+	}
+	if item == nil || len(item.Value) == 0 {
+		return Session{}, "", nil
+	}
+	var s Session
+	if err := json.Unmarshal(item.Value, &s); err != nil {
+		return Session{}, "", fmt.Errorf("state: decode %q: %w", id, err)
+	}
+	return s, item.Etag, nil
+}
+
+// Save implements Store.
+func (d *Dapr) Save(ctx context.Context, id string, s Session, etag string, ttl time.Duration) error {
+	value, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("state: encode %q: %w", id, err)
+	}
+	item := &dapr.SetStateItem{
+		Key:      id,
+		Value:    value,
+		Metadata: map[string]string{"ttlInSeconds": strconv.FormatInt(int64(max(1, ttl/time.Second)), 10)},
+		Options: &dapr.StateOptions{
+			Concurrency: dapr.StateConcurrencyFirstWrite,
+			Consistency: dapr.StateConsistencyStrong,
+		},
+	}
+	if etag != "" {
+		item.Etag = &dapr.ETag{Value: etag}
+	}
+	err = d.client.SaveBulkState(ctx, d.store, item)
+	if err == nil {
+		return nil
+	}
+	if status.Code(err) == codes.Aborted {
+		return fmt.Errorf("state: save %q: %w", id, ErrConflict)
+	}
+	// daprd answers a lost first-write race with the same internal error
+	// as an unreachable Redis: read again to tell which.
+	if ctx.Err() == nil {
+		if _, now, gerr := d.Get(ctx, id); gerr == nil && now != etag {
+			return fmt.Errorf("state: save %q: %w", id, ErrConflict)
+		}
+	}
+	return d.failed(ctx, "save", id, err)
+}
+
+func (d *Dapr) failed(ctx context.Context, op, id string, err error) error {
+	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("%w: %v", ctx.Err(), err)
+	}
+	return fmt.Errorf("state: %s %q: %w: %v", op, id, ErrUnavailable, err)
+}

@@ -1,0 +1,251 @@
+// Package daprtest starts real redis-server and daprd processes on free
+// loopback ports for integration tests, and stops them when the test ends.
+package daprtest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// RepoRoot finds the folder holding go.mod, from the working folder up.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && !strings.Contains(dir, "tools") {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("repository root not found")
+		}
+		dir = parent
+	}
+}
+
+// logBuffer is a goroutine-safe buffer for a child's output.
+type logBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Redis is a redis-server child process.
+type Redis struct {
+	t    testing.TB
+	Port int
+	dir  string
+	cmd  *exec.Cmd
+	logs logBuffer
+}
+
+// StartRedis starts redis-server on a free loopback port, without
+// persistence; it is stopped when the test ends.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server not found: run `make test`, which installs it")
+	}
+	r := &Redis{t: t, Port: FreePort(t), dir: t.TempDir()}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Addr is host:port.
+func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
+
+// Start (re)starts the server on its port and waits until it answers PING.
+func (r *Redis) Start() {
+	r.t.Helper()
+	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "yes")
+	r.cmd.Stdout, r.cmd.Stderr = &r.logs, &r.logs
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.ping() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("redis-server on %d did not answer:\n%s", r.Port, r.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *Redis) ping() bool {
+	conn, err := net.DialTimeout("tcp", r.Addr(), 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+// Stop kills the server (its data is lost: there is no persistence).
+func (r *Redis) Stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// Daprd is a daprd child process serving one app.
+type Daprd struct {
+	t                                     testing.TB
+	HTTPPort, GRPCPort, MetricsPort, Port int // Port: internal gRPC
+	args                                  []string
+	env                                   []string
+	cmd                                   *exec.Cmd
+	logs                                  logBuffer
+}
+
+// DaprdParams describes one sidecar.
+type DaprdParams struct {
+	AppID   string
+	AppPort int
+	Redis   *Redis
+	// NameDB is the SQLite file of name resolution; sidecars that must find
+	// each other share it. Default: one per test.
+	NameDB string
+	// Env is added to daprd's environment (e.g. APP_API_TOKEN).
+	Env []string
+}
+
+// Binary returns the daprd that `make daprd` built.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("SOUS_DAPRD"); p != "" {
+		return p
+	}
+	p := filepath.Join(RepoRoot(t), "bin", "daprd")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s: %v (run `make test`, which builds it)", p, err)
+	}
+	return p
+}
+
+// StartDaprd writes the repo's components/local set, pointed at p.Redis,
+// into a temporary folder and starts daprd on free loopback ports. It
+// returns once daprd's outbound health check answers.
+func StartDaprd(t testing.TB, p DaprdParams) *Daprd {
+	t.Helper()
+	dir := t.TempDir()
+	if p.NameDB == "" {
+		p.NameDB = filepath.Join(dir, "names.db")
+	}
+	root := RepoRoot(t)
+	for _, name := range []string{"statestore.yaml", "pubsub.yaml", "config.yaml"} {
+		b, err := os.ReadFile(filepath.Join(root, "components", "local", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.ReplaceAll(string(b), "localhost:6379", p.Redis.Addr())
+		s = strings.ReplaceAll(s, "/tmp/sous-dapr-nr.db", p.NameDB)
+		target := filepath.Join(dir, "resources", name)
+		if name == "config.yaml" {
+			target = filepath.Join(dir, name)
+		}
+		os.MkdirAll(filepath.Dir(target), 0o755)
+		if err := os.WriteFile(target, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &Daprd{t: t, HTTPPort: FreePort(t), GRPCPort: FreePort(t), MetricsPort: FreePort(t), Port: FreePort(t), env: p.Env}
+	d.args = []string{
+		"--app-id", p.AppID, "--app-port", strconv.Itoa(p.AppPort), "--app-protocol", "http",
+		"--app-channel-address", "127.0.0.1",
+		"--dapr-http-port", strconv.Itoa(d.HTTPPort), "--dapr-grpc-port", strconv.Itoa(d.GRPCPort),
+		"--dapr-internal-grpc-port", strconv.Itoa(d.Port), "--metrics-port", strconv.Itoa(d.MetricsPort),
+		"--dapr-listen-addresses", "127.0.0.1", "--metrics-listen-address", "127.0.0.1",
+		"--dapr-internal-grpc-listen-address", "127.0.0.1",
+		"--resources-path", filepath.Join(dir, "resources"), "--config", filepath.Join(dir, "config.yaml"),
+		"--log-level", "warn",
+	}
+	d.Start()
+	t.Cleanup(d.Kill)
+	return d
+}
+
+// Start (re)starts daprd on its ports and waits for its outbound health.
+func (d *Daprd) Start() {
+	d.t.Helper()
+	d.cmd = exec.Command(Binary(d.t), d.args...)
+	d.cmd.Env = append(os.Environ(), d.env...)
+	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", d.HTTPPort)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("daprd not healthy after 60s:\n%s", d.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kill stops daprd at once.
+func (d *Daprd) Kill() {
+	if d.cmd != nil && d.cmd.Process != nil {
+		d.cmd.Process.Kill()
+		d.cmd.Wait()
+		d.cmd = nil
+	}
+}
+
+// Logs returns what daprd printed.
+func (d *Daprd) Logs() string { return d.logs.String() }
+
+// URL is daprd's HTTP API base.
+func (d *Daprd) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", d.HTTPPort) }
