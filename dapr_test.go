@@ -242,11 +242,7 @@ func outage(t *testing.T, p *pod, breakStore, mendStore func()) {
 func TestDaprRedisOutage(t *testing.T) {
 	redis := daprtest.StartRedis(t)
 	p := startPod(t, redis, "")
-	// Redis keeps nothing across a restart here (no persistence), so the
-	// check runs against a second Redis life: the turns after recovery.
-	outage(t, p, redis.Stop, func() {
-		redis.Start()
-	})
+	outage(t, p, redis.Stop, redis.Start)
 }
 
 func TestDaprSidecarOutage(t *testing.T) {

@@ -75,8 +75,10 @@ type Redis struct {
 	logs logBuffer
 }
 
-// StartRedis starts redis-server on a free loopback port, without
-// persistence; it is stopped when the test ends.
+// StartRedis starts redis-server on a free loopback port, persisting
+// every write (append-only file, fsync always) so that a Stop and Start is
+// a blip, as with a production Redis, not a data loss; it is stopped when
+// the test ends.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -95,7 +97,7 @@ func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
 func (r *Redis) Start() {
 	r.t.Helper()
 	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "yes")
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--protected-mode", "yes")
 	r.cmd.Stdout, r.cmd.Stderr = &r.logs, &r.logs
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -123,7 +125,7 @@ func (r *Redis) ping() bool {
 	return err == nil && strings.HasPrefix(line, "+PONG")
 }
 
-// Stop kills the server (its data is lost: there is no persistence).
+// Stop kills the server; what it acknowledged is on disk.
 func (r *Redis) Stop() {
 	if r.cmd != nil && r.cmd.Process != nil {
 		r.cmd.Process.Kill()
