@@ -292,3 +292,56 @@ func TestDaprInvocationAndPubSub(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// BenchmarkTurnThroughput compares turns/s over HTTP with the embedded
+// memory store and with Dapr state (real daprd + redis-server), 64
+// concurrent clients on 256 sessions, in one run.
+func BenchmarkTurnThroughput(b *testing.B) {
+	for _, mode := range []string{"memory", "dapr"} {
+		b.Run(mode, func(b *testing.B) {
+			var url string
+			if mode == "memory" {
+				url = startSousB(b, 0, "SOUS_STATE=memory").url
+			} else {
+				redis := daprtest.StartRedis(b)
+				appPort := daprtest.FreePort(b)
+				d := daprtest.StartDaprd(b, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis})
+				url = startSousB(b, appPort, "SOUS_STATE=dapr", "DAPR_GRPC_PORT="+strconv.Itoa(d.GRPCPort)).url
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			var n atomicCounter
+			b.SetParallelism(32)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := n.next()
+					resp, err := client.Post(url+"/turn", "application/json",
+						strings.NewReader(fmt.Sprintf(`{"session":"b%d","text":"hello there"}`, i%256)))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "turns/s")
+		})
+	}
+}
+
+type atomicCounter struct {
+	mu sync.Mutex // guards n
+	n  int
+}
+
+func (c *atomicCounter) next() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return c.n
+}

@@ -19,7 +19,7 @@ import (
 	"github.com/sous-ai/sous/function/model"
 )
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 }
 
 // sousBinary builds sous once per test run.
-func sousBinary(t *testing.T) string {
+func sousBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
@@ -89,7 +89,10 @@ func (l *logBuffer) String() string {
 
 // startSous runs sous on port (0: a free one) with env added, and waits
 // until it is ready.
-func startSous(t *testing.T, port int, env ...string) *child {
+func startSous(t *testing.T, port int, env ...string) *child { return startSousB(t, port, env...) }
+
+// startSousB is startSous for tests and benchmarks.
+func startSousB(t testing.TB, port int, env ...string) *child {
 	t.Helper()
 	if port == 0 {
 		port = freePort(t)
