@@ -26,7 +26,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData
 TESTFLAGS ?=
 
-.PHONY: run test onnxruntime model fuzz daprd redis clean
+.PHONY: run test validate onnxruntime model fuzz daprd redis clean
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -57,7 +57,13 @@ redis:
 model:
 	$(GO) run ./function/demo/gen -out function/demo
 
-test: $(ORT_LIB) $(DAPRD) redis
+# Knative manifests and func.yaml, checked by Knative's own validation code
+# (a separate module, so that sous carries no Kubernetes dependencies). The
+# Dapr components are checked by loading them into daprd (a root test).
+validate:
+	cd tools/validate && $(GO) test -count=1 ./... && $(GO) run . ../../knative/*.yaml ../../func.yaml
+
+test: $(ORT_LIB) $(DAPRD) redis validate
 	$(GO) vet ./...
 	SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s

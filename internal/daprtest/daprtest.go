@@ -252,3 +252,46 @@ func (d *Daprd) Logs() string { return d.logs.String() }
 
 // URL is daprd's HTTP API base.
 func (d *Daprd) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", d.HTTPPort) }
+
+// LoadResources starts daprd on resourcesDir (components, resiliency) and
+// reports whether it came up healthy; daprd stopping instead, or not being
+// healthy within 30s, is an error carrying its log.
+func LoadResources(t testing.TB, resourcesDir string) error {
+	t.Helper()
+	httpPort := FreePort(t)
+	cmd := exec.Command(Binary(t), "--app-id", "sous", "--dapr-http-port", strconv.Itoa(httpPort),
+		"--dapr-grpc-port", strconv.Itoa(FreePort(t)), "--dapr-internal-grpc-port", strconv.Itoa(FreePort(t)),
+		"--metrics-port", strconv.Itoa(FreePort(t)), "--dapr-listen-addresses", "127.0.0.1",
+		"--metrics-listen-address", "127.0.0.1", "--dapr-internal-grpc-listen-address", "127.0.0.1",
+		"--resources-path", resourcesDir, "--log-level", "info")
+	var logs logBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	deadline := time.After(30 * time.Second)
+	url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", httpPort)
+	for {
+		select {
+		case err := <-exited:
+			exited <- err
+			return fmt.Errorf("daprd stopped (%v):\n%s", err, logs.String())
+		case <-deadline:
+			return fmt.Errorf("daprd not healthy after 30s:\n%s", logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				return nil
+			}
+		}
+	}
+}
