@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sous-ai/sous/function/telemetry"
 )
 
 // chanBatcher is the textbook batcher, kept as the benchmark's reference: a
@@ -78,15 +80,12 @@ func noop(_ context.Context, in []int, out []int) error {
 // parallel submitters and a no-op executor.
 func BenchmarkSubmit(b *testing.B) {
 	const capacity, maxBatch, delay = 1024, 32, 2 * time.Millisecond
-	b.Run("ring", func(b *testing.B) {
-		bt := New(Params{Capacity: capacity, MaxBatch: maxBatch, MaxDelay: delay, Workers: 1}, noop)
+	ring := func(b *testing.B, opts ...Option) {
+		bt := New(Params{Capacity: capacity, MaxBatch: maxBatch, MaxDelay: delay, Workers: 1}, noop, opts...)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() { defer wg.Done(); bt.Run(ctx) }()
-		for !bt.isRunning() {
-			time.Sleep(time.Millisecond)
-		}
 		b.SetParallelism(64 / max(1, testingProcs()))
 		b.ReportAllocs()
 		b.ResetTimer()
@@ -104,6 +103,16 @@ func BenchmarkSubmit(b *testing.B) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
 		cancel()
 		wg.Wait()
+	}
+	b.Run("ring", func(b *testing.B) { ring(b) })
+	// The same with sous's OpenTelemetry instruments on the hooks: what
+	// telemetry costs the hot path.
+	b.Run("ring+metrics", func(b *testing.B) {
+		m, err := telemetry.New(telemetry.Params{Model: "bench", Device: "cpu"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ring(b, WithHooks(Hooks{Batch: m.Batch, Wait: m.QueueWait}))
 	})
 	b.Run("channel", func(b *testing.B) {
 		cb := &chanBatcher{in: make(chan chanItem, capacity), maxBatch: maxBatch, maxDelay: delay,

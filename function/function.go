@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/demo"
@@ -34,6 +36,8 @@ type job struct {
 type result struct {
 	outputs []model.Tensor
 	batch   int
+	// ran and done bound the batch's ONNX Runtime call, for traces.
+	ran, done time.Time
 }
 
 // Executor runs one batch of jobs; tests wrap it to inject faults.
@@ -43,11 +47,21 @@ type Executor = batching.Executor[job, result]
 type Option func(*options)
 
 type options struct {
-	store    state.Store
-	logger   *slog.Logger
-	wrapExec func(Executor) Executor
-	now      func() time.Time
+	store       state.Store
+	logger      *slog.Logger
+	wrapExec    func(Executor) Executor
+	now         func() time.Time
+	tp          trace.TracerProvider
+	noTelemetry bool
 }
+
+// withoutTelemetry turns metrics and traces off; benchmarks use it to
+// measure what telemetry costs.
+func withoutTelemetry() Option { return func(o *options) { o.noTelemetry = true } }
+
+// WithTracerProvider replaces the tracer provider (default: one that
+// exports over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set).
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
 
 // WithStore replaces the state store chosen by the configuration.
 func WithStore(s state.Store) Option { return func(o *options) { o.store = s } }
@@ -73,6 +87,9 @@ type Function struct {
 	echo    *echo.Echo
 	now     func() time.Time
 	metrics *telemetry.Metrics
+	tracer  trace.Tracer
+	// stopTracing flushes and stops the tracer provider sous made.
+	stopTracing func(context.Context) error
 	// closeStore releases the store's connection, if it has one.
 	closeStore func()
 
@@ -112,6 +129,18 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		return nil, err
 	}
 	f.text = textModelOf(f.engine)
+	if o.noTelemetry {
+		o.tp = noop.NewTracerProvider()
+	}
+	if o.tp == nil {
+		tp, shutdown, err := telemetry.NewTracerProvider(context.Background())
+		if err != nil {
+			f.engine.Close()
+			return nil, fmt.Errorf("tracing: %w", err)
+		}
+		o.tp, f.stopTracing = tp, shutdown
+	}
+	f.tracer = telemetry.Tracer(o.tp)
 
 	f.store = o.store
 	if f.store == nil {
@@ -143,13 +172,15 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	if o.wrapExec != nil {
 		exec = o.wrapExec(exec)
 	}
-	f.metrics, err = telemetry.New(telemetry.Params{
-		Model: f.engine.Name(), Device: f.engine.Device(),
-		QueueDepth: func() int { return f.batcher.Len() },
-	})
-	if err != nil {
-		f.engine.Close()
-		return nil, fmt.Errorf("telemetry: %w", err)
+	if !o.noTelemetry {
+		f.metrics, err = telemetry.New(telemetry.Params{
+			Model: f.engine.Name(), Device: f.engine.Device(),
+			QueueDepth: func() int { return f.batcher.Len() },
+		})
+		if err != nil {
+			f.engine.Close()
+			return nil, fmt.Errorf("telemetry: %w", err)
+		}
 	}
 	f.batcher = batching.New(batching.Params{
 		Capacity:     cfg.Queue,
@@ -201,12 +232,13 @@ func (f *Function) execute(ctx context.Context, in []job, out []result) error {
 	}
 	start := time.Now()
 	res, err := f.engine.Run(ctx, items)
-	f.metrics.Inference(time.Since(start))
+	done := time.Now()
+	f.metrics.Inference(done.Sub(start))
 	if err != nil {
 		return err
 	}
 	for i := range out {
-		out[i] = result{outputs: res[i], batch: len(in)}
+		out[i] = result{outputs: res[i], batch: len(in), ran: start, done: done}
 	}
 	return nil
 }
@@ -224,6 +256,9 @@ func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
 	defer f.engine.Close()
 	if f.closeStore != nil {
 		defer f.closeStore()
+	}
+	if f.stopTracing != nil {
+		defer f.stopTracing(context.Background())
 	}
 	batchCtx, stopBatcher := context.WithCancel(context.Background())
 	batcherDone := make(chan error, 1)

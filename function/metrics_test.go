@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"net/http"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -72,6 +74,28 @@ func TestMetricsAfterKnownTurns(t *testing.T) {
 	} {
 		if got := m[key]; got != want {
 			t.Errorf("%s = %v, want %v", key, got, want)
+		}
+	}
+}
+
+// Every metric the Grafana dashboard queries is one sous exports.
+func TestDashboardQueriesExportedMetrics(t *testing.T) {
+	b, err := os.ReadFile("../knative/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, testConfig(t))
+	if code, _, _ := s.post(t, "/turn", map[string]string{"Content-Type": "application/json"}, `{"session":"d","text":"hi"}`); code != 200 {
+		t.Fatal("turn failed")
+	}
+	_, body := s.get(t, "/metrics")
+	names := regexp.MustCompile(`sous_[a-z_]+`).FindAllString(string(b), -1)
+	if len(names) < 8 {
+		t.Fatalf("dashboard queries only %v", names)
+	}
+	for _, n := range names {
+		if !strings.Contains(string(body), "\n"+n) && !strings.HasPrefix(string(body), n) {
+			t.Errorf("dashboard queries %s, which /metrics does not export", n)
 		}
 	}
 }

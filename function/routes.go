@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"log/slog"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -59,7 +60,9 @@ func (f *Function) routes() *echo.Echo {
 	e.GET("/v2/health/ready", f.handleReady)
 	e.GET("/health/liveness", f.handleLive)
 	e.GET("/health/readiness", f.handleReady)
-	e.GET("/metrics", echo.WrapHandler(f.metrics.Handler()))
+	if f.metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(f.metrics.Handler()))
+	}
 	return e
 }
 
@@ -114,9 +117,14 @@ func (f *Function) httpError(err error, c echo.Context) {
 		c.Response().Header().Set("Retry-After", "1")
 		f.metrics.Rejected(reason)
 	}
-	if code >= 500 || code == http.StatusRequestEntityTooLarge {
-		f.log.Warn("request failed", "route", c.Path(), "status", code, "reason", reason, "err", err.Error())
+	// One line per failed request: never the body, never a header.
+	level, detail := slog.LevelInfo, msg
+	if code >= 500 {
+		level, detail = slog.LevelWarn, err.Error() // the cause, for operators
 	}
+	session, _ := c.Get("session").(string)
+	f.log.Log(c.Request().Context(), level, "request failed", "route", c.Path(), "session", session,
+		"status", code, "reason", reason, "err", detail)
 	if c.Request().Method == http.MethodHead {
 		c.NoContent(code)
 		return
@@ -191,10 +199,15 @@ func (f *Function) handleTurn(c echo.Context) error {
 	if tb.ID != "" {
 		req.Event = "turn#" + tb.ID
 	}
-	reply, err := f.turn(c.Request().Context(), req)
+	c.Set("session", req.Session)
+	ctx, span := f.startTurn(c.Request().Context(), c.Request().Header, nil)
+	defer span.End()
+	reply, err := f.turn(ctx, req)
 	if err != nil {
+		spanErr(span, err)
 		return err
 	}
+	c.Response().Header().Set("traceparent", traceparent(ctx))
 	return c.JSON(http.StatusOK, reply)
 }
 
@@ -243,11 +256,15 @@ func (f *Function) handleCloudEvent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	c.Set("session", req.Session)
+	ctx, span := f.startTurn(ctx, r.Header, ev)
+	defer span.End()
 	reply, err := f.turn(ctx, req)
 	if err != nil {
+		spanErr(span, err)
 		return err
 	}
-	out := f.replyEvent(ev, reply)
+	out := f.replyEvent(ctx, ev, reply)
 	if enc == binding.EncodingStructured {
 		ctx = binding.WithForceStructured(ctx)
 	}
@@ -293,8 +310,11 @@ func (f *Function) eventRequest(ev *event.Event, anyType bool) (turnRequest, err
 	return req, nil
 }
 
-func (f *Function) replyEvent(req *event.Event, r Reply) event.Event {
+func (f *Function) replyEvent(ctx context.Context, req *event.Event, r Reply) event.Event {
 	out := event.New()
+	if tp := traceparent(ctx); tp != "" {
+		out.SetExtension("traceparent", tp)
+	}
 	out.SetID(req.ID() + "/reply")
 	out.SetSource("/sous/" + f.engine.Name())
 	out.SetType(TypeReply)
@@ -342,12 +362,16 @@ func (f *Function) turnEvents(ctx context.Context, events []event.Event) ([]even
 		go func(idx []int) {
 			defer wg.Done()
 			for _, i := range idx {
-				r, err := f.turn(ctx, reqs[i])
+				tctx, span := f.startTurn(ctx, nil, &events[i])
+				r, err := f.turn(tctx, reqs[i])
 				if err != nil {
+					spanErr(span, err)
+					span.End()
 					errs[i] = err
 					return // later turns of this session wait for the retry
 				}
-				replies[i] = f.replyEvent(&events[i], r)
+				replies[i] = f.replyEvent(tctx, &events[i], r)
+				span.End()
 			}
 		}(bySession[s])
 	}
@@ -428,7 +452,10 @@ func (f *Function) daprEvent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.turn(r.Context(), req)
+	ctx, span := f.startTurn(r.Context(), r.Header, ev)
+	defer span.End()
+	_, err = f.turn(ctx, req)
+	spanErr(span, err)
 	return err
 }
 

@@ -6,15 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"regexp"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/state"
+	"github.com/sous-ai/sous/function/telemetry"
 )
 
 // turnRequest is one turn, however it arrived.
@@ -78,10 +86,12 @@ func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 		if stateful {
 			item[stateIn] = f.stateTensor(sess.State, stateIn)
 		}
+		queued := time.Now()
 		res, err := f.batcher.Submit(ctx, job{session: req.Session, inputs: item})
 		if err != nil {
 			return Reply{}, err
 		}
+		f.traceBatch(ctx, queued, res)
 		output, err := f.render(req, res.outputs)
 		if err != nil {
 			return Reply{}, err
@@ -112,6 +122,7 @@ func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 		if err != nil {
 			return Reply{}, err
 		}
+		trace.SpanFromContext(ctx).SetAttributes(attribute.String("sous.session", req.Session), attribute.Int("sous.turn", next.Turn))
 		return Reply{Session: req.Session, Turn: next.Turn, Output: output, Model: f.engine.Name(), BatchSize: res.batch}, nil
 	}
 }
@@ -222,15 +233,62 @@ func (f *Function) label(i int) string {
 	return fmt.Sprintf("class_%d", i)
 }
 
+// traceBatch records, after the fact, the item's wait in the ring and the
+// batch's run as spans of the turn.
+func (f *Function) traceBatch(ctx context.Context, queued time.Time, res result) {
+	_, wait := f.tracer.Start(ctx, "sous.queue", trace.WithTimestamp(queued))
+	wait.End(trace.WithTimestamp(res.ran))
+	_, run := f.tracer.Start(ctx, "sous.run", trace.WithTimestamp(res.ran),
+		trace.WithAttributes(attribute.Int("sous.batch_size", res.batch), attribute.String("sous.model", f.engine.Name())))
+	run.End(trace.WithTimestamp(res.done))
+}
+
+// startTurn opens a turn's span under the caller's trace context, taken
+// from the event's distributed-tracing extension or else the HTTP headers.
+func (f *Function) startTurn(ctx context.Context, header http.Header, ev *event.Event) (context.Context, trace.Span) {
+	carrier := propagation.MapCarrier{}
+	if ev != nil {
+		if tp, ok := ev.Extensions()["traceparent"].(string); ok {
+			carrier["traceparent"] = tp
+			if ts, ok := ev.Extensions()["tracestate"].(string); ok {
+				carrier["tracestate"] = ts
+			}
+		}
+	}
+	if carrier["traceparent"] == "" {
+		carrier["traceparent"] = header.Get("traceparent")
+		carrier["tracestate"] = header.Get("tracestate")
+	}
+	ctx = telemetry.Propagator.Extract(ctx, carrier)
+	return f.tracer.Start(ctx, "sous.turn", trace.WithSpanKind(trace.SpanKindServer))
+}
+
+// traceparent returns the W3C traceparent of ctx's span.
+func traceparent(ctx context.Context) string {
+	carrier := propagation.MapCarrier{}
+	telemetry.Propagator.Inject(ctx, carrier)
+	return carrier["traceparent"]
+}
+
+func spanErr(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+}
+
 // errStateUnavailable: the store did not answer in time or at all.
 var errStateUnavailable = errors.New("state store unavailable")
 
 func (f *Function) load(ctx context.Context, id string) (state.Session, string, error) {
 	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
 	defer cancel()
+	sctx, span := f.tracer.Start(sctx, "sous.state.get", trace.WithAttributes(attribute.String("sous.session", id)))
+	defer span.End()
 	start := time.Now()
 	s, etag, err := f.store.Get(sctx, id)
 	f.metrics.State("get", time.Since(start))
+	spanErr(span, err)
 	if err != nil {
 		return state.Session{}, "", f.stateErr(ctx, "get", err)
 	}
@@ -240,9 +298,12 @@ func (f *Function) load(ctx context.Context, id string) (state.Session, string, 
 func (f *Function) save(ctx context.Context, id string, s state.Session, etag string) error {
 	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
 	defer cancel()
+	sctx, span := f.tracer.Start(sctx, "sous.state.save", trace.WithAttributes(attribute.String("sous.session", id)))
+	defer span.End()
 	start := time.Now()
 	err := f.store.Save(sctx, id, s, etag, f.cfg.SessionTTL)
 	f.metrics.State("save", time.Since(start))
+	spanErr(span, err)
 	if err == nil || errors.Is(err, state.ErrConflict) {
 		return err
 	}
