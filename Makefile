@@ -26,7 +26,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData
 TESTFLAGS ?=
 
-.PHONY: run test validate onnxruntime model fuzz daprd redis clean
+.PHONY: run test validate bench onnxruntime model fuzz daprd redis clean
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -67,6 +67,11 @@ test: $(ORT_LIB) $(DAPRD) redis validate
 	$(GO) vet ./...
 	SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+# The load harness: sous as real processes driven by vegeta, ratios of
+# configurations measured side by side (BENCH_DURATION per point, default 3s).
+bench: $(ORT_LIB) $(DAPRD) redis
+	$(GO) run ./bench
 
 fuzz: $(ORT_LIB)
 	@set -e; for t in $(FUZZ_TARGETS); do \

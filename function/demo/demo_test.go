@@ -111,8 +111,8 @@ func TestModelsAreReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(bench, demo.BuildBench(1024)) {
-		t.Error("bench.onnx differs from what BuildBench(1024) writes: run `make model` and commit")
+	if !bytes.Equal(bench, demo.BuildBench(1024, 8)) {
+		t.Error("bench.onnx differs from what BuildBench(1024, 8) writes: run `make model` and commit")
 	}
 }
 

@@ -320,10 +320,12 @@ const (
 )
 
 // BuildBench returns a compute-heavy MLP for measuring batching:
-// x FP32 [batch, 256] -> 2 hidden ReLU layers of width hidden -> y FP32
-// [batch, 16]; 2*(256*h + h*h + 16*h) FLOPs per item (2.6 MFLOP at
-// hidden=1024). Weights are fixed pseudo-random numbers.
-func BuildBench(hidden int) []byte {
+// x FP32 [batch, 256] -> ReLU layer of width hidden -> depth ReLU layers
+// hidden x hidden (sharing one weight matrix, so that compute grows and the
+// file does not) -> y FP32 [batch, 16]; 2*(256*h + depth*h*h + 16*h) FLOPs
+// per item (17.3 MFLOP at hidden=1024, depth=8). Weights are fixed
+// pseudo-random numbers, scaled to keep activations bounded.
+func BuildBench(hidden, depth int) []byte {
 	rng := rand.New(rand.NewPCG(42, 1024))
 	mat := func(rows, cols int) []float32 {
 		out := make([]float32, rows*cols)
@@ -334,9 +336,19 @@ func BuildBench(hidden int) []byte {
 		return out
 	}
 	h := int64(hidden)
+	nodes := []onnxgen.Node{
+		{Op: "MatMul", Inputs: []string{"x", "w1"}, Outputs: []string{"h0"}},
+		{Op: "Relu", Inputs: []string{"h0"}, Outputs: []string{"a0"}},
+	}
+	for i := 1; i <= depth; i++ {
+		nodes = append(nodes,
+			onnxgen.Node{Op: "MatMul", Inputs: []string{fmt.Sprintf("a%d", i-1), "w2"}, Outputs: []string{fmt.Sprintf("h%d", i)}},
+			onnxgen.Node{Op: "Relu", Inputs: []string{fmt.Sprintf("h%d", i)}, Outputs: []string{fmt.Sprintf("a%d", i)}})
+	}
+	nodes = append(nodes, onnxgen.Node{Op: "MatMul", Inputs: []string{fmt.Sprintf("a%d", depth), "w3"}, Outputs: []string{"y"}})
 	g := onnxgen.Graph{
 		Name:  "bench",
-		Doc:   fmt.Sprintf("sous bench model: MLP 256-%d-%d-16", hidden, hidden),
+		Doc:   fmt.Sprintf("sous bench model: MLP 256-%d x%d-16", hidden, depth),
 		Opset: 17,
 		Inputs: []onnxgen.Value{
 			{Name: "x", Type: onnxgen.Float, Shape: []onnxgen.Dim{onnxgen.Dynamic("batch"), onnxgen.Fixed(BenchInputs)}},
@@ -349,13 +361,7 @@ func BuildBench(hidden int) []byte {
 			onnxgen.FloatTensor("w2", []int64{h, h}, mat(hidden, hidden)),
 			onnxgen.FloatTensor("w3", []int64{h, BenchOutputs}, mat(hidden, BenchOutputs)),
 		},
-		Nodes: []onnxgen.Node{
-			{Op: "MatMul", Inputs: []string{"x", "w1"}, Outputs: []string{"h1"}},
-			{Op: "Relu", Inputs: []string{"h1"}, Outputs: []string{"a1"}},
-			{Op: "MatMul", Inputs: []string{"a1", "w2"}, Outputs: []string{"h2"}},
-			{Op: "Relu", Inputs: []string{"h2"}, Outputs: []string{"a2"}},
-			{Op: "MatMul", Inputs: []string{"a2", "w3"}, Outputs: []string{"y"}},
-		},
+		Nodes: nodes,
 	}
 	return g.Marshal()
 }

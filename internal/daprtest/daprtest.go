@@ -1,5 +1,6 @@
 // Package daprtest starts real redis-server and daprd processes on free
-// loopback ports for integration tests, and stops them when the test ends.
+// loopback ports for integration tests and benchmarks, and stops them when
+// the test ends.
 package daprtest
 
 import (
@@ -14,12 +15,21 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
+// T is the part of testing.TB the helpers use, so that the benchmark
+// harness can start the same processes outside a test.
+type T interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
+
 // FreePort returns a loopback port that was free a moment ago.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -30,7 +40,7 @@ func FreePort(t testing.TB) int {
 }
 
 // RepoRoot finds the folder holding go.mod, from the working folder up.
-func RepoRoot(t testing.TB) string {
+func RepoRoot(t T) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -68,7 +78,7 @@ func (l *logBuffer) String() string {
 
 // Redis is a redis-server child process.
 type Redis struct {
-	t    testing.TB
+	t    T
 	Port int
 	dir  string
 	cmd  *exec.Cmd
@@ -80,7 +90,7 @@ type Redis struct {
 // process loses nothing; fsync each second) so that a Stop and Start is
 // a blip, as with a production Redis, not a data loss; it is stopped when
 // the test ends.
-func StartRedis(t testing.TB) *Redis {
+func StartRedis(t T) *Redis {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found: run `make test`, which installs it")
@@ -137,7 +147,7 @@ func (r *Redis) Stop() {
 
 // Daprd is a daprd child process serving one app.
 type Daprd struct {
-	t                                     testing.TB
+	t                                     T
 	HTTPPort, GRPCPort, MetricsPort, Port int // Port: internal gRPC
 	args                                  []string
 	env                                   []string
@@ -158,7 +168,7 @@ type DaprdParams struct {
 }
 
 // Binary returns the daprd that `make daprd` built.
-func Binary(t testing.TB) string {
+func Binary(t T) string {
 	t.Helper()
 	if p := os.Getenv("SOUS_DAPRD"); p != "" {
 		return p
@@ -173,7 +183,7 @@ func Binary(t testing.TB) string {
 // StartDaprd writes the repo's components/local set, pointed at p.Redis,
 // into a temporary folder and starts daprd on free loopback ports. It
 // returns once daprd's outbound health check answers.
-func StartDaprd(t testing.TB, p DaprdParams) *Daprd {
+func StartDaprd(t T, p DaprdParams) *Daprd {
 	t.Helper()
 	dir := t.TempDir()
 	if p.NameDB == "" {
@@ -256,7 +266,7 @@ func (d *Daprd) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", d.HTTPP
 // LoadResources starts daprd on resourcesDir (components, resiliency) and
 // reports whether it came up healthy; daprd stopping instead, or not being
 // healthy within 30s, is an error carrying its log.
-func LoadResources(t testing.TB, resourcesDir string) error {
+func LoadResources(t T, resourcesDir string) error {
 	t.Helper()
 	httpPort := FreePort(t)
 	cmd := exec.Command(Binary(t), "--app-id", "sous", "--dapr-http-port", strconv.Itoa(httpPort),

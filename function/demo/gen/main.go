@@ -16,6 +16,7 @@ import (
 func main() {
 	out := flag.String("out", "function/demo", "folder to write intent.onnx and bench.onnx to")
 	hidden := flag.Int("bench-hidden", 1024, "width of the bench model's hidden layers")
+	depth := flag.Int("bench-depth", 8, "number of hidden x hidden layers of the bench model")
 	flag.Parse()
 
 	intent, err := demo.BuildIntent(demo.Data)
@@ -24,7 +25,7 @@ func main() {
 	}
 	for name, data := range map[string][]byte{
 		"intent.onnx": intent,
-		"bench.onnx":  demo.BuildBench(*hidden),
+		"bench.onnx":  demo.BuildBench(*hidden, *depth),
 	} {
 		path := filepath.Join(*out, name)
 		if err := os.WriteFile(path, data, 0o644); err != nil {

@@ -1,0 +1,381 @@
+// Command bench is sous's load harness (`make bench`): it starts sous as a
+// real process per configuration, drives it with vegeta over loopback, and
+// prints ratios of configurations measured side by side in one run, since
+// absolute numbers on a shared machine mean little.
+//
+// Environment: BENCH_DURATION (per point, default 3s), BENCH_OUT (results
+// JSON, default bench/results.json), BENCH_PLOT (SVG, default
+// docs/latency-vs-load.svg).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/sous-ai/sous/function/demo"
+	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/internal/daprtest"
+)
+
+// Point is one measured configuration.
+type Point struct {
+	Name        string   `json:"name"`
+	Config      []string `json:"config,omitempty"`
+	OfferedRate float64  `json:"offered_rate"` // 0: as fast as the workers go
+	Workers     int      `json:"workers"`
+	Throughput  float64  `json:"throughput"` // successful requests/s
+	P50ms       float64  `json:"p50_ms"`
+	P99ms       float64  `json:"p99_ms"`
+	Success     float64  `json:"success"`
+	Codes       string   `json:"codes"`
+}
+
+var duration = 3 * time.Second
+
+func main() {
+	log.SetFlags(0)
+	if len(os.Args) == 2 && os.Args[1] == "-bare" {
+		serveBare()
+		return
+	}
+	if d := os.Getenv("BENCH_DURATION"); d != "" {
+		var err error
+		if duration, err = time.ParseDuration(d); err != nil {
+			log.Fatalf("BENCH_DURATION=%q: %v", d, err)
+		}
+	}
+	h := &harness{}
+	defer h.cleanup()
+	if err := h.run(); err != nil {
+		h.cleanup()
+		log.Fatal(err)
+	}
+}
+
+// harness starts processes and owns their end; it implements daprtest.T.
+type harness struct {
+	cleanups []func()
+	sous     string
+	points   []Point
+	ready    []float64 // start-to-ready, ms, demo model
+}
+
+func (h *harness) Helper()                  {}
+func (h *harness) Cleanup(f func())         { h.cleanups = append(h.cleanups, f) }
+func (h *harness) Fatal(args ...any)        { h.cleanup(); log.Fatal(args...) }
+func (h *harness) Fatalf(f string, a ...any) { h.cleanup(); log.Fatalf(f, a...) }
+func (h *harness) TempDir() string {
+	d, err := os.MkdirTemp("", "sous-bench")
+	if err != nil {
+		h.Fatal(err)
+	}
+	h.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func (h *harness) cleanup() {
+	for i := len(h.cleanups) - 1; i >= 0; i-- {
+		h.cleanups[i]()
+	}
+	h.cleanups = nil
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// process is a started child; stop ends it.
+type process struct {
+	url  string
+	stop func()
+}
+
+// start runs a child on port and waits for readyPath to answer 200,
+// returning the time from start to ready.
+func (h *harness) start(port int, readyPath string, args []string, env []string) (process, time.Duration) {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, env...)...)
+	logs := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = io.Discard, &lockedWriter{w: logs}
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		h.Fatal(err)
+	}
+	stop := func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	for {
+		resp, err := http.Get(url + readyPath)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return process{url: url, stop: stop}, time.Since(began)
+			}
+		}
+		if time.Since(began) > time.Minute {
+			stop()
+			h.Fatalf("%v not ready after a minute", args)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+type lockedWriter struct{ w io.Writer }
+
+func (l *lockedWriter) Write(p []byte) (int, error) { return l.w.Write(p) }
+
+func (h *harness) startSous(env ...string) process {
+	p, took := h.start(freePort(), "/health/readiness", []string{h.sous},
+		append([]string{"SOUS_ORT_LIB=" + model.FindLibrary()}, env...))
+	if !strings.Contains(strings.Join(env, " "), "SOUS_MODEL=") {
+		h.ready = append(h.ready, float64(took.Microseconds())/1000)
+	}
+	return p
+}
+
+func (h *harness) run() error {
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	benchModel := filepath.Join(root, "function", "demo", "bench.onnx")
+	h.sous = filepath.Join(h.TempDir(), "sous")
+	if out, err := exec.Command("go", "build", "-o", h.sous, ".").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("sous bench: %s per point, %d CPUs\n\n", duration, cpus())
+
+	benchBody := benchTurnBody()
+	textBody := func(i int64) []byte { return []byte(`{"text":"hello there, where is my order?"}`) }
+	modelEnv := "SOUS_MODEL=" + benchModel
+
+	// 1. Ceilings: HTTP with no work, and the model called directly.
+	bare, _ := h.start(freePort(), "/", []string{self, "-bare"}, nil)
+	httpCeil := h.saturate("ceiling/http (bare echo handler)", nil, bare.url, func(int64) []byte { return benchBody }, 64)
+	bare.stop()
+	computeCeil := computeCeiling(benchModel)
+	h.points = append(h.points, Point{Name: "ceiling/compute (ONNX Runtime, batches of 32)", Throughput: computeCeil})
+	fmt.Printf("%-52s %10.0f items/s\n", "ceiling/compute (ONNX Runtime, batches of 32)", computeCeil)
+
+	// 2. Saturation, bench model, batch 32 vs 1, alternating.
+	var sat32, sat1 []float64
+	for round := range 2 {
+		for _, mb := range []string{"32", "1"} {
+			env := []string{modelEnv, "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
+			p := h.startSous(env...)
+			r := h.saturate(fmt.Sprintf("saturation/batch=%s (round %d)", mb, round+1), env, p.url, func(int64) []byte { return benchBody }, 64)
+			p.stop()
+			if mb == "32" {
+				sat32 = append(sat32, r.Throughput)
+			} else {
+				sat1 = append(sat1, r.Throughput)
+			}
+		}
+	}
+
+	// 3. Light load: one sequential client, batching on vs off.
+	var light [2]Point
+	for i, mb := range []string{"32", "1"} {
+		env := []string{modelEnv, "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
+		p := h.startSous(env...)
+		light[i] = h.saturate("light/batch="+mb+" (1 sequential client)", env, p.url, func(int64) []byte { return benchBody }, 1)
+		p.stop()
+	}
+
+	// 4. Demo model, memory vs Dapr state (real daprd + redis-server).
+	memEnv := []string{"SOUS_STATE=memory"}
+	pm := h.startSous(memEnv...)
+	mem := h.saturate("state/memory (demo model)", memEnv, pm.url, textBody, 64)
+	pm.stop()
+	redis := daprtest.StartRedis(h)
+	appPort := freePort()
+	d := daprtest.StartDaprd(h, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis})
+	daprEnv := []string{"SOUS_STATE=dapr", "DAPR_GRPC_PORT=" + strconv.Itoa(d.GRPCPort)}
+	pd, took := h.start(appPort, "/health/readiness", []string{h.sous}, append([]string{"SOUS_ORT_LIB=" + model.FindLibrary()}, daprEnv...))
+	_ = took
+	dp := h.saturate("state/dapr (demo model)", daprEnv, pd.url, textBody, 64)
+	pd.stop()
+
+	// 5. Latency vs offered load, batching on and off.
+	satOn := mean(sat32)
+	fractions := []float64{0.25, 0.5, 0.75, 0.9, 1.0, 1.25}
+	curves := map[string][]Point{}
+	for _, mb := range []string{"32", "1"} {
+		env := []string{modelEnv, "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
+		p := h.startSous(env...)
+		for _, f := range fractions {
+			rate := f * satOn
+			r := h.constant(fmt.Sprintf("curve/batch=%s at %.0f/s", mb, rate), env, p.url, func(int64) []byte { return benchBody }, rate)
+			curves[mb] = append(curves[mb], r)
+		}
+		p.stop()
+	}
+
+	ceiling := min(httpCeil.Throughput, computeCeil)
+	sort.Float64s(h.ready)
+	fmt.Println()
+	ratio := func(name string, v float64, goal string) { fmt.Printf("RATIO %s %.2f %s\n", name, v, goal) }
+	ratio("batch32_vs_batch1_throughput", mean(sat32)/mean(sat1), ">=3")
+	ratio("light_load_p50_on_vs_off", light[0].P50ms/light[1].P50ms, "<=1.1")
+	ratio("throughput_vs_ceiling", mean(sat32)/ceiling, ">=0.8")
+	ratio("dapr_vs_memory_throughput", dp.Throughput/mem.Throughput, ">=0.5")
+	fmt.Printf("RATIO start_to_ready_ms %.0f <=500\n", h.ready[len(h.ready)/2])
+
+	out := env("BENCH_OUT", "bench/results.json")
+	b, _ := json.MarshalIndent(map[string]any{"duration": duration.String(), "cpus": cpus(), "points": h.points,
+		"start_to_ready_ms": h.ready}, "", "  ")
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		return err
+	}
+	plotPath := env("BENCH_PLOT", "docs/latency-vs-load.svg")
+	if err := plotCurves(plotPath, curves); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s and %s\n", out, plotPath)
+	return nil
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func mean(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+// benchTurnBody is a turn whose data is one bench-model input row.
+func benchTurnBody() []byte {
+	rng := rand.New(rand.NewPCG(1, 1))
+	vals := make([]string, demo.BenchInputs)
+	for i := range vals {
+		vals[i] = strconv.FormatFloat(rng.NormFloat64(), 'f', 4, 32)
+	}
+	return []byte(fmt.Sprintf(`{"inputs":[{"name":"x","shape":[1,%d],"datatype":"FP32","data":[%s]}]}`,
+		demo.BenchInputs, strings.Join(vals, ",")))
+}
+
+// turnTargeter sends binary-mode turn events, each with its own id, over
+// 1024 sessions.
+func turnTargeter(url string, body func(int64) []byte) vegeta.Targeter {
+	var n atomic.Int64
+	return func(t *vegeta.Target) error {
+		i := n.Add(1)
+		t.Method, t.URL = http.MethodPost, url+"/"
+		t.Header = http.Header{
+			"Ce-Specversion": {"1.0"}, "Ce-Id": {strconv.FormatInt(i, 10)}, "Ce-Source": {"/bench"},
+			"Ce-Type": {"ai.sous.turn"}, "Ce-Subject": {"b" + strconv.FormatInt(i%1024, 10)},
+			"Content-Type": {"application/json"},
+		}
+		t.Body = body(i)
+		return nil
+	}
+}
+
+func (h *harness) attack(name string, config []string, url string, body func(int64) []byte, rate vegeta.Rate, workers uint64) Point {
+	atk := vegeta.NewAttacker(vegeta.Workers(workers), vegeta.MaxWorkers(workers), vegeta.KeepAlive(true),
+		vegeta.Connections(int(workers)), vegeta.Timeout(30*time.Second))
+	var m vegeta.Metrics
+	for res := range atk.Attack(turnTargeter(url, body), rate, duration, name) {
+		m.Add(res)
+	}
+	m.Close()
+	codes := make([]string, 0, len(m.StatusCodes))
+	for c, n := range m.StatusCodes {
+		codes = append(codes, fmt.Sprintf("%s:%d", c, n))
+	}
+	sort.Strings(codes)
+	p := Point{Name: name, Config: config, OfferedRate: float64(rate.Freq) / rate.Per.Seconds(), Workers: int(workers),
+		Throughput: m.Throughput, P50ms: ms(m.Latencies.P50), P99ms: ms(m.Latencies.P99), Success: m.Success,
+		Codes: strings.Join(codes, " ")}
+	if rate.Freq == 0 {
+		p.OfferedRate = 0
+	}
+	h.points = append(h.points, p)
+	fmt.Printf("%-52s %10.0f req/s  p50 %7.2f ms  p99 %7.2f ms  ok %5.1f%%  %s\n", name, p.Throughput, p.P50ms, p.P99ms, 100*p.Success, p.Codes)
+	return p
+}
+
+// saturate sends as fast as `workers` closed-loop clients can.
+func (h *harness) saturate(name string, config []string, url string, body func(int64) []byte, workers uint64) Point {
+	return h.attack(name, config, url, body, vegeta.Rate{Freq: 0}, workers)
+}
+
+// constant offers a fixed rate with a capped worker pool (uncapped, vegeta's
+// p99 swings wildly on two cores).
+func (h *harness) constant(name string, config []string, url string, body func(int64) []byte, rate float64) Point {
+	return h.attack(name, config, url, body, vegeta.Rate{Freq: int(rate), Per: time.Second}, 256)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// computeCeiling runs the bench model directly, 32 items a call, for the
+// point duration and returns items/s.
+func computeCeiling(path string) float64 {
+	e, err := model.New(model.Params{Library: model.FindLibrary(), Model: path, Device: model.DeviceCPU,
+		Logger: nil})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer e.Close()
+	rng := rand.New(rand.NewPCG(2, 2))
+	items := make([][]model.Tensor, 32)
+	for k := range items {
+		x := make([]float32, demo.BenchInputs)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		items[k] = []model.Tensor{{Name: "x", DType: model.FP32, Shape: []int64{1, demo.BenchInputs}, F32: x}}
+	}
+	var n int
+	start := time.Now()
+	for time.Since(start) < duration {
+		if _, err := e.Run(context.Background(), items); err != nil {
+			log.Fatal(err)
+		}
+		n += len(items)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+func cpus() int { return numCPU() }
