@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // served only on SOUS_PPROF_ADDR
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,6 +34,10 @@ func run(log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	if addr := os.Getenv("SOUS_PPROF_ADDR"); addr != "" {
+		// Profiling on a port of its own, never on the served one.
+		go func() { log.Info("pprof", "err", http.ListenAndServe(addr, nil)) }()
+	}
 	f, err := function.New(cfg, function.WithLogger(log))
 	if err != nil {
 		return err

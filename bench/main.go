@@ -5,7 +5,8 @@
 //
 // Environment: BENCH_DURATION (per point, default 3s), BENCH_OUT (results
 // JSON, default bench/results.json), BENCH_PLOT (SVG, default
-// docs/latency-vs-load.svg).
+// docs/latency-vs-load.svg), BENCH_PROFILE (a file: save a CPU profile of
+// sous during the first batch-32 saturation point).
 package main
 
 import (
@@ -196,7 +197,15 @@ func (h *harness) run() error {
 	for round := range 2 {
 		for _, mb := range []string{"32", "1"} {
 			env := []string{modelEnv, "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
+			profile := os.Getenv("BENCH_PROFILE") != "" && round == 0 && mb == "32"
+			pprofAddr := "127.0.0.1:" + strconv.Itoa(freePort())
+			if profile {
+				env = append(env, "SOUS_PPROF_ADDR="+pprofAddr)
+			}
 			p := h.startSous(env...)
+			if profile {
+				go fetchProfile(pprofAddr, os.Getenv("BENCH_PROFILE"))
+			}
 			r := h.saturate(fmt.Sprintf("saturation/batch=%s (round %d)", mb, round+1), env, p.url, func(int64) []byte { return benchBody }, 64)
 			p.stop()
 			if mb == "32" {
@@ -345,6 +354,24 @@ func (h *harness) saturate(name string, config []string, url string, body func(i
 // p99 swings wildly on two cores).
 func (h *harness) constant(name string, config []string, url string, body func(int64) []byte, rate float64) Point {
 	return h.attack(name, config, url, body, vegeta.Rate{Freq: int(rate), Per: time.Second}, 256)
+}
+
+// fetchProfile saves a CPU profile of sous taken during an attack.
+func fetchProfile(addr, path string) {
+	secs := max(1, int(duration.Seconds())-1)
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+	if err != nil {
+		log.Printf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		log.Printf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -225,6 +225,11 @@ func newSession(p Params, ins, outs []Info) (*ort.DynamicAdvancedSession, string
 		if err := opts.SetInterOpNumThreads(1); err != nil {
 			return nil, err
 		}
+		// Idle ONNX Runtime threads spin by default, taking the cores the
+		// HTTP, JSON and state work between batches needs.
+		if err := opts.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+			return nil, err
+		}
 		if cuda {
 			cudaOpts, err := ort.NewCUDAProviderOptions()
 			if err != nil {
