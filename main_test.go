@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,17 +15,10 @@ import (
 	"time"
 
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/internal/daprtest"
 )
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return daprtest.FreePort(t) }
 
 var (
 	buildOnce sync.Once
@@ -67,24 +58,7 @@ type child struct {
 	cmd  *exec.Cmd
 	url  string
 	port int
-	logs *logBuffer
-}
-
-type logBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs *daprtest.LogBuffer
 }
 
 // startSous runs sous on port (0: a free one) with env added, and waits
@@ -99,7 +73,7 @@ func startSousB(t testing.TB, port int, env ...string) *child {
 	}
 	cmd := exec.Command(sousBinary(t))
 	cmd.Env = append(os.Environ(), append([]string{fmt.Sprintf("PORT=%d", port), "SOUS_ORT_LIB=" + model.FindLibrary()}, env...)...)
-	logs := &logBuffer{}
+	logs := &daprtest.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

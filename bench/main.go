@@ -77,9 +77,9 @@ type harness struct {
 	ready    []float64 // start-to-ready, ms, demo model
 }
 
-func (h *harness) Helper()                  {}
-func (h *harness) Cleanup(f func())         { h.cleanups = append(h.cleanups, f) }
-func (h *harness) Fatal(args ...any)        { h.cleanup(); log.Fatal(args...) }
+func (h *harness) Helper()                   {}
+func (h *harness) Cleanup(f func())          { h.cleanups = append(h.cleanups, f) }
+func (h *harness) Fatal(args ...any)         { h.cleanup(); log.Fatal(args...) }
 func (h *harness) Fatalf(f string, a ...any) { h.cleanup(); log.Fatalf(f, a...) }
 func (h *harness) TempDir() string {
 	d, err := os.MkdirTemp("", "sous-bench")

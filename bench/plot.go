@@ -21,8 +21,8 @@ func plotCurves(path string, curves map[string][]Point) error {
 	p.Legend.Left = true
 	styles := []struct {
 		batch, label, pct string
-		color           color.RGBA
-		dashed          bool
+		color             color.RGBA
+		dashed            bool
 	}{
 		{"32", "batching on (32), p50", "p50", color.RGBA{R: 31, G: 119, B: 180, A: 255}, false},
 		{"32", "batching on (32), p99", "p99", color.RGBA{R: 31, G: 119, B: 180, A: 255}, true},

@@ -6,11 +6,12 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/sous-ai/sous/internal/daprtest"
 )
 
 // A turn event carrying a traceparent (the CloudEvents distributed-tracing
@@ -68,7 +69,7 @@ func TestTraceContextFlowsThroughATurn(t *testing.T) {
 // Each failed request is one log line with its session, status and reason,
 // and no request body.
 func TestFailedRequestIsLoggedWithoutBody(t *testing.T) {
-	var logs syncBuffer
+	var logs daprtest.LogBuffer
 	s := startServer(t, testConfig(t), WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))), WithStore(downStore{}))
 	code, _, _ := s.post(t, "/turn", map[string]string{"Content-Type": "application/json"}, `{"session":"logged","text":"my secret words"}`)
 	if code != http.StatusServiceUnavailable {
@@ -88,21 +89,4 @@ func TestFailedRequestIsLoggedWithoutBody(t *testing.T) {
 	if strings.Contains(logs.String(), "secret words") {
 		t.Error("the request body was logged")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

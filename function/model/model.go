@@ -517,38 +517,35 @@ func unpad[T any](dst []T, want []int64, src []T, srcRow []int64) {
 }
 
 func (e *Engine) batchInput(in Info, i int, shape []int64, items [][]Tensor) (ort.Value, error) {
+	switch in.DType {
+	case FP32:
+		return concat(items, i, shape, 0, func(t *Tensor) []float32 { return t.F32 })
+	case INT64:
+		return concat(items, i, shape, e.padInt, func(t *Tensor) []int64 { return t.I64 })
+	case INT32:
+		return concat(items, i, shape, int32(e.padInt), func(t *Tensor) []int32 { return t.I32 })
+	}
+	return nil, fmt.Errorf("model: input %q: unsupported datatype %s", in.Name, in.DType)
+}
+
+// concat builds the batch tensor of input i: every item's rows, one after
+// another, each padded with pad to the batch's shape.
+func concat[T ort.TensorData](items [][]Tensor, i int, shape []int64, pad T, data func(*Tensor) []T) (ort.Value, error) {
 	rowSize := int64(1)
 	for _, d := range shape[1:] {
 		rowSize *= d
 	}
-	n := shape[0] * rowSize
-	var offset int64
-	switch in.DType {
-	case FP32:
-		data := make([]float32, n)
-		for _, it := range items {
-			padCopy(data[offset:], shape, it[i].F32, it[i].Shape)
-			offset += it[i].Shape[0] * rowSize
-		}
-		return ort.NewTensor(ort.Shape(shape), data)
-	case INT64:
-		data := make([]int64, n)
-		fill(data, e.padInt)
-		for _, it := range items {
-			padCopy(data[offset:], shape, it[i].I64, it[i].Shape)
-			offset += it[i].Shape[0] * rowSize
-		}
-		return ort.NewTensor(ort.Shape(shape), data)
-	case INT32:
-		data := make([]int32, n)
-		fill(data, int32(e.padInt))
-		for _, it := range items {
-			padCopy(data[offset:], shape, it[i].I32, it[i].Shape)
-			offset += it[i].Shape[0] * rowSize
-		}
-		return ort.NewTensor(ort.Shape(shape), data)
+	out := make([]T, shape[0]*rowSize)
+	var zero T
+	if pad != zero {
+		fill(out, pad)
 	}
-	return nil, fmt.Errorf("model: input %q: unsupported datatype %s", in.Name, in.DType)
+	var offset int64
+	for _, it := range items {
+		padCopy(out[offset:], shape, data(&it[i]), it[i].Shape)
+		offset += it[i].Shape[0] * rowSize
+	}
+	return ort.NewTensor(ort.Shape(shape), out)
 }
 
 // Warm runs one batch of rows zero-valued rows (dynamic dimensions 8 long)

@@ -58,19 +58,19 @@ func RepoRoot(t T) string {
 	}
 }
 
-// logBuffer is a goroutine-safe buffer for a child's output.
-type logBuffer struct {
+// LogBuffer is a goroutine-safe buffer for a child's output or a logger's.
+type LogBuffer struct {
 	mu sync.Mutex // guards b
 	b  bytes.Buffer
 }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
+func (l *LogBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *logBuffer) String() string {
+func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -82,7 +82,7 @@ type Redis struct {
 	Port int
 	dir  string
 	cmd  *exec.Cmd
-	logs logBuffer
+	logs LogBuffer
 }
 
 // StartRedis starts redis-server on a free loopback port, persisting
@@ -152,7 +152,7 @@ type Daprd struct {
 	args                                  []string
 	env                                   []string
 	cmd                                   *exec.Cmd
-	logs                                  logBuffer
+	logs                                  LogBuffer
 }
 
 // DaprdParams describes one sidecar.
@@ -274,7 +274,7 @@ func LoadResources(t T, resourcesDir string) error {
 		"--metrics-port", strconv.Itoa(FreePort(t)), "--dapr-listen-addresses", "127.0.0.1",
 		"--metrics-listen-address", "127.0.0.1", "--dapr-internal-grpc-listen-address", "127.0.0.1",
 		"--resources-path", resourcesDir, "--log-level", "info")
-	var logs logBuffer
+	var logs LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		return err
