@@ -345,3 +345,50 @@ func (c *atomicCounter) next() int {
 	c.n++
 	return c.n
 }
+
+// Under load, a batch's sessions are read and written with one call each:
+// state calls per turn, read from /metrics, stay at most 0.5.
+func TestDaprStateCallsPerTurnUnderLoad(t *testing.T) {
+	redis := daprtest.StartRedis(t)
+	p := startPod(t, redis, "")
+	const clients, each = 64, 20
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if code, _, _ := turn(t, client, p.sous.url, "load"+strconv.Itoa((c*each+i)%256), "hello there"); code != 200 {
+					t.Errorf("turn: %d", code)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	resp, err := http.Get(p.sous.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	value := func(series string) float64 {
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, series+" ") {
+				v, _ := strconv.ParseFloat(strings.TrimPrefix(line, series+" "), 64)
+				return v
+			}
+		}
+		t.Fatalf("series %s not in /metrics", series)
+		return 0
+	}
+	turns := value(`sous_requests_total{code="200",route="/turn"}`)
+	calls := value(`sous_state_duration_seconds_count{op="get"}`) + value(`sous_state_duration_seconds_count{op="save"}`)
+	perTurn := calls / turns
+	t.Logf("%v turns, %v state calls: %.3f per turn (mean batch %.1f)", turns, calls, perTurn,
+		value("sous_batch_size_sum")/value("sous_batch_size_count"))
+	if turns != clients*each || perTurn > 0.5 {
+		t.Errorf("%v turns with %.3f state calls per turn, want %d turns and at most 0.5", turns, perTurn, clients*each)
+	}
+}

@@ -20,6 +20,16 @@ func (downStore) Get(context.Context, string) (state.Session, string, error) {
 func (downStore) Save(context.Context, string, state.Session, string, time.Duration) error {
 	return state.ErrUnavailable
 }
+func (downStore) GetBulk(context.Context, []string) ([]state.Entry, error) {
+	return nil, state.ErrUnavailable
+}
+func (downStore) SaveBulk(_ context.Context, items []state.SaveItem, _ time.Duration) []error {
+	errs := make([]error, len(items))
+	for i := range errs {
+		errs[i] = state.ErrUnavailable
+	}
+	return errs
+}
 
 func daprVerdict(t *testing.T, s *server, body string) string {
 	t.Helper()

@@ -29,15 +29,22 @@ import (
 // job is one turn's model input; result is its output and the size of the
 // batch it ran in.
 type job struct {
-	session string // "" for stateless OIP calls; the executor ignores it
+	session string       // "" for stateless OIP calls
+	turn    *turnRequest // nil for stateless OIP calls
 	inputs  []model.Tensor
 }
 
 type result struct {
 	outputs []model.Tensor
 	batch   int
-	// ran and done bound the batch's ONNX Runtime call, for traces.
-	ran, done time.Time
+	// ran and done bound the batch's ONNX Runtime call; get and save the
+	// batch's state calls: for traces.
+	ran, done          time.Time
+	getStart, getEnd   time.Time
+	saveStart, saveEnd time.Time
+	// A turn's outcome: its reply, or why it failed (ErrConflict: redo).
+	reply Reply
+	err   error
 }
 
 // Executor runs one batch of jobs; tests wrap it to inject faults.
@@ -87,6 +94,8 @@ type Function struct {
 	echo    *echo.Echo
 	now     func() time.Time
 	metrics *telemetry.Metrics
+	// modelSlots bounds concurrent ONNX Runtime calls to Workers.
+	modelSlots chan struct{}
 	tracer  trace.Tracer
 	// stopTracing flushes and stops the tracer provider sous made.
 	stopTracing func(context.Context) error
@@ -182,11 +191,18 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 			return nil, fmt.Errorf("telemetry: %w", err)
 		}
 	}
+	f.modelSlots = make(chan struct{}, cfg.Workers)
+	executors := cfg.Workers
+	if f.closeStore != nil {
+		// A remote store: one more batch in flight than model slots, so
+		// that its state calls overlap the model's run.
+		executors++
+	}
 	f.batcher = batching.New(batching.Params{
 		Capacity:     cfg.Queue,
 		MaxBatch:     cfg.MaxBatch,
 		MaxDelay:     cfg.MaxDelay,
-		Workers:      cfg.Workers,
+		Workers:      executors,
 		DrainTimeout: cfg.DrainTimeout,
 	}, exec, batching.WithHooks(batching.Hooks{
 		Batch:   f.metrics.Batch,
@@ -224,23 +240,26 @@ func textModelOf(e *model.Engine) *textModel {
 	return tm
 }
 
-// execute is the batcher's executor: one ONNX Runtime call per batch.
+// execute is the batcher's executor: the batch's state in one read and
+// one write, and one ONNX Runtime call (in one of Workers model slots, so
+// that with a remote store one batch's state I/O overlaps another's run).
 func (f *Function) execute(ctx context.Context, in []job, out []result) error {
-	items := make([][]model.Tensor, len(in))
-	for i, j := range in {
-		items[i] = j.inputs
-	}
-	start := time.Now()
-	res, err := f.engine.Run(ctx, items)
-	done := time.Now()
-	f.metrics.Inference(done.Sub(start))
-	if err != nil {
-		return err
-	}
-	for i := range out {
-		out[i] = result{outputs: res[i], batch: len(in), ran: start, done: done}
-	}
-	return nil
+	return f.executeTurns(ctx, in, out, func(need []int) ([][]model.Tensor, error) {
+		items := make([][]model.Tensor, len(need))
+		for k, i := range need {
+			items[k] = in[i].inputs
+		}
+		select {
+		case f.modelSlots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		defer func() { <-f.modelSlots }()
+		start := time.Now()
+		res, err := f.engine.Run(ctx, items)
+		f.metrics.Inference(time.Since(start))
+		return res, err
+	})
 }
 
 // Handler returns the HTTP handler serving every route.

@@ -500,6 +500,9 @@ func (f *Function) handleInfer(c echo.Context) error {
 		want[o.Name] = true
 	}
 	res, err := f.batcher.Submit(c.Request().Context(), job{inputs: item})
+	if err == nil {
+		err = res.err
+	}
 	if err != nil {
 		return err
 	}

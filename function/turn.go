@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"regexp"
 	"slices"
 	"sync"
@@ -52,9 +53,11 @@ var sessionID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 const maxConflicts = 8
 
 // turn runs one turn: it validates, takes the session's turn lock (turns of
-// one session run one at a time, in arrival order, so never share a batch),
-// loads the session, runs the model through the batcher and saves the
-// session conditionally on the ETag it read, redoing the turn on conflict.
+// one session run one at a time, in arrival order, so never share a batch)
+// and submits the turn to the batcher, whose executor reads the batch's
+// sessions in one call, runs the model and writes the sessions back in one
+// call, conditionally on the ETags read. A turn that lost an ETag race is
+// redone on the session as it is now.
 func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 	if !sessionID.MatchString(req.Session) {
 		return Reply{}, badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
@@ -63,6 +66,11 @@ func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 	if err != nil {
 		return Reply{}, err
 	}
+	if req.Event == "" {
+		// Every turn carries a key, so that a redo after a save whose
+		// outcome was unclear finds its own write instead of running twice.
+		req.Event = "req#" + strconv.FormatUint(rand.Uint64(), 36)
+	}
 
 	unlock, err := f.locks.lock(ctx, req.Session)
 	if err != nil {
@@ -70,45 +78,14 @@ func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 	}
 	defer unlock()
 
-	stateIn, stateOut, stateful := f.engine.State()
 	for attempt := 0; ; attempt++ {
-		sess, etag, err := f.load(ctx, req.Session)
-		if err != nil {
-			return Reply{}, err
-		}
-		if req.Event != "" {
-			for _, h := range sess.History {
-				if h.Event == req.Event {
-					return Reply{Session: req.Session, Turn: h.N, Output: h.Output, Model: f.engine.Name(), BatchSize: h.BatchSize}, nil
-				}
-			}
-		}
-		if stateful {
-			item[stateIn] = f.stateTensor(sess.State, stateIn)
-		}
 		queued := time.Now()
-		res, err := f.batcher.Submit(ctx, job{session: req.Session, inputs: item})
+		res, err := f.batcher.Submit(ctx, job{session: req.Session, turn: &req, inputs: item})
 		if err != nil {
 			return Reply{}, err
 		}
 		f.traceBatch(ctx, queued, res)
-		output, err := f.render(req, res.outputs)
-		if err != nil {
-			return Reply{}, err
-		}
-
-		next := state.Session{Version: 1, Turn: sess.Turn + 1}
-		if stateful {
-			next.State = res.outputs[stateOut].F32
-		}
-		next.History = append(slices.Clone(sess.History), state.Turn{
-			N: next.Turn, Event: req.Event, Text: req.Text, Output: output, BatchSize: res.batch, At: f.now().UTC(),
-		})
-		if over := len(next.History) - f.cfg.History; over > 0 {
-			next.History = next.History[over:]
-		}
-		err = f.save(ctx, req.Session, next, etag)
-		if errors.Is(err, state.ErrConflict) && attempt < maxConflicts {
+		if errors.Is(res.err, state.ErrConflict) && attempt < maxConflicts {
 			// Another pod took this turn number: back off with jitter and
 			// redo the turn on the session as it is now.
 			backoff := time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond
@@ -119,12 +96,137 @@ func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 				return Reply{}, ctx.Err()
 			}
 		}
-		if err != nil {
-			return Reply{}, err
+		if res.err != nil {
+			return Reply{}, res.err
 		}
-		trace.SpanFromContext(ctx).SetAttributes(attribute.String("sous.session", req.Session), attribute.Int("sous.turn", next.Turn))
-		return Reply{Session: req.Session, Turn: next.Turn, Output: output, Model: f.engine.Name(), BatchSize: res.batch}, nil
+		trace.SpanFromContext(ctx).SetAttributes(attribute.String("sous.session", req.Session), attribute.Int("sous.turn", res.reply.Turn))
+		return res.reply, nil
 	}
+}
+
+// executeTurns completes a batch's turns around the model run: one bulk
+// read of their sessions before, one bulk write after. run executes the
+// model on the items that need it (a redelivered turn is answered from its
+// transcript instead).
+func (f *Function) executeTurns(ctx context.Context, in []job, out []result, run func(need []int) ([][]model.Tensor, error)) error {
+	var turns []int
+	var ids []string
+	for i, j := range in {
+		if j.turn != nil {
+			turns = append(turns, i)
+			ids = append(ids, j.session)
+		}
+	}
+	stateIn, stateOut, stateful := f.engine.State()
+	entries := make([]state.Entry, len(in))
+	var getStart, getEnd time.Time
+	if len(ids) > 0 {
+		getStart = time.Now()
+		sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
+		got, err := f.store.GetBulk(sctx, ids)
+		cancel()
+		getEnd = time.Now()
+		f.metrics.State("get", getEnd.Sub(getStart))
+		for k, i := range turns {
+			switch {
+			case err != nil:
+				entries[i].Err = err
+			default:
+				entries[i] = got[k]
+			}
+		}
+	}
+
+	// Which items need the model: stateless calls, and turns whose session
+	// was read and that are not redeliveries.
+	var need []int
+	for i, j := range in {
+		if j.turn == nil {
+			need = append(need, i)
+			continue
+		}
+		if e := entries[i].Err; e != nil {
+			out[i].err = f.stateErr(ctx, "get", e)
+			continue
+		}
+		if h := findEvent(entries[i].Session.History, j.turn.Event); h != nil {
+			out[i].reply = Reply{Session: j.session, Turn: h.N, Output: h.Output, Model: f.engine.Name(), BatchSize: h.BatchSize}
+			continue
+		}
+		if stateful {
+			j.inputs[stateIn] = f.stateTensor(entries[i].Session.State, stateIn)
+		}
+		need = append(need, i)
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	ran := time.Now()
+	res, err := run(need)
+	done := time.Now()
+	if err != nil {
+		return err
+	}
+
+	var saves []state.SaveItem
+	var saved []int
+	for k, i := range need {
+		out[i].outputs, out[i].batch, out[i].ran, out[i].done = res[k], len(need), ran, done
+		out[i].getStart, out[i].getEnd = getStart, getEnd
+		j := in[i]
+		if j.turn == nil {
+			continue
+		}
+		output, err := f.render(*j.turn, res[k])
+		if err != nil {
+			out[i].err = err
+			continue
+		}
+		sess := entries[i].Session
+		next := state.Session{Version: 1, Turn: sess.Turn + 1}
+		if stateful {
+			next.State = res[k][stateOut].F32
+		}
+		next.History = append(slices.Clone(sess.History), state.Turn{
+			N: next.Turn, Event: j.turn.Event, Text: j.turn.Text, Output: output, BatchSize: len(need), At: f.now().UTC(),
+		})
+		if over := len(next.History) - f.cfg.History; over > 0 {
+			next.History = next.History[over:]
+		}
+		out[i].reply = Reply{Session: j.session, Turn: next.Turn, Output: output, Model: f.engine.Name(), BatchSize: len(need)}
+		saves = append(saves, state.SaveItem{ID: j.session, Session: next, ETag: entries[i].ETag})
+		saved = append(saved, i)
+	}
+	if len(saves) == 0 {
+		return nil
+	}
+	saveStart := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
+	errs := f.store.SaveBulk(sctx, saves, f.cfg.SessionTTL)
+	cancel()
+	saveEnd := time.Now()
+	f.metrics.State("save", saveEnd.Sub(saveStart))
+	for k, i := range saved {
+		out[i].saveStart, out[i].saveEnd = saveStart, saveEnd
+		if err := errs[k]; err != nil {
+			out[i].reply = Reply{}
+			if errors.Is(err, state.ErrConflict) {
+				out[i].err = err
+			} else {
+				out[i].err = f.stateErr(ctx, "save", err)
+			}
+		}
+	}
+	return nil
+}
+
+func findEvent(history []state.Turn, event string) *state.Turn {
+	for i := range history {
+		if history[i].Event == event {
+			return &history[i]
+		}
+	}
+	return nil
 }
 
 // buildInputs validates the request's model inputs, with a zero state in
@@ -233,11 +335,26 @@ func (f *Function) label(i int) string {
 	return fmt.Sprintf("class_%d", i)
 }
 
-// traceBatch records, after the fact, the item's wait in the ring and the
-// batch's run as spans of the turn.
+// traceBatch records, after the fact, the turn's wait in the ring, the
+// batch's state read, model run and state write as spans of the turn.
 func (f *Function) traceBatch(ctx context.Context, queued time.Time, res result) {
-	_, wait := f.tracer.Start(ctx, "sous.queue", trace.WithTimestamp(queued))
-	wait.End(trace.WithTimestamp(res.ran))
+	span := func(name string, from, to time.Time, attrs ...attribute.KeyValue) {
+		if from.IsZero() {
+			return
+		}
+		_, s := f.tracer.Start(ctx, name, trace.WithTimestamp(from), trace.WithAttributes(attrs...))
+		s.End(trace.WithTimestamp(to))
+	}
+	first := res.ran
+	if !res.getStart.IsZero() {
+		first = res.getStart
+	}
+	span("sous.queue", queued, first)
+	span("sous.state.get", res.getStart, res.getEnd, attribute.Int("sous.batch_size", res.batch))
+	span("sous.state.save", res.saveStart, res.saveEnd, attribute.Int("sous.batch_size", res.batch))
+	if res.ran.IsZero() {
+		return
+	}
 	_, run := f.tracer.Start(ctx, "sous.run", trace.WithTimestamp(res.ran),
 		trace.WithAttributes(attribute.Int("sous.batch_size", res.batch), attribute.String("sous.model", f.engine.Name())))
 	run.End(trace.WithTimestamp(res.done))
@@ -279,36 +396,6 @@ func spanErr(span trace.Span, err error) {
 
 // errStateUnavailable: the store did not answer in time or at all.
 var errStateUnavailable = errors.New("state store unavailable")
-
-func (f *Function) load(ctx context.Context, id string) (state.Session, string, error) {
-	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
-	defer cancel()
-	sctx, span := f.tracer.Start(sctx, "sous.state.get", trace.WithAttributes(attribute.String("sous.session", id)))
-	defer span.End()
-	start := time.Now()
-	s, etag, err := f.store.Get(sctx, id)
-	f.metrics.State("get", time.Since(start))
-	spanErr(span, err)
-	if err != nil {
-		return state.Session{}, "", f.stateErr(ctx, "get", err)
-	}
-	return s, etag, nil
-}
-
-func (f *Function) save(ctx context.Context, id string, s state.Session, etag string) error {
-	sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
-	defer cancel()
-	sctx, span := f.tracer.Start(sctx, "sous.state.save", trace.WithAttributes(attribute.String("sous.session", id)))
-	defer span.End()
-	start := time.Now()
-	err := f.store.Save(sctx, id, s, etag, f.cfg.SessionTTL)
-	f.metrics.State("save", time.Since(start))
-	spanErr(span, err)
-	if err == nil || errors.Is(err, state.ErrConflict) {
-		return err
-	}
-	return f.stateErr(ctx, "save", err)
-}
 
 // stateErr classifies a failed state call: the caller's own end, or the
 // store's unavailability (503).

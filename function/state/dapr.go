@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
@@ -86,11 +87,74 @@ func (d *Dapr) Get(ctx context.Context, id string) (Session, string, error) {
 	return s, item.Etag, nil
 }
 
-// Save implements Store.
-func (d *Dapr) Save(ctx context.Context, id string, s Session, etag string, ttl time.Duration) error {
+// GetBulk implements Store with one GetBulkState call.
+func (d *Dapr) GetBulk(ctx context.Context, ids []string) ([]Entry, error) {
+	items, err := d.client.GetBulkState(ctx, d.store, ids, nil, int32(min(len(ids), 16)))
+	if err != nil {
+		return nil, d.failed(ctx, "get bulk", strings.Join(ids[:min(3, len(ids))], ","), err)
+	}
+	byKey := make(map[string]*dapr.BulkStateItem, len(items))
+	for _, it := range items {
+		byKey[it.Key] = it
+	}
+	out := make([]Entry, len(ids))
+	for i, id := range ids {
+		it := byKey[id]
+		switch {
+		case it == nil:
+			out[i].Err = fmt.Errorf("state: get %q: %w: missing from the bulk answer", id, ErrUnavailable)
+		case it.Error != "":
+			out[i].Err = fmt.Errorf("state: get %q: %w: %s", id, ErrUnavailable, it.Error)
+		case len(it.Value) > 0:
+			if err := json.Unmarshal(it.Value, &out[i].Session); err != nil {
+				out[i].Err = fmt.Errorf("state: decode %q: %w", id, err)
+			}
+			out[i].ETag = it.Etag
+		}
+	}
+	return out, nil
+}
+
+// SaveBulk implements Store with one SaveBulkState call. daprd does not say
+// which item of a failed bulk save failed, so then each is saved alone and
+// classified as Save does. An item the bulk call did write then reports a
+// conflict: the pipeline redoes that turn, finds it in the transcript by its
+// request key and answers from there, so nothing runs twice.
+func (d *Dapr) SaveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error {
+	errs := make([]error, len(items))
+	set := make([]*dapr.SetStateItem, len(items))
+	for i, it := range items {
+		si, err := d.setItem(it.ID, it.Session, it.ETag, ttl)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		set[i] = si
+	}
+	var valid []*dapr.SetStateItem
+	for _, si := range set {
+		if si != nil {
+			valid = append(valid, si)
+		}
+	}
+	if len(valid) == 0 {
+		return errs
+	}
+	if err := d.client.SaveBulkState(ctx, d.store, valid...); err == nil {
+		return errs
+	}
+	for i, it := range items {
+		if set[i] != nil {
+			errs[i] = d.Save(ctx, it.ID, it.Session, it.ETag, ttl)
+		}
+	}
+	return errs
+}
+
+func (d *Dapr) setItem(id string, s Session, etag string, ttl time.Duration) (*dapr.SetStateItem, error) {
 	value, err := json.Marshal(s)
 	if err != nil {
-		return fmt.Errorf("state: encode %q: %w", id, err)
+		return nil, fmt.Errorf("state: encode %q: %w", id, err)
 	}
 	item := &dapr.SetStateItem{
 		Key:      id,
@@ -103,6 +167,15 @@ func (d *Dapr) Save(ctx context.Context, id string, s Session, etag string, ttl 
 	}
 	if etag != "" {
 		item.Etag = &dapr.ETag{Value: etag}
+	}
+	return item, nil
+}
+
+// Save implements Store.
+func (d *Dapr) Save(ctx context.Context, id string, s Session, etag string, ttl time.Duration) error {
+	item, err := d.setItem(id, s, etag, ttl)
+	if err != nil {
+		return err
 	}
 	err = d.client.SaveBulkState(ctx, d.store, item)
 	if err == nil {

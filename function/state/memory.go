@@ -99,3 +99,21 @@ func (m *Memory) Len() int {
 	defer m.mu.Unlock()
 	return len(m.entries)
 }
+
+// GetBulk implements Store.
+func (m *Memory) GetBulk(ctx context.Context, ids []string) ([]Entry, error) {
+	out := make([]Entry, len(ids))
+	for i, id := range ids {
+		out[i].Session, out[i].ETag, out[i].Err = m.Get(ctx, id)
+	}
+	return out, ctx.Err()
+}
+
+// SaveBulk implements Store.
+func (m *Memory) SaveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error {
+	errs := make([]error, len(items))
+	for i, it := range items {
+		errs[i] = m.Save(ctx, it.ID, it.Session, it.ETag, ttl)
+	}
+	return errs
+}

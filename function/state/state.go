@@ -56,4 +56,25 @@ type Store interface {
 	// the session does not exist), else ErrConflict. ttl renews the
 	// session's expiry.
 	Save(ctx context.Context, id string, s Session, etag string, ttl time.Duration) error
+	// GetBulk reads many sessions in one call. The whole call failing is
+	// its error; one session failing is its Entry's Err.
+	GetBulk(ctx context.Context, ids []string) ([]Entry, error)
+	// SaveBulk writes many sessions, each conditional on its ETag as Save
+	// is, and returns one error per item (nil, ErrConflict, or the store's
+	// failure).
+	SaveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error
+}
+
+// Entry is one session read by GetBulk.
+type Entry struct {
+	Session Session
+	ETag    string
+	Err     error
+}
+
+// SaveItem is one session to write with SaveBulk.
+type SaveItem struct {
+	ID      string
+	Session Session
+	ETag    string
 }
