@@ -294,10 +294,10 @@ func TestDaprInvocationAndPubSub(t *testing.T) {
 }
 
 // BenchmarkTurnThroughput compares turns/s over HTTP with the embedded
-// memory store and with Dapr state (real daprd + redis-server), 64
-// concurrent clients on 256 sessions, in one run.
+// memory store and with Dapr state (real daprd + redis-server), state calls
+// per turn and batched, 64 concurrent clients on 256 sessions, in one run.
 func BenchmarkTurnThroughput(b *testing.B) {
-	for _, mode := range []string{"memory", "dapr"} {
+	for _, mode := range []string{"memory", "dapr-per-turn", "dapr-batched"} {
 		b.Run(mode, func(b *testing.B) {
 			var url string
 			if mode == "memory" {
@@ -306,7 +306,8 @@ func BenchmarkTurnThroughput(b *testing.B) {
 				redis := daprtest.StartRedis(b)
 				appPort := daprtest.FreePort(b)
 				d := daprtest.StartDaprd(b, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis})
-				url = startSousB(b, appPort, "SOUS_STATE=dapr", "DAPR_GRPC_PORT="+strconv.Itoa(d.GRPCPort)).url
+				url = startSousB(b, appPort, "SOUS_STATE=dapr", "DAPR_GRPC_PORT="+strconv.Itoa(d.GRPCPort),
+					"SOUS_STATE_BATCH="+strconv.FormatBool(mode == "dapr-batched")).url
 			}
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			var n atomicCounter

@@ -30,6 +30,7 @@ type Config struct {
 	DaprToken     string        // DAPR_API_TOKEN, sent to the sidecar
 	AppToken      string        // APP_API_TOKEN, required of requests from the sidecar
 	DaprWait      time.Duration // SOUS_DAPR_WAIT, how long start-up waits for the sidecar
+	BatchState    bool          // SOUS_STATE_BATCH: one state read and write per batch (default), or per turn
 	PubSub        string        // SOUS_PUBSUB, the Dapr pub/sub component
 	Topic         string        // SOUS_TOPIC, the topic of turn events
 }
@@ -111,6 +112,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.DaprToken = getenv("DAPR_API_TOKEN")
 	c.AppToken = getenv("APP_API_TOKEN")
 	c.DaprWait = dur("SOUS_DAPR_WAIT", 30*time.Second, 0, 10*time.Minute)
+	c.BatchState = oneOf("SOUS_STATE_BATCH", "true", "true", "false") == "true"
 	c.PubSub = str("SOUS_PUBSUB", "pubsub")
 	c.Topic = str("SOUS_TOPIC", "turns")
 	if c.Queue < c.MaxBatch {

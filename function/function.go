@@ -96,7 +96,7 @@ type Function struct {
 	metrics *telemetry.Metrics
 	// modelSlots bounds concurrent ONNX Runtime calls to Workers.
 	modelSlots chan struct{}
-	tracer  trace.Tracer
+	tracer     trace.Tracer
 	// stopTracing flushes and stops the tracer provider sous made.
 	stopTracing func(context.Context) error
 	// closeStore releases the store's connection, if it has one.
@@ -177,6 +177,9 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		}
 	}
 
+	if !cfg.BatchState {
+		f.store = state.PerCall{Store: f.store}
+	}
 	exec := Executor(f.execute)
 	if o.wrapExec != nil {
 		exec = o.wrapExec(exec)

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 

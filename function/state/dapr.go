@@ -115,38 +115,41 @@ func (d *Dapr) GetBulk(ctx context.Context, ids []string) ([]Entry, error) {
 	return out, nil
 }
 
-// SaveBulk implements Store with one SaveBulkState call. daprd does not say
-// which item of a failed bulk save failed, so then each is saved alone and
-// classified as Save does. An item the bulk call did write then reports a
-// conflict: the pipeline redoes that turn, finds it in the transcript by its
-// request key and answers from there, so nothing runs twice.
+// SaveBulk implements Store. Sessions that exist (they carry an ETag) are
+// written in one state transaction, whose operations are each checked
+// against their ETag; it costs daprd much less than a bulk save. Redis does
+// not roll a transaction back, so when one operation fails the others may
+// have been written: those then report ErrConflict when saved alone, and the
+// caller must make its redo idempotent (the turn pipeline finds the turn in
+// the transcript by its request key). A new session is saved alone: a transaction does not enforce "only
+// if absent" for an operation without an ETag, and first-write-wins must
+// hold for a session two pods start at once. If the transaction fails, each
+// of its sessions is saved alone and classified as Save does.
 func (d *Dapr) SaveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error {
 	errs := make([]error, len(items))
-	set := make([]*dapr.SetStateItem, len(items))
+	var inTx []int
+	var ops []*dapr.StateOperation
 	for i, it := range items {
+		if it.ETag == "" {
+			errs[i] = d.Save(ctx, it.ID, it.Session, "", ttl)
+			continue
+		}
 		si, err := d.setItem(it.ID, it.Session, it.ETag, ttl)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		set[i] = si
+		inTx = append(inTx, i)
+		ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: si})
 	}
-	var valid []*dapr.SetStateItem
-	for _, si := range set {
-		if si != nil {
-			valid = append(valid, si)
-		}
-	}
-	if len(valid) == 0 {
+	if len(ops) == 0 {
 		return errs
 	}
-	if err := d.client.SaveBulkState(ctx, d.store, valid...); err == nil {
+	if err := d.client.ExecuteStateTransaction(ctx, d.store, nil, ops); err == nil {
 		return errs
 	}
-	for i, it := range items {
-		if set[i] != nil {
-			errs[i] = d.Save(ctx, it.ID, it.Session, it.ETag, ttl)
-		}
+	for _, i := range inTx {
+		errs[i] = d.Save(ctx, items[i].ID, items[i].Session, items[i].ETag, ttl)
 	}
 	return errs
 }

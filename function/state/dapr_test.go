@@ -62,6 +62,36 @@ func TestDaprStore(t *testing.T) {
 		t.Fatalf("save with a stale etag: %v, want ErrConflict", err)
 	}
 
+	// Bulk: a batch of existing sessions goes in one transaction, each
+	// checked against its ETag; a stale one fails alone.
+	_, e1, _ := s.Get(ctx, "d1")
+	if err := s.Save(ctx, "d2", want, "", ttl); err != nil {
+		t.Fatal(err)
+	}
+	_, e2, _ := s.Get(ctx, "d2")
+	errs := s.SaveBulk(ctx, []state.SaveItem{{ID: "d1", Session: next, ETag: e1}, {ID: "d2", Session: next, ETag: e2}, {ID: "d3", Session: want}}, ttl)
+	if fmt.Sprint(errs) != "[<nil> <nil> <nil>]" {
+		t.Fatalf("SaveBulk with fresh ETags: %v", errs)
+	}
+	_, e1b, _ := s.Get(ctx, "d1")
+	errs = s.SaveBulk(ctx, []state.SaveItem{{ID: "d1", Session: next, ETag: e1b}, {ID: "d2", Session: next, ETag: e2}, {ID: "d3", Session: want}}, ttl)
+	if !errors.Is(errs[1], state.ErrConflict) || !errors.Is(errs[2], state.ErrConflict) {
+		t.Fatalf("SaveBulk with a stale ETag and a second first write: %v, want conflicts for d2 and d3", errs)
+	}
+	// Redis does not roll a transaction back: d1 is written, though it may
+	// be reported as a conflict (the pipeline's request key makes the redo
+	// answer from the transcript).
+	if errs[0] != nil && !errors.Is(errs[0], state.ErrConflict) {
+		t.Fatalf("SaveBulk d1: %v", errs[0])
+	}
+	if got, _, _ := s.Get(ctx, "d1"); got.Turn != next.Turn {
+		t.Fatalf("d1 after SaveBulk: %+v, want it written", got)
+	}
+	entries, err := s.GetBulk(ctx, []string{"d1", "d2", "nope"})
+	if err != nil || len(entries) != 3 || entries[0].ETag == "" || entries[2].ETag != "" || entries[2].Session.Turn != 0 {
+		t.Fatalf("GetBulk = %+v, %v", entries, err)
+	}
+
 	if err := s.Save(ctx, "short", want, "", time.Second); err != nil {
 		t.Fatal(err)
 	}

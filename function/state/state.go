@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -61,7 +62,9 @@ type Store interface {
 	GetBulk(ctx context.Context, ids []string) ([]Entry, error)
 	// SaveBulk writes many sessions, each conditional on its ETag as Save
 	// is, and returns one error per item (nil, ErrConflict, or the store's
-	// failure).
+	// failure). An item reported as a conflict may nevertheless have been
+	// written (a remote store cannot always tell): redoing it must be
+	// idempotent.
 	SaveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error
 }
 
@@ -77,4 +80,40 @@ type SaveItem struct {
 	ID      string
 	Session Session
 	ETag    string
+}
+
+// PerCall wraps a store so that GetBulk and SaveBulk make one concurrent
+// Get or Save per session instead of one call for all: the per-turn cost
+// model, kept to measure what batching state calls buys
+// (SOUS_STATE_BATCH=false).
+type PerCall struct{ Store }
+
+// GetBulk implements Store with one Get per session, concurrently.
+func (p PerCall) GetBulk(ctx context.Context, ids []string) ([]Entry, error) {
+	out := make([]Entry, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i].Session, out[i].ETag, out[i].Err = p.Get(ctx, id)
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// SaveBulk implements Store with one Save per session, concurrently.
+func (p PerCall) SaveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error {
+	errs := make([]error, len(items))
+	var wg sync.WaitGroup
+	for i, it := range items {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p.Save(ctx, it.ID, it.Session, it.ETag, ttl)
+		}()
+	}
+	wg.Wait()
+	return errs
 }
