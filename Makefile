@@ -26,7 +26,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData
 TESTFLAGS ?=
 
-.PHONY: run test validate bench onnxruntime model fuzz daprd redis clean
+.PHONY: run test validate bench soak onnxruntime model fuzz daprd redis clean
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -72,6 +72,12 @@ test: $(ORT_LIB) $(DAPRD) redis validate
 # configurations measured side by side (BENCH_DURATION per point, default 3s).
 bench: $(ORT_LIB) $(DAPRD) redis
 	$(GO) run ./bench
+
+# The overload and cancellation tests, longer (SOAK_DURATION per phase).
+SOAK_DURATION ?= 60s
+soak: $(ORT_LIB) $(DAPRD) redis
+	SOAK_DURATION=$(SOAK_DURATION) SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -race -count=1 -timeout 60m \
+		-run 'TestOverload|TestCancellationStorm|TestDaprRedisOutage|TestDaprSidecarOutage|TestSIGTERM' -v .
 
 fuzz: $(ORT_LIB)
 	@set -e; for t in $(FUZZ_TARGETS); do \
