@@ -218,3 +218,73 @@ func benchTurn() string {
 	}
 	return `[{"name":"x","shape":[1,256],"datatype":"FP32","data":[` + strings.Join(vals, ",") + `]}]`
 }
+
+// Hostile input against a real process: each kind gets its 4xx with a
+// message, and the process's peak memory does not jump.
+func TestHostileInputCorpus(t *testing.T) {
+	c := startSous(t, 0)
+	pid := c.cmd.Process.Pid
+	before := rssKiB(t, pid)
+	deep := strings.Repeat("[", 100000) + strings.Repeat("]", 100000)
+	binary := func(id, source, typ, specversion, subject string) map[string]string {
+		h := map[string]string{"Content-Type": "application/json"}
+		for k, v := range map[string]string{"ce-id": id, "ce-source": source, "ce-type": typ, "ce-specversion": specversion, "ce-subject": subject} {
+			if v != "" {
+				h[k] = v
+			}
+		}
+		return h
+	}
+	jsonCT := map[string]string{"Content-Type": "application/json"}
+	for _, tc := range []struct {
+		name   string
+		path   string
+		header map[string]string
+		body   string
+		code   int
+	}{
+		{"missing id", "/", binary("", "/x", "ai.sous.turn", "1.0", "s"), `{"text":"hi"}`, 400},
+		{"missing source", "/", binary("1", "", "ai.sous.turn", "1.0", "s"), `{"text":"hi"}`, 400},
+		{"missing type", "/", binary("1", "/x", "", "1.0", "s"), `{"text":"hi"}`, 400},
+		{"wrong specversion", "/", binary("1", "/x", "ai.sous.turn", "9.9", "s"), `{"text":"hi"}`, 400},
+		{"bad time", "/", map[string]string{"Content-Type": "application/cloudevents+json"},
+			`{"specversion":"1.0","id":"1","source":"/x","type":"ai.sous.turn","time":"yesterday","subject":"s","data":{"text":"hi"}}`, 400},
+		{"invalid JSON", "/turn", jsonCT, `{"session":`, 400},
+		{"deep nesting", "/turn", jsonCT, `{"session":"s","inputs":` + deep + `}`, 400},
+		{"invalid UTF-8", "/turn", jsonCT, "{\"session\":\"s\",\"text\":\"\xc3\x28\"}", 400},
+		{"10 MiB body", "/turn", jsonCT, `{"session":"s","text":"` + strings.Repeat("a", 10<<20) + `"}`, 413},
+		{"session with ||", "/turn", jsonCT, `{"session":"a||b","text":"hi"}`, 400},
+		{"session with control characters", "/turn", jsonCT, `{"session":"a\u0000b","text":"hi"}`, 400},
+		{"10 KB session", "/turn", jsonCT, `{"session":"` + strings.Repeat("s", 10<<10) + `","text":"hi"}`, 400},
+		{"tensor wrong name", "/v2/models/intent/infer", jsonCT, `{"inputs":[{"name":"nope","shape":[1],"datatype":"INT64","data":[1]}]}`, 400},
+		{"tensor wrong dtype", "/v2/models/intent/infer", jsonCT, `{"inputs":[{"name":"tokens","shape":[1,1],"datatype":"FP64","data":[1]}]}`, 400},
+		{"shape overflowing int64", "/v2/models/intent/infer", jsonCT, `{"inputs":[{"name":"tokens","shape":[9223372036854775807,9223372036854775807],"datatype":"INT64","data":[1]}]}`, 400},
+		{"shape exhausting memory", "/v2/models/intent/infer", jsonCT, `{"inputs":[{"name":"tokens","shape":[1,4000000000],"datatype":"INT64","data":[1]}]}`, 400},
+		{"Inf", "/v2/models/intent/infer", jsonCT, `{"inputs":[{"name":"tokens","shape":[1,1],"datatype":"INT64","data":[1]},{"name":"state_in","shape":[1,7],"datatype":"FP32","data":[1e999,0,0,0,0,0,0]}]}`, 400},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, c.url+tc.path, strings.NewReader(tc.body))
+		for k, v := range tc.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e struct{ Error string }
+		json.Unmarshal(b, &e)
+		if resp.StatusCode != tc.code || e.Error == "" {
+			t.Errorf("%s: %d %s, want %d with a message", tc.name, resp.StatusCode, b, tc.code)
+		}
+	}
+	after := rssKiB(t, pid)
+	t.Logf("peak RSS %d MiB before the corpus, %d MiB after", before>>10, after>>10)
+	if after-before > 64<<10 {
+		t.Errorf("peak RSS jumped by %d MiB", (after-before)>>10)
+	}
+	if resp, err := http.Get(c.url + "/health/readiness"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("not ready after the corpus: %v", err)
+	}
+}

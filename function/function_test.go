@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -536,4 +537,58 @@ func TestRawBinaryReplyIsParseableBySDK(t *testing.T) {
 	if err := ev.Validate(); err != nil || ev.Type() != TypeReply || ev.ID() != "p1/reply" {
 		t.Errorf("reply event %v: %v", ev, err)
 	}
+}
+
+// An executor that fails every 3rd batch under concurrent load: those
+// turns get 500 and are not stored; every other turn gets 200 with the
+// session's next number, so numbers stay gapless and nothing that got a 200
+// is lost.
+func TestEveryNthBatchFailing(t *testing.T) {
+	var batches atomic.Int64
+	boom := fmt.Errorf("%w: injected", model.ErrRun)
+	wrap := func(next Executor) Executor {
+		return func(ctx context.Context, in []job, out []result) error {
+			if batches.Add(1)%3 == 0 {
+				return boom
+			}
+			return next(ctx, in, out)
+		}
+	}
+	s := startServer(t, testConfig(t), WithExecutorWrapper(wrap))
+	const sessions, each = 8, 20
+	var mu sync.Mutex
+	turns := map[string][]int{}
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for sid := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			session := fmt.Sprintf("nth%d", sid)
+			for range each {
+				code, _, body := s.post(t, "/turn", map[string]string{"Content-Type": "application/json"},
+					`{"session":"`+session+`","text":"hello"}`)
+				mu.Lock()
+				codes[code]++
+				if code == http.StatusOK {
+					r, _ := decodeReply(t, body)
+					turns[session] = append(turns[session], r.Turn)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if codes[200]+codes[500] != sessions*each || codes[500] == 0 || codes[200] == 0 {
+		t.Fatalf("answers %v, want only 200s and 500s, some of each", codes)
+	}
+	for session, got := range turns {
+		for i, n := range got {
+			if n != i+1 {
+				t.Errorf("session %s: turns %v, want 1..%d in order: a failed batch left a gap or a duplicate", session, got, len(got))
+				break
+			}
+		}
+	}
+	t.Logf("answers %v over %d batches", codes, batches.Load())
 }
