@@ -208,9 +208,10 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		Workers:      executors,
 		DrainTimeout: cfg.DrainTimeout,
 	}, exec, batching.WithHooks(batching.Hooks{
-		Batch:   f.metrics.Batch,
-		Wait:    f.metrics.QueueWait,
-		Expired: func() { f.metrics.Rejected(reasonExpired) },
+		Batch: f.metrics.Batch,
+		Wait:  f.metrics.QueueWait,
+		// An expired item's request is counted once, as its handler
+		// answers it (reason expired).
 	}))
 
 	if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
