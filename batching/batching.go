@@ -537,9 +537,3 @@ func (b *Batcher[In, Out]) call(ctx context.Context, in []In, out []Out) (err er
 	}()
 	return b.exec(ctx, in, out)
 }
-
-func (b *Batcher[In, Out]) isRunning() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.running
-}

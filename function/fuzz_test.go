@@ -1,7 +1,6 @@
 package function
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -106,10 +105,7 @@ func FuzzCloudEventData(f *testing.F) {
 		if err == nil {
 			_, err = fn.buildInputs(req)
 		}
-		if err == nil && !sessionID.MatchString(req.Session) {
-			err = errors.New("invalid session accepted") // turn() rejects it; fine
-			return
-		}
+		// An invalid session id passes decoding; turn() rejects it.
 		checkDecoded(t, err)
 	})
 }

@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/state"
@@ -470,11 +469,6 @@ func (l *sessionLocks) unlock(id string, q *sessionQueue) {
 	if q.refs == 0 {
 		delete(l.m, id)
 	}
-}
-
-// isRejection reports whether err is the batcher refusing work.
-func isRejection(err error) bool {
-	return errors.Is(err, batching.ErrFull) || errors.Is(err, batching.ErrClosed)
 }
 
 func truncate(s string, n int) string {
