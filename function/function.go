@@ -269,7 +269,6 @@ func (f *Function) execute(ctx context.Context, in []job, out []result) error {
 // Handler returns the HTTP handler serving every route.
 func (f *Function) Handler() http.Handler { return f.echo }
 
-
 // Serve serves on ln until ctx is done, then drains: new requests get 503,
 // accepted turns complete (within Config.DrainTimeout), the batcher drains,
 // and Serve returns nil.
