@@ -492,28 +492,8 @@ func splitRows[T any](data []T, full []int64, start int64, want []int64) []T {
 	for _, d := range full[1:] {
 		stride *= d
 	}
-	// padCopy in reverse: the source is the padded batch slice.
-	unpad(out, want, data[start*stride:], full[1:])
+	copyBlock(out, want, data[start*stride:], full, want)
 	return out
-}
-
-// unpad copies the leading want-shaped block of src (row shape srcRow) into
-// dst.
-func unpad[T any](dst []T, want []int64, src []T, srcRow []int64) {
-	if len(want) == 1 {
-		copy(dst, src[:want[0]])
-		return
-	}
-	dstStride, srcStride := int64(1), int64(1)
-	for _, d := range want[1:] {
-		dstStride *= d
-	}
-	for _, d := range srcRow {
-		srcStride *= d
-	}
-	for i := int64(0); i < want[0]; i++ {
-		unpad(dst[i*dstStride:], want[1:], src[i*srcStride:], srcRow[1:])
-	}
 }
 
 func (e *Engine) batchInput(in Info, i int, shape []int64, items [][]Tensor) (ort.Value, error) {
@@ -542,7 +522,7 @@ func concat[T ort.TensorData](items [][]Tensor, i int, shape []int64, pad T, dat
 	}
 	var offset int64
 	for _, it := range items {
-		padCopy(out[offset:], shape, data(&it[i]), it[i].Shape)
+		copyBlock(out[offset:], shape, data(&it[i]), it[i].Shape, it[i].Shape)
 		offset += it[i].Shape[0] * rowSize
 	}
 	return ort.NewTensor(ort.Shape(shape), out)

@@ -136,11 +136,14 @@ func check(t *Tensor, in Info, maxElements int64) error {
 	return nil
 }
 
-// padCopy copies src (shape srcShape) into dst (shape dstShape, each
-// dimension at least as large), leaving the padding as it was.
-func padCopy[T any](dst []T, dstShape []int64, src []T, srcShape []int64) {
-	if len(srcShape) == 1 {
-		copy(dst, src[:srcShape[0]])
+// copyBlock copies the leading block of shape block from src, laid out
+// row-major as srcShape, into dst, laid out as dstShape (only dimensions 1
+// and up of a layout matter). It pads an item into a batch (block =
+// srcShape) and cuts an item back out of one (block = dstShape); what lies
+// outside the block is left as it was.
+func copyBlock[T any](dst []T, dstShape []int64, src []T, srcShape []int64, block []int64) {
+	if len(block) == 1 {
+		copy(dst, src[:block[0]])
 		return
 	}
 	dstStride, srcStride := int64(1), int64(1)
@@ -150,8 +153,8 @@ func padCopy[T any](dst []T, dstShape []int64, src []T, srcShape []int64) {
 	for _, d := range srcShape[1:] {
 		srcStride *= d
 	}
-	for i := int64(0); i < srcShape[0]; i++ {
-		padCopy(dst[i*dstStride:], dstShape[1:], src[i*srcStride:], srcShape[1:])
+	for i := int64(0); i < block[0]; i++ {
+		copyBlock(dst[i*dstStride:], dstShape[1:], src[i*srcStride:], srcShape[1:], block[1:])
 	}
 }
 
