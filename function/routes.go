@@ -180,16 +180,23 @@ func (b *turnBody) request() (turnRequest, error) {
 	return req, nil
 }
 
-func (f *Function) handleTurn(c echo.Context) error {
+// readJSON reads a JSON request body into v: 415 for another content
+// type (route names the route in the message), 413 over the limit, 400 for
+// bad JSON.
+func (f *Function) readJSON(c echo.Context, route string, v any) error {
 	if !isJSON(c.Request().Header.Get(echo.HeaderContentType)) {
-		return &statusError{http.StatusUnsupportedMediaType, "POST /turn takes application/json"}
+		return &statusError{http.StatusUnsupportedMediaType, route + " takes application/json"}
 	}
 	body, err := f.readBody(c)
 	if err != nil {
 		return err
 	}
+	return decodeJSON(body, v)
+}
+
+func (f *Function) handleTurn(c echo.Context) error {
 	var tb turnBody
-	if err := decodeJSON(body, &tb); err != nil {
+	if err := f.readJSON(c, "POST /turn", &tb); err != nil {
 		return err
 	}
 	req, err := tb.request()
@@ -334,15 +341,13 @@ func (f *Function) turnEvents(ctx context.Context, events []event.Event) ([]even
 		return nil, badRequest("empty CloudEvents batch")
 	}
 	reqs := make([]turnRequest, len(events))
+	items := make([][]model.Tensor, len(events))
 	bySession := map[string][]int{}
 	var order []string
 	for i := range events {
 		req, err := f.eventRequest(&events[i], false)
 		if err == nil {
-			_, err = f.buildInputs(req)
-		}
-		if err == nil && !sessionID.MatchString(req.Session) {
-			err = badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
+			items[i], err = f.prepare(req)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("event %d (id %q): %w", i, events[i].ID(), err)
@@ -363,7 +368,7 @@ func (f *Function) turnEvents(ctx context.Context, events []event.Event) ([]even
 			defer wg.Done()
 			for _, i := range idx {
 				tctx, span := f.startTurn(ctx, nil, &events[i])
-				r, err := f.turn(tctx, reqs[i])
+				r, err := f.runTurn(tctx, reqs[i], items[i])
 				if err != nil {
 					spanErr(span, err)
 					span.End()
@@ -470,15 +475,8 @@ func (f *Function) handleInfer(c echo.Context) error {
 	if err := f.checkModel(c); err != nil {
 		return err
 	}
-	if !isJSON(c.Request().Header.Get(echo.HeaderContentType)) {
-		return &statusError{http.StatusUnsupportedMediaType, "infer takes application/json"}
-	}
-	body, err := f.readBody(c)
-	if err != nil {
-		return err
-	}
 	var req oipRequest
-	if err := decodeJSON(body, &req); err != nil {
+	if err := f.readJSON(c, "infer", &req); err != nil {
 		return err
 	}
 	ins, err := decodeInputs(req.Inputs)

@@ -58,13 +58,24 @@ const maxConflicts = 8
 // call, conditionally on the ETags read. A turn that lost an ETag race is
 // redone on the session as it is now.
 func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
-	if !sessionID.MatchString(req.Session) {
-		return Reply{}, badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
-	}
-	item, err := f.buildInputs(req)
+	item, err := f.prepare(req)
 	if err != nil {
 		return Reply{}, err
 	}
+	return f.runTurn(ctx, req, item)
+}
+
+// prepare validates a turn before it runs: its session id and its model
+// inputs (built with a zero state in the state slot).
+func (f *Function) prepare(req turnRequest) ([]model.Tensor, error) {
+	if !sessionID.MatchString(req.Session) {
+		return nil, badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
+	}
+	return f.buildInputs(req)
+}
+
+// runTurn runs a turn that prepare accepted, with the inputs it built.
+func (f *Function) runTurn(ctx context.Context, req turnRequest, item []model.Tensor) (Reply, error) {
 	if req.Event == "" {
 		// Every turn carries a key, so that a redo after a save whose
 		// outcome was unclear finds its own write instead of running twice.
@@ -127,10 +138,9 @@ func (f *Function) executeTurns(ctx context.Context, in []job, out []result, run
 		getEnd = time.Now()
 		f.metrics.State("get", getEnd.Sub(getStart))
 		for k, i := range turns {
-			switch {
-			case err != nil:
+			if err != nil {
 				entries[i].Err = err
-			default:
+			} else {
 				entries[i] = got[k]
 			}
 		}
