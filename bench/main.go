@@ -117,8 +117,8 @@ type process struct {
 func (h *harness) start(port int, readyPath string, args []string, env []string) (process, time.Duration) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, env...)...)
-	logs := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = io.Discard, &lockedWriter{w: logs}
+	logs := &daprtest.LogBuffer{}
+	cmd.Stdout, cmd.Stderr = io.Discard, logs
 	began := time.Now()
 	if err := cmd.Start(); err != nil {
 		h.Fatal(err)
@@ -145,15 +145,11 @@ func (h *harness) start(port int, readyPath string, args []string, env []string)
 		}
 		if time.Since(began) > time.Minute {
 			stop()
-			h.Fatalf("%v not ready after a minute", args)
+			h.Fatalf("%v not ready after a minute:\n%s", args, logs.String())
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 }
-
-type lockedWriter struct{ w io.Writer }
-
-func (l *lockedWriter) Write(p []byte) (int, error) { return l.w.Write(p) }
 
 func (h *harness) startSous(env ...string) process {
 	p, took := h.start(freePort(), "/health/readiness", []string{h.sous},
@@ -234,8 +230,7 @@ func (h *harness) run() error {
 	appPort := freePort()
 	d := daprtest.StartDaprd(h, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis})
 	daprEnv := []string{"SOUS_STATE=dapr", "DAPR_GRPC_PORT=" + strconv.Itoa(d.GRPCPort)}
-	pd, took := h.start(appPort, "/health/readiness", []string{h.sous}, append([]string{"SOUS_ORT_LIB=" + model.FindLibrary()}, daprEnv...))
-	_ = took
+	pd, _ := h.start(appPort, "/health/readiness", []string{h.sous}, append([]string{"SOUS_ORT_LIB=" + model.FindLibrary()}, daprEnv...))
 	dp := h.saturate("state/dapr (demo model)", daprEnv, pd.url, textBody, 64)
 	pd.stop()
 
@@ -379,8 +374,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // computeCeiling runs the bench model directly, 32 items a call, for the
 // point duration and returns items/s.
 func computeCeiling(path string) float64 {
-	e, err := model.New(model.Params{Library: model.FindLibrary(), Model: path, Device: model.DeviceCPU,
-		Logger: nil})
+	e, err := model.New(model.Params{Library: model.FindLibrary(), Model: path, Device: model.DeviceCPU})
 	if err != nil {
 		log.Fatal(err)
 	}
