@@ -437,29 +437,31 @@ func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out]) (n int, wait time.Durati
 		b.mu.Unlock()
 		return 0, d, false
 	}
-	var cost int64
-	for b.ring.len() > 0 && len(buf.in) < b.p.MaxBatch {
-		s := b.ring.peek()
+	// Read the batch in place and discard its slots in one step: popping
+	// slot by slot would zero and wrap each one under the lock.
+	var cost, expiredCost int64
+	i := 0
+	for ; i < b.ring.len() && len(buf.in) < b.p.MaxBatch; i++ {
+		s := b.ring.at(i)
 		if err := s.ctx.Err(); err != nil {
 			// Dropped before Run: the runtime cannot cancel mid-batch, so
 			// this is the last chance to save the work.
-			v := b.ring.pop()
-			b.qcost -= v.cost
-			b.inSystem--
-			expired = append(expired, v.w)
+			expiredCost += s.cost
+			expired = append(expired, s.w)
 			expiredErrs = append(expiredErrs, err)
 			continue
 		}
 		if b.p.MaxCost > 0 && len(buf.in) > 0 && cost+s.cost > b.p.MaxCost {
 			break
 		}
-		v := b.ring.pop()
-		b.qcost -= v.cost
-		cost += v.cost
-		buf.in = append(buf.in, v.in)
-		buf.w = append(buf.w, v.w)
-		buf.at = append(buf.at, v.at)
+		cost += s.cost
+		buf.in = append(buf.in, s.in)
+		buf.w = append(buf.w, s.w)
+		buf.at = append(buf.at, s.at)
 	}
+	b.ring.discard(i)
+	b.qcost -= cost + expiredCost
+	b.inSystem -= len(expired)
 	if len(buf.in) > 0 && b.peak > b.inSystem {
 		b.peak--
 	}
