@@ -89,6 +89,9 @@ func startSousB(t testing.TB, port int, env ...string) *child {
 				return c
 			}
 		}
+		if daprtest.Exited(cmd.Process.Pid) {
+			t.Fatalf("sous exited while starting:\n%s", logs.String())
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("sous not ready after 60s:\n%s", logs.String())
 		}

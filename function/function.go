@@ -90,10 +90,14 @@ type Function struct {
 	batcher *batching.Batcher[job, result]
 	store   state.Store
 	locks   sessionLocks
-	text    *textModel // nil if the model does not take text
-	echo    *echo.Echo
-	now     func() time.Time
-	metrics *telemetry.Metrics
+	// turns counts turns in progress: waiting for their session, queued or
+	// running. Beyond turnLimit a turn is refused like a full ring.
+	turns     atomic.Int64
+	turnLimit int64
+	text      *textModel // nil if the model does not take text
+	echo      *echo.Echo
+	now       func() time.Time
+	metrics   *telemetry.Metrics
 	// modelSlots bounds concurrent ONNX Runtime calls to Workers.
 	modelSlots chan struct{}
 	tracer     trace.Tracer
@@ -201,6 +205,7 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		// that its state calls overlap the model's run.
 		executors++
 	}
+	f.turnLimit = int64(cfg.Queue + cfg.MaxBatch*executors)
 	f.batcher = batching.New(batching.Params{
 		Capacity:     cfg.Queue,
 		MaxBatch:     cfg.MaxBatch,

@@ -428,6 +428,57 @@ func TestQueueFullIs503WithRetryAfter(t *testing.T) {
 	}
 }
 
+// Turns waiting behind an earlier turn of their session hold queue places
+// too: one hot session cannot grow an unbounded line in front of the ring.
+func TestHotSessionLineIsBounded(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Queue, cfg.MaxBatch = 2, 1 // room for 2 waiting + 1 running turn
+	b := &blockingExec{entered: make(chan int, 16), release: make(chan struct{})}
+	s := startServer(t, cfg, WithExecutorWrapper(b.wrap))
+	jsonCT := map[string]string{"Content-Type": "application/json"}
+
+	var wg sync.WaitGroup
+	replies := make(chan []byte, 3)
+	for i := range 3 { // one running, two waiting for the session
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, _, body := s.post(t, "/turn", jsonCT, `{"session":"hot","text":"hi"}`)
+			if code != http.StatusOK {
+				t.Errorf("accepted turn: %d %s", code, body)
+			}
+			replies <- body
+		}()
+		if i == 0 {
+			<-b.entered
+		}
+	}
+	for s.f.turns.Load() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	if n := s.f.batcher.Len(); n != 0 {
+		t.Fatalf("ring holds %d turns; the waiting ones should be in the session's line", n)
+	}
+	code, h, body := s.post(t, "/turn", jsonCT, `{"session":"hot","text":"hi"}`)
+	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(string(body), "queue full") {
+		t.Errorf("fourth turn of a full line: %d Retry-After=%q %s, want 503 queue full", code, h.Get("Retry-After"), body)
+	}
+	close(b.release)
+	wg.Wait()
+	close(replies)
+	seen := map[int]bool{}
+	for body := range replies {
+		r, _ := decodeReply(t, body)
+		seen[r.Turn] = true
+	}
+	if !seen[1] || !seen[2] || !seen[3] {
+		t.Errorf("accepted turns numbered %v, want 1, 2 and 3", seen)
+	}
+	if n := s.f.turns.Load(); n != 0 {
+		t.Errorf("%d turns still counted after every answer", n)
+	}
+}
+
 func TestPanickingExecutorFailsOnlyItsBatch(t *testing.T) {
 	var mu sync.Mutex
 	panicNext := true

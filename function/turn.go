@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/state"
@@ -81,6 +82,15 @@ func (f *Function) runTurn(ctx context.Context, req turnRequest, item []model.Te
 		// outcome was unclear finds its own write instead of running twice.
 		req.Event = "req#" + strconv.FormatUint(rand.Uint64(), 36)
 	}
+
+	// A turn waiting behind its session's earlier turn holds a place as
+	// surely as one in the ring: count both, so that SOUS_QUEUE bounds every
+	// waiting turn and a hot session answers 503 instead of growing a line.
+	if f.turns.Add(1) > f.turnLimit {
+		f.turns.Add(-1)
+		return Reply{}, batching.ErrFull
+	}
+	defer f.turns.Add(-1)
 
 	unlock, err := f.locks.lock(ctx, req.Session)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -31,13 +32,44 @@ type T interface {
 // FreePort returns a loopback port that was free a moment ago.
 func FreePort(t T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		// Below the kernel's ephemeral range (32768 and up), which outgoing
+		// connections draw from: a port found free there can be taken as a
+		// source port by a load test before the server binds it.
+		port := 20000 + rand.IntN(12000)
+		if portsGiven[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[port] = true
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port in 20000-31999")
+	return 0
 }
+
+// Exited reports whether the child process pid has exited (it is a zombie
+// until waited for) or is gone.
+func Exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{} // never hand out a port twice in a process
+)
 
 // RepoRoot finds the folder holding go.mod, from the working folder up.
 func RepoRoot(t T) string {
@@ -240,6 +272,9 @@ func (d *Daprd) Start() {
 			if resp.StatusCode == http.StatusNoContent {
 				return
 			}
+		}
+		if Exited(d.cmd.Process.Pid) {
+			d.t.Fatalf("daprd exited while starting:\n%s", d.logs.String())
 		}
 		if time.Now().After(deadline) {
 			d.t.Fatalf("daprd not healthy after 60s:\n%s", d.logs.String())
