@@ -179,75 +179,157 @@ func TestDaprSessionTTL(t *testing.T) {
 	}
 }
 
-// outage runs turns in a loop while breakStore breaks the store for a while
-// and mendStore mends it: failed turns must be 503s that come back quickly,
-// turns succeed again within 5s of mending, and every turn that got a 200
-// is in the stored transcript.
+// outage runs turns from concurrent clients while breakStore breaks the
+// store for soakDuration() and mendStore mends it. During the outage every
+// answer is a 200 or a quick 503; every client gets 200s again within 5s of
+// the mend (the recovery time is the slowest client's); and every turn that
+// got a 200 is in its session's stored transcript exactly once.
 func outage(t *testing.T, p *pod, breakStore, mendStore func()) {
-	client := &http.Client{Timeout: 30 * time.Second}
-	var ok []int
-	session := "outage"
-	run := func(n int) (codes map[int]int, slowest time.Duration) {
-		codes = map[int]int{}
-		for range n {
-			code, r, d := turn(t, client, p.sous.url, session, "hello")
-			codes[code]++
-			slowest = max(slowest, d)
-			if code == 200 {
-				ok = append(ok, r.Turn)
+	const clients, sessionsPerClient = 16, 4
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	type answer struct {
+		code     int
+		session  string
+		turn     int
+		at, took time.Duration // since start, and how long it took
+	}
+	start := time.Now()
+	var (
+		mu      sync.Mutex
+		answers []answer
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				session := fmt.Sprintf("outage%d-%d", c, i%sessionsPerClient)
+				code, r, took := turn(t, client, p.sous.url, session, "hello")
+				mu.Lock()
+				answers = append(answers, answer{code, session, r.Turn, time.Since(start) - took, took})
+				mu.Unlock()
+				time.Sleep(2 * time.Millisecond) // a steady load, not a flood
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	broken := time.Since(start)
+	breakStore()
+	time.Sleep(soakDuration())
+	mendStore()
+	mended := time.Since(start)
+	// Run until every client has had a 200 sent after the mend, or 5s.
+	recovered := func() (time.Duration, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen := map[string]time.Duration{} // client prefix -> first 200 sent after the mend
+		for _, a := range answers {
+			if a.code != 200 || a.at < mended {
+				continue
+			}
+			prefix := a.session[:strings.LastIndexByte(a.session, '-')]
+			if _, ok := seen[prefix]; !ok {
+				seen[prefix] = a.at + a.took
 			}
 		}
-		return codes, slowest
+		var slowest time.Duration
+		for _, at := range seen {
+			slowest = max(slowest, at-mended)
+		}
+		return slowest, len(seen) == clients
 	}
-	if codes, _ := run(5); codes[200] != 5 {
-		t.Fatalf("before the outage: %v", codes)
-	}
-	breakStore()
-	codes, slowest := run(5)
-	if codes[503] == 0 || codes[503]+codes[200] != 5 {
-		t.Errorf("during the outage: %v, want 503s (and nothing but 503 or 200)", codes)
-	}
-	if slowest > 5*time.Second {
-		t.Errorf("slowest answer during the outage took %s, want a quick 503", slowest)
-	}
-	mendStore()
-	mended := time.Now()
+	var recovery time.Duration
 	for {
-		code, r, _ := turn(t, client, p.sous.url, session, "hello")
-		if code == 200 {
-			ok = append(ok, r.Turn)
+		d, ok := recovered()
+		if ok {
+			recovery = d
 			break
 		}
-		if time.Since(mended) > 5*time.Second {
-			t.Fatalf("turns still failing (%d) 5s after the store came back", code)
+		if time.Since(start)-mended > 5*time.Second {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("not every client has a 200 5s after the store came back")
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("recovered %s after the store came back; outage answers %v, slowest %s", time.Since(mended).Round(time.Millisecond), codes, slowest)
-	if codes, _ := run(3); codes[200] != 3 {
-		t.Errorf("after recovery: %v", codes)
-	}
-	s, _ := stored(t, p.daprd, session)
-	inStore := map[int]bool{}
-	for _, h := range s.History {
-		inStore[h.N] = true
-	}
-	for _, n := range ok {
-		if !inStore[n] {
-			t.Errorf("turn %d got a 200 but is not in the stored transcript %+v", n, s.History)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	codes := map[string]map[int]int{"before": {}, "during": {}, "after": {}}
+	var slowestDuring time.Duration
+	got := map[string][]int{}
+	for _, a := range answers {
+		phase := "after"
+		switch {
+		case a.at+a.took < broken:
+			phase = "before"
+		case a.at < mended:
+			phase = "during"
+			slowestDuring = max(slowestDuring, a.took)
+		}
+		codes[phase][a.code]++
+		if a.code == 200 {
+			got[a.session] = append(got[a.session], a.turn)
 		}
 	}
+	t.Logf("%d clients: answers before %v, during the outage %v (slowest %s), after %v; every client recovered %s after the store came back",
+		clients, codes["before"], codes["during"], slowestDuring.Round(time.Millisecond), codes["after"], recovery.Round(time.Millisecond))
+	if len(codes["before"]) != 1 || codes["before"][200] == 0 {
+		t.Errorf("before the outage: %v, want only 200s", codes["before"])
+	}
+	for _, phase := range []string{"during", "after"} {
+		if n := sum(codes[phase]) - codes[phase][200] - codes[phase][503]; n != 0 {
+			t.Errorf("%s the outage: %v, want nothing but 200 or 503", phase, codes[phase])
+		}
+	}
+	if codes["during"][503] == 0 {
+		t.Errorf("during the outage: %v, want 503s", codes["during"])
+	}
+	if slowestDuring > 5*time.Second {
+		t.Errorf("slowest answer during the outage took %s, want a quick 503", slowestDuring)
+	}
+	lost := 0
+	for session, turns := range got {
+		s, _ := stored(t, p.daprd, session)
+		inStore := map[int]int{}
+		for _, h := range s.History {
+			inStore[h.N]++
+		}
+		for _, n := range turns {
+			if inStore[n] != 1 {
+				lost++
+				t.Errorf("session %s: turn %d got a 200 but is stored %d times", session, n, inStore[n])
+			}
+		}
+	}
+	t.Logf("turns answered 200: %d; lost: %d", codes["before"][200]+codes["during"][200]+codes["after"][200], lost)
+}
+
+func sum(m map[int]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 func TestDaprRedisOutage(t *testing.T) {
 	redis := daprtest.StartRedis(t)
-	p := startPod(t, redis, "")
+	p := startPod(t, redis, "", "SOUS_HISTORY=1024")
 	outage(t, p, redis.Stop, redis.Start)
 }
 
 func TestDaprSidecarOutage(t *testing.T) {
 	redis := daprtest.StartRedis(t)
-	p := startPod(t, redis, "")
+	p := startPod(t, redis, "", "SOUS_HISTORY=1024")
 	outage(t, p, p.daprd.Kill, p.daprd.Start)
 }
 

@@ -11,6 +11,7 @@ import (
 
 	dapr "github.com/dapr/go-sdk/client"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -40,7 +41,15 @@ type Dapr struct {
 // remade after a sidecar restart, by gRPC itself. Call Wait to block until
 // the sidecar answers.
 func NewDapr(p DaprParams) (*Dapr, error) {
-	conn, err := grpc.NewClient(p.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The sidecar is on loopback: after a restart, retry the
+		// connection at least every 500ms, not on gRPC's default backoff,
+		// which grows to minutes and keeps turns failing long after the
+		// sidecar is back.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("state: dapr sidecar at %s: %w", p.Address, err)
 	}
