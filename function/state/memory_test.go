@@ -73,3 +73,22 @@ func TestMemorySweepsExpired(t *testing.T) {
 		t.Errorf("%d sessions held after the others expired, want 1", got)
 	}
 }
+
+// What a caller does with a session it saved or read never reaches the
+// store: sessions are copied in and out.
+func TestMemorySharesNoMemory(t *testing.T) {
+	m := state.NewMemory(nil)
+	ctx := context.Background()
+	s := state.Session{Version: 1, Turn: 1, State: []float32{1},
+		History: []state.Turn{{N: 1, Text: "hi", Output: []byte(`{"a":1}`)}}}
+	if err := m.Save(ctx, "s", s, "", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	s.State[0], s.History[0].N, s.History[0].Output[2] = 9, 9, 'X'
+	got, _, _ := m.Get(ctx, "s")
+	got.State[0], got.History[0].N, got.History[0].Output[2] = 8, 8, 'Y'
+	again, _, _ := m.Get(ctx, "s")
+	if again.State[0] != 1 || again.History[0].N != 1 || string(again.History[0].Output) != `{"a":1}` {
+		t.Errorf("stored session changed by its callers: %+v %s", again, again.History[0].Output)
+	}
+}
