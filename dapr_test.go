@@ -85,6 +85,28 @@ func stored(t *testing.T, d *daprtest.Daprd, session string) (state.Session, boo
 	return s, true
 }
 
+// unstored checks that every turn answered 200 (got: session -> turn
+// numbers) is in its session's stored transcript exactly once, and returns
+// how many are not.
+func unstored(t *testing.T, d *daprtest.Daprd, got map[string][]int) int {
+	t.Helper()
+	lost := 0
+	for session, turns := range got {
+		s, _ := stored(t, d, session)
+		inStore := map[int]int{}
+		for _, h := range s.History {
+			inStore[h.N]++
+		}
+		for _, n := range turns {
+			if inStore[n] != 1 {
+				lost++
+				t.Errorf("session %s: turn %d answered 200, stored %d times", session, n, inStore[n])
+			}
+		}
+	}
+	return lost
+}
+
 // A conversation started on pod A continues on pod B: the turn numbers go
 // on, and B reads the recurrent state A wrote (it decides "you too").
 func TestDaprConversationContinuesOnAnotherPod(t *testing.T) {
@@ -296,20 +318,7 @@ func outage(t *testing.T, p *pod, breakStore, mendStore func()) {
 	if slowestDuring > 5*time.Second {
 		t.Errorf("slowest answer during the outage took %s, want a quick 503", slowestDuring)
 	}
-	lost := 0
-	for session, turns := range got {
-		s, _ := stored(t, p.daprd, session)
-		inStore := map[int]int{}
-		for _, h := range s.History {
-			inStore[h.N]++
-		}
-		for _, n := range turns {
-			if inStore[n] != 1 {
-				lost++
-				t.Errorf("session %s: turn %d got a 200 but is stored %d times", session, n, inStore[n])
-			}
-		}
-	}
+	lost := unstored(t, p.daprd, got)
 	t.Logf("turns answered 200: %d; lost: %d", codes["before"][200]+codes["during"][200]+codes["after"][200], lost)
 }
 
