@@ -210,6 +210,7 @@ func outage(t *testing.T, p *pod, breakStore, mendStore func()) {
 	const clients, sessionsPerClient = 16, 4
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 	type answer struct {
+		client   int
 		code     int
 		session  string
 		turn     int
@@ -220,27 +221,15 @@ func outage(t *testing.T, p *pod, breakStore, mendStore func()) {
 		mu      sync.Mutex
 		answers []answer
 	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				session := fmt.Sprintf("outage%d-%d", c, i%sessionsPerClient)
-				code, r, took := turn(t, client, p.sous.url, session, "hello")
-				mu.Lock()
-				answers = append(answers, answer{code, session, r.Turn, time.Since(start) - took, took})
-				mu.Unlock()
-				time.Sleep(2 * time.Millisecond) // a steady load, not a flood
-			}
-		}()
-	}
+	stop := loadClients(clients, func(c, i int) bool {
+		session := fmt.Sprintf("outage%d-%d", c, i%sessionsPerClient)
+		code, r, took := turn(t, client, p.sous.url, session, "hello")
+		mu.Lock()
+		answers = append(answers, answer{c, code, session, r.Turn, time.Since(start) - took, took})
+		mu.Unlock()
+		time.Sleep(2 * time.Millisecond) // a steady load, not a flood
+		return true
+	})
 	time.Sleep(time.Second)
 	broken := time.Since(start)
 	breakStore()
@@ -251,14 +240,10 @@ func outage(t *testing.T, p *pod, breakStore, mendStore func()) {
 	recovered := func() (time.Duration, bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		seen := map[string]time.Duration{} // client prefix -> first 200 sent after the mend
+		seen := map[int]time.Duration{} // client -> its first 200 sent after the mend
 		for _, a := range answers {
-			if a.code != 200 || a.at < mended {
-				continue
-			}
-			prefix := a.session[:strings.LastIndexByte(a.session, '-')]
-			if _, ok := seen[prefix]; !ok {
-				seen[prefix] = a.at + a.took
+			if _, ok := seen[a.client]; !ok && a.code == 200 && a.at >= mended {
+				seen[a.client] = a.at + a.took
 			}
 		}
 		var slowest time.Duration
@@ -275,15 +260,13 @@ func outage(t *testing.T, p *pod, breakStore, mendStore func()) {
 			break
 		}
 		if time.Since(start)-mended > 5*time.Second {
-			close(stop)
-			wg.Wait()
+			stop()
 			t.Fatalf("not every client has a 200 5s after the store came back")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stop()
 
 	codes := map[string]map[int]int{"before": {}, "during": {}, "after": {}}
 	var slowestDuring time.Duration

@@ -99,6 +99,31 @@ func startSousB(t testing.TB, port int, env ...string) *child {
 	}
 }
 
+// loadClients runs n clients, each calling do(c, i) with i counting its
+// requests, until the returned stop is called; a client whose do returns
+// false ends early. stop waits for every client.
+func loadClients(n int, do func(c, i int) bool) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for c := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if !do(c, i) {
+					return
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
+}
+
 // SIGTERM under load: accepted turns complete, new ones get 503 with
 // Retry-After (or find the listener closed), and the process exits 0.
 func TestSIGTERMDrainsUnderLoad(t *testing.T) {
@@ -108,43 +133,30 @@ func TestSIGTERMDrainsUnderLoad(t *testing.T) {
 	codes := map[int]int{}
 	var bad []string
 	var termSent time.Time
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
 	client := &http.Client{Timeout: 15 * time.Second}
-	for c := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				body := fmt.Sprintf(`{"session":"d%d","text":"hello there %d"}`, c, i)
-				resp, err := client.Post(url+"/turn", "application/json", strings.NewReader(body))
-				mu.Lock()
-				sent := !termSent.IsZero()
-				if err != nil {
-					mu.Unlock()
-					if !sent {
-						t.Errorf("request before SIGTERM failed: %v", err)
-					}
-					return // the listener is gone
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				codes[resp.StatusCode]++
-				switch {
-				case resp.StatusCode == http.StatusOK:
-				case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" && sent:
-				default:
-					bad = append(bad, fmt.Sprintf("%d %s", resp.StatusCode, b))
-				}
-				mu.Unlock()
+	stop := loadClients(16, func(c, i int) bool {
+		body := fmt.Sprintf(`{"session":"d%d","text":"hello there %d"}`, c, i)
+		resp, err := client.Post(url+"/turn", "application/json", strings.NewReader(body))
+		mu.Lock()
+		defer mu.Unlock()
+		sent := !termSent.IsZero()
+		if err != nil {
+			if !sent {
+				t.Errorf("request before SIGTERM failed: %v", err)
 			}
-		}()
-	}
+			return false // the listener is gone
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		codes[resp.StatusCode]++
+		switch {
+		case resp.StatusCode == http.StatusOK:
+		case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" && sent:
+		default:
+			bad = append(bad, fmt.Sprintf("%d %s", resp.StatusCode, b))
+		}
+		return true
+	})
 	time.Sleep(300 * time.Millisecond)
 	mu.Lock()
 	termSent = time.Now()
@@ -165,8 +177,7 @@ func TestSIGTERMDrainsUnderLoad(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("sous did not exit within 20s of SIGTERM\n%s", logs.String())
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	mu.Lock()
 	defer mu.Unlock()
 	if len(bad) > 0 {

@@ -391,6 +391,15 @@ func (b *blockingExec) wrap(next Executor) Executor {
 	}
 }
 
+// wantQueueFull posts a turn and expects 503 queue full with Retry-After.
+func wantQueueFull(t *testing.T, s *server, what, turn string) {
+	t.Helper()
+	code, h, body := s.post(t, "/turn", map[string]string{"Content-Type": "application/json"}, turn)
+	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(string(body), "queue full") {
+		t.Errorf("%s: %d Retry-After=%q %s, want 503 queue full", what, code, h.Get("Retry-After"), body)
+	}
+}
+
 func TestQueueFullIs503WithRetryAfter(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Queue, cfg.MaxBatch = 2, 1
@@ -414,10 +423,7 @@ func TestQueueFullIs503WithRetryAfter(t *testing.T) {
 	for s.f.batcher.Len() < 2 {
 		time.Sleep(time.Millisecond)
 	}
-	code, h, body := s.post(t, "/turn", jsonCT, `{"session":"q9","text":"hi"}`)
-	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(string(body), "queue full") {
-		t.Errorf("full queue: %d Retry-After=%q %s", code, h.Get("Retry-After"), body)
-	}
+	wantQueueFull(t, s, "full queue", `{"session":"q9","text":"hi"}`)
 	close(b.release)
 	wg.Wait()
 	close(codes)
@@ -459,10 +465,7 @@ func TestHotSessionLineIsBounded(t *testing.T) {
 	if n := s.f.batcher.Len(); n != 0 {
 		t.Fatalf("ring holds %d turns; the waiting ones should be in the session's line", n)
 	}
-	code, h, body := s.post(t, "/turn", jsonCT, `{"session":"hot","text":"hi"}`)
-	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(string(body), "queue full") {
-		t.Errorf("fourth turn of a full line: %d Retry-After=%q %s, want 503 queue full", code, h.Get("Retry-After"), body)
-	}
+	wantQueueFull(t, s, "fourth turn of a full line", `{"session":"hot","text":"hi"}`)
 	close(b.release)
 	wg.Wait()
 	close(replies)
