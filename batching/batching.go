@@ -172,7 +172,10 @@ type slot[In, Out any] struct {
 // that number: the peak says that many callers were recently concurrent, so
 // the missing ones are likely on their way back. A lone sequential caller
 // never sets a peak above one, so at light load no item waits on a timer for
-// company it will not get. The peak decays by one per dispatched batch.
+// company it will not get. The peak decays by one per dispatched batch, and
+// falls to the present count as soon as a hold runs out without the batch
+// filling: after a drop in load, one batch waits out MaxDelay, not one per
+// missing caller.
 type Batcher[In, Out any] struct {
 	p     Params
 	exec  Executor[In, Out]
@@ -186,13 +189,14 @@ type Batcher[In, Out any] struct {
 	// closing is closed when Run's context is done.
 	closing chan struct{}
 
-	mu       sync.Mutex // guards ring, qcost, running, closed, inSystem, peak
+	mu       sync.Mutex // guards ring, qcost, running, closed, inSystem, peak, holding
 	ring     ring[slot[In, Out]]
 	qcost    int64 // summed cost of queued items
 	running  bool
 	closed   bool
 	inSystem int // items queued or executing
 	peak     int // recent peak of inSystem
+	holding  int // executors holding a partial batch
 }
 
 // New returns a Batcher that runs batches through exec. It panics if p is
@@ -280,11 +284,13 @@ func (b *Batcher[In, Out]) submit(ctx context.Context, in In) (*waiter[Out], err
 			b.peak = b.inSystem
 		}
 		// Wake an executor only when it has something new to decide: the
-		// ring was empty (an idle one may be waiting), or a held batch is
-		// now complete. Waking a holding executor on every arrival would
+		// ring was empty (an idle one may be waiting), or the batch an
+		// executor holds is now complete, or the company it holds for has
+		// all arrived. Waking a holding executor on every arrival would
 		// cost a timer and a context switch per item.
 		n := b.ring.len()
-		wake = n == 1 || n >= b.p.MaxBatch || (b.p.MaxCost > 0 && b.qcost >= b.p.MaxCost)
+		wake = n == 1 || (b.holding > 0 && (n >= b.p.MaxBatch || b.inSystem >= b.peak ||
+			(b.p.MaxCost > 0 && b.qcost >= b.p.MaxCost)))
 	}
 	b.mu.Unlock()
 	if err != nil {
@@ -386,11 +392,13 @@ func (b *Batcher[In, Out]) work(ctx context.Context) {
 	}
 	timer := b.clock.NewTimer()
 	defer timer.Stop()
+	held := false
 	for {
-		n, wait, stop := b.take(&buf)
+		n, wait, stop := b.take(&buf, held)
 		if stop {
 			return
 		}
+		held = wait > 0
 		if n == 0 {
 			b.idle(timer, wait)
 			continue
@@ -419,21 +427,26 @@ func (b *Batcher[In, Out]) idle(timer Timer, wait time.Duration) {
 }
 
 // take fills buf with the next batch in one lock acquisition. It returns the
-// batch size; 0 with wait > 0 means hold for wait, 0 with wait == 0 means the
-// ring is empty; stop means the batcher is closed and drained.
-func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out]) (n int, wait time.Duration, stop bool) {
+// batch size; 0 with wait > 0 means hold for wait (the executor counts as
+// holding until its next take, which says so with held), 0 with wait == 0
+// means the ring is empty; stop means the batcher is closed and drained.
+func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out], held bool) (n int, wait time.Duration, stop bool) {
 	buf.in, buf.w, buf.at = buf.in[:0], buf.w[:0], buf.at[:0]
 	var expired []*waiter[Out]
 	var expiredErrs []error
 
 	now := b.clock.Now()
 	b.mu.Lock()
+	if held {
+		b.holding--
+	}
 	if b.ring.len() == 0 {
 		closed := b.closed
 		b.mu.Unlock()
 		return 0, 0, closed
 	}
 	if d := b.holdLocked(now); d > 0 {
+		b.holding++
 		b.mu.Unlock()
 		return 0, d, false
 	}
@@ -497,7 +510,14 @@ func (b *Batcher[In, Out]) holdLocked(now time.Time) time.Duration {
 	if b.p.MaxCost > 0 && b.qcost >= b.p.MaxCost {
 		return 0
 	}
-	return b.ring.peek().at.Add(b.p.MaxDelay).Sub(now)
+	d := b.ring.peek().at.Add(b.p.MaxDelay).Sub(now)
+	if d <= 0 {
+		// The company that the peak promised did not come within
+		// MaxDelay: the load has dropped. Forget the peak, or every
+		// partial batch would wait out MaxDelay until it decayed.
+		b.peak = b.inSystem
+	}
+	return d
 }
 
 // finished records that n items left the system.

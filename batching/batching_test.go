@@ -351,6 +351,94 @@ func TestHeldBatchGoesWhenFull(t *testing.T) {
 	}
 }
 
+// Three callers, far fewer than MaxBatch: once the third is back, the held
+// batch has all the company it was held for and goes without waiting out
+// MaxDelay (before, every such batch waited the whole MaxDelay).
+func TestHeldBatchGoesWhenItsCompanyArrives(t *testing.T) {
+	clock := newFakeClock()
+	g := newGate()
+	p := params()
+	p.MaxDelay = time.Hour
+	b := New(p, g.exec, WithClock(clock))
+	start(t, b)
+
+	r0 := submitAsync(context.Background(), b, 0)
+	<-g.entered
+	rs := []<-chan result[int]{submitAsync(context.Background(), b, 1), submitAsync(context.Background(), b, 2)}
+	waitQueued(t, b, 2)
+	g.release <- struct{}{} // [0] done: [1 2] is held for the third caller
+	if r := <-r0; r.err != nil {
+		t.Fatal(r.err)
+	}
+	<-clock.timers
+	rs = append(rs, submitAsync(context.Background(), b, 3)) // the third is back
+	select {
+	case n := <-g.entered:
+		if n != 3 {
+			t.Fatalf("batch size %d, want 3", n)
+		}
+	case <-time.After(10 * time.Second):
+		close(g.release)
+		t.Fatal("the held batch waited for MaxDelay though all its callers had arrived")
+	}
+	close(g.release)
+	for _, ch := range rs {
+		if r := <-ch; r.err != nil {
+			t.Error(r.err)
+		}
+	}
+}
+
+// After the load drops from eight concurrent callers to one, one batch waits
+// out MaxDelay for the company that is gone, not one batch per missing
+// caller.
+func TestLoadDropCostsOneHold(t *testing.T) {
+	clock := newFakeClock()
+	g := newGate()
+	p := params()
+	p.MaxBatch = 7
+	p.MaxDelay = 10 * time.Millisecond
+	b := New(p, g.exec, WithClock(clock))
+	start(t, b)
+
+	rs := []<-chan result[int]{submitAsync(context.Background(), b, 0)}
+	<-g.entered
+	for i := 1; i < 8; i++ {
+		rs = append(rs, submitAsync(context.Background(), b, i))
+	}
+	waitQueued(t, b, 7)
+	close(g.release) // [0], then the full [1..7] at once: eight were concurrent
+	for _, ch := range rs {
+		if r := <-ch; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+
+	held := 0
+	for i := range 10 { // now a single sequential caller
+		ch := submitAsync(context.Background(), b, i)
+		var wasHeld bool
+		for done := false; !done; {
+			select {
+			case r := <-ch:
+				if r.err != nil || r.v != 10*i {
+					t.Fatalf("Submit(%d) = (%d, %v)", i, r.v, r.err)
+				}
+				done = true
+			case d := <-clock.timers:
+				wasHeld = true
+				clock.Advance(d)
+			}
+		}
+		if wasHeld {
+			held++
+		}
+	}
+	if held != 1 {
+		t.Fatalf("%d of 10 sequential items waited out MaxDelay after the load dropped, want 1", held)
+	}
+}
+
 func TestBatchBounds(t *testing.T) {
 	const maxBatch, maxCost = 4, 10
 	g := newGate()
