@@ -106,12 +106,11 @@ type Timer interface {
 	Stop()
 }
 
-// wallClock reads only the monotonic clock: time.Since of a base with a
-// monotonic reading skips the wall-clock read that time.Now makes, which is
-// measurable on the Submit hot path. Its times are for durations only.
-type wallClock struct{ base time.Time }
+// wallClock is the default Clock. The Batcher does not call its Now on the
+// hot path: see Batcher.elapsed.
+type wallClock struct{}
 
-func (w wallClock) Now() time.Time { return w.base.Add(time.Since(w.base)) }
+func (wallClock) Now() time.Time { return time.Now() }
 func (wallClock) NewTimer() Timer {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
@@ -158,7 +157,7 @@ type slot[In, Out any] struct {
 	in   In
 	ctx  context.Context
 	cost int64
-	at   time.Time
+	at   time.Duration // arrival, as Batcher.elapsed
 	w    *waiter[Out]
 }
 
@@ -180,6 +179,8 @@ type Batcher[In, Out any] struct {
 	p     Params
 	exec  Executor[In, Out]
 	clock Clock
+	wall  bool      // clock is the wall clock
+	epoch time.Time // origin of elapsed
 	hooks Hooks
 	cost  func(In) int64
 	pool  sync.Pool
@@ -211,7 +212,7 @@ func New[In, Out any](p Params, exec Executor[In, Out], opts ...Option) *Batcher
 	if p.DrainTimeout == 0 {
 		p.DrainTimeout = 30 * time.Second
 	}
-	o := options{clock: wallClock{base: time.Now()}}
+	o := options{clock: wallClock{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -224,6 +225,8 @@ func New[In, Out any](p Params, exec Executor[In, Out], opts ...Option) *Batcher
 		closing: make(chan struct{}),
 		ring:    newRing[slot[In, Out]](p.Capacity),
 	}
+	_, b.wall = o.clock.(wallClock)
+	b.epoch = o.clock.Now()
 	if o.cost != nil {
 		cost, ok := o.cost.(func(In) int64)
 		if !ok {
@@ -268,7 +271,7 @@ func (b *Batcher[In, Out]) submit(ctx context.Context, in In) (*waiter[Out], err
 		cost = b.cost(in)
 	}
 	w := b.pool.Get().(*waiter[Out])
-	now := b.clock.Now()
+	now := b.elapsed()
 	b.mu.Lock()
 	var err error
 	var wake bool
@@ -380,7 +383,7 @@ type batchBuf[In, Out any] struct {
 	in  []In
 	out []Out
 	w   []*waiter[Out]
-	at  []time.Time
+	at  []time.Duration
 }
 
 func (b *Batcher[In, Out]) work(ctx context.Context) {
@@ -388,7 +391,7 @@ func (b *Batcher[In, Out]) work(ctx context.Context) {
 		in:  make([]In, 0, b.p.MaxBatch),
 		out: make([]Out, b.p.MaxBatch),
 		w:   make([]*waiter[Out], 0, b.p.MaxBatch),
-		at:  make([]time.Time, 0, b.p.MaxBatch),
+		at:  make([]time.Duration, 0, b.p.MaxBatch),
 	}
 	timer := b.clock.NewTimer()
 	defer timer.Stop()
@@ -435,7 +438,7 @@ func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out], held bool) (n int, wait 
 	var expired []*waiter[Out]
 	var expiredErrs []error
 
-	now := b.clock.Now()
+	now := b.elapsed()
 	b.mu.Lock()
 	if held {
 		b.holding--
@@ -495,7 +498,7 @@ func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out], held bool) (n int, wait 
 	}
 	if b.hooks.Wait != nil {
 		for _, at := range buf.at {
-			b.hooks.Wait(now.Sub(at))
+			b.hooks.Wait(now - at)
 		}
 	}
 	return len(buf.in), 0, false
@@ -503,14 +506,14 @@ func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out], held bool) (n int, wait 
 
 // holdLocked returns how much longer an idle executor should hold the
 // partial batch now queued, or 0 to dispatch it now.
-func (b *Batcher[In, Out]) holdLocked(now time.Time) time.Duration {
+func (b *Batcher[In, Out]) holdLocked(now time.Duration) time.Duration {
 	if b.p.MaxDelay == 0 || b.closed || b.ring.len() >= b.p.MaxBatch || b.inSystem >= b.peak {
 		return 0
 	}
 	if b.p.MaxCost > 0 && b.qcost >= b.p.MaxCost {
 		return 0
 	}
-	d := b.ring.peek().at.Add(b.p.MaxDelay).Sub(now)
+	d := b.ring.peek().at + b.p.MaxDelay - now
 	if d <= 0 {
 		// The company that the peak promised did not come within
 		// MaxDelay: the load has dropped. Forget the peak, or every
@@ -518,6 +521,17 @@ func (b *Batcher[In, Out]) holdLocked(now time.Time) time.Duration {
 		b.peak = b.inSystem
 	}
 	return d
+}
+
+// elapsed is the time since the Batcher was made. Arrival times are kept as
+// these offsets: 8 bytes without a pointer instead of a time.Time, and on
+// the wall clock one monotonic read (time.Since of a monotonic reading skips
+// the wall-clock read that time.Now makes) with no time.Time arithmetic.
+func (b *Batcher[In, Out]) elapsed() time.Duration {
+	if b.wall {
+		return time.Since(b.epoch)
+	}
+	return b.clock.Now().Sub(b.epoch)
 }
 
 // finished records that n items left the system.
