@@ -212,12 +212,14 @@ func (h *harness) run() error {
 		}
 	}
 
-	// 3. Light load: one sequential client, batching on vs off.
-	var light [2]Point
+	// 3. Light and moderate load: 1 and 8 closed-loop clients (fewer than a
+	// batch), batching on vs off. Batching must not cost them latency.
+	var light, moderate [2]Point
 	for i, mb := range []string{"32", "1"} {
 		env := []string{modelEnv, "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
 		p := h.startSous(env...)
 		light[i] = h.saturate("light/batch="+mb+" (1 sequential client)", env, p.url, func(int64) []byte { return benchBody }, 1)
+		moderate[i] = h.saturate("moderate/batch="+mb+" (8 clients)", env, p.url, func(int64) []byte { return benchBody }, 8)
 		p.stop()
 	}
 
@@ -255,6 +257,7 @@ func (h *harness) run() error {
 	ratio := func(name string, v float64, goal string) { fmt.Printf("RATIO %s %.2f %s\n", name, v, goal) }
 	ratio("batch32_vs_batch1_throughput", mean(sat32)/mean(sat1), ">=3")
 	ratio("light_load_p50_on_vs_off", light[0].P50ms/light[1].P50ms, "<=1.1")
+	ratio("moderate_load_p50_on_vs_off", moderate[0].P50ms/moderate[1].P50ms, "<=1.1")
 	ratio("throughput_vs_ceiling", mean(sat32)/ceiling, ">=0.8")
 	ratio("dapr_vs_memory_throughput", dp.Throughput/mem.Throughput, ">=0.5")
 	fmt.Printf("RATIO start_to_ready_ms %.0f <=500\n", h.ready[len(h.ready)/2])
