@@ -77,7 +77,8 @@ func noop(_ context.Context, in []int, out []int) error {
 }
 
 // BenchmarkSubmit compares the ring batcher with the channel reference at 64
-// parallel submitters and a no-op executor.
+// parallel submitters and a no-op executor, and with the floor that any
+// design whose callers block for their results pays.
 func BenchmarkSubmit(b *testing.B) {
 	const capacity, maxBatch, delay = 1024, 32, 2 * time.Millisecond
 	ring := func(b *testing.B, opts ...Option) {
@@ -113,6 +114,51 @@ func BenchmarkSubmit(b *testing.B) {
 			b.Fatal(err)
 		}
 		ring(b, WithHooks(Hooks{Batch: m.Batch, Wait: m.QueueWait}))
+	})
+	// The floor under any batcher whose callers wait for their results: per
+	// item one park of the submitter and one wake by the executor, with no
+	// timestamps, no contexts, no bounds and no hold: submitters append
+	// their channel to a slice, the executor takes the slice and wakes each.
+	b.Run("floor", func(b *testing.B) {
+		var mu sync.Mutex
+		var waiting []chan int
+		kick := make(chan struct{}, 1)
+		stop := make(chan struct{})
+		go func() {
+			batch := make([]chan int, 0, 64)
+			for {
+				select {
+				case <-kick:
+				case <-stop:
+					return
+				}
+				mu.Lock()
+				batch = append(batch[:0], waiting...)
+				waiting = waiting[:0]
+				mu.Unlock()
+				for _, c := range batch {
+					c <- 1
+				}
+			}
+		}()
+		b.SetParallelism(64 / max(1, testingProcs()))
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			c := make(chan int, 1)
+			for pb.Next() {
+				mu.Lock()
+				waiting = append(waiting, c)
+				mu.Unlock()
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+				<-c
+			}
+		})
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+		close(stop)
 	})
 	b.Run("channel", func(b *testing.B) {
 		cb := &chanBatcher{in: make(chan chanItem, capacity), maxBatch: maxBatch, maxDelay: delay,
