@@ -108,9 +108,13 @@ func TestOverloadLosesNothing(t *testing.T) {
 	}
 	// The premise: the load really was overload. Every refusal is an
 	// immediate 503, so the generator keeps its pace: 3x in `make soak`,
-	// about 1.7x under -race, which slows the generator in this process.
-	if sent := float64(len(results)) / soakDuration().Seconds(); sent < 1.5*sat.Throughput {
-		t.Errorf("delivered %.0f requests/s, under 1.5x the saturation rate %.0f/s: not an overload", sent, sat.Throughput)
+	// 1.3x-1.8x under -race (which slows the generator in this process) and
+	// beside the other packages' tests in `make test`. Below saturation the
+	// queue would refuse next to nothing; here it must refuse a quarter.
+	sent := float64(len(results)) / soakDuration().Seconds()
+	if sent < 1.2*sat.Throughput || rejected*4 < len(results) {
+		t.Errorf("delivered %.0f requests/s against a saturation rate of %.0f/s, %d of %d refused: not an overload",
+			sent, sat.Throughput, rejected, len(results))
 	}
 	if m.Latencies.Max > 10*time.Second {
 		t.Errorf("slowest answer %s", m.Latencies.Max)
