@@ -46,8 +46,8 @@ type Params struct {
 	MaxCost int64
 	// MaxDelay is the longest an idle executor holds a partial batch, counted
 	// from the arrival of the oldest queued item. It only applies while
-	// recent concurrency says more items are on their way (see Batcher); 0
-	// dispatches at once.
+	// recent concurrency says more items are on their way and the executors
+	// have lately been busy (see Batcher); 0 dispatches at once.
 	MaxDelay time.Duration
 	// Workers is the number of batches that may execute at once.
 	Workers int
@@ -169,12 +169,17 @@ type slot[In, Out any] struct {
 // oldest item's arrival) for a partial batch to fill only while the number of
 // items in the system (queued plus executing) is below the recent peak of
 // that number: the peak says that many callers were recently concurrent, so
-// the missing ones are likely on their way back. A lone sequential caller
-// never sets a peak above one, so at light load no item waits on a timer for
-// company it will not get. The peak decays by one per dispatched batch, and
-// falls to the present count as soon as a hold runs out without the batch
-// filling: after a drop in load, one batch waits out MaxDelay, not one per
-// missing caller.
+// the missing ones are likely on their way back. The batch goes as soon as
+// they are. A lone sequential caller never sets a peak above one, so at
+// light load no item waits on a timer for company it will not get. The peak
+// decays by one per dispatched batch, and falls to the present count as soon
+// as a hold runs out without the batch filling: after a drop in load, one
+// batch waits out MaxDelay, not one per missing caller. And nothing is held
+// while the executors were busy less than half of the last 100ms unless the
+// missing company, at the recent rate of arrivals, would all arrive within
+// an eighth of MaxDelay: callers arriving independently at a light rate are
+// served as they come, since holding them would add latency for throughput
+// nobody needs.
 type Batcher[In, Out any] struct {
 	p     Params
 	exec  Executor[In, Out]
@@ -190,14 +195,19 @@ type Batcher[In, Out any] struct {
 	// closing is closed when Run's context is done.
 	closing chan struct{}
 
-	mu       sync.Mutex // guards ring, qcost, running, closed, inSystem, peak, holding
+	mu       sync.Mutex // guards ring, qcost, running, closed, inSystem, peak, holding, busy, window, util, last, gap
 	ring     ring[slot[In, Out]]
 	qcost    int64 // summed cost of queued items
 	running  bool
 	closed   bool
-	inSystem int // items queued or executing
-	peak     int // recent peak of inSystem
-	holding  int // executors holding a partial batch
+	inSystem int           // items queued or executing
+	peak     int           // recent peak of inSystem
+	holding  int           // executors holding a partial batch
+	busy     time.Duration // executor time spent in batches since window
+	window   time.Duration // start of the utilization window, as elapsed
+	util     float64       // executors busy on average over the last window
+	last     time.Duration // latest arrival, as elapsed
+	gap      time.Duration // moving average of the time between arrivals
 }
 
 // New returns a Batcher that runs batches through exec. It panics if p is
@@ -224,6 +234,8 @@ func New[In, Out any](p Params, exec Executor[In, Out], opts ...Option) *Batcher
 		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
 		ring:    newRing[slot[In, Out]](p.Capacity),
+		util:    1,          // until a window has been measured, as if busy
+		gap:     p.MaxDelay, // and as if arrivals were sparse
 	}
 	_, b.wall = o.clock.(wallClock)
 	b.epoch = o.clock.Now()
@@ -282,6 +294,8 @@ func (b *Batcher[In, Out]) submit(ctx context.Context, in In) (*waiter[Out], err
 		err = ErrFull
 	default:
 		b.qcost += cost
+		b.gap += (min(now-b.last, b.p.MaxDelay) - b.gap) / 8
+		b.last = now
 		b.inSystem++
 		if b.inSystem > b.peak {
 			b.peak = b.inSystem
@@ -504,6 +518,9 @@ func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out], held bool) (n int, wait 
 	return len(buf.in), 0, false
 }
 
+// utilWindow is the span over which executor utilization is measured.
+const utilWindow = 100 * time.Millisecond
+
 // holdLocked returns how much longer an idle executor should hold the
 // partial batch now queued, or 0 to dispatch it now.
 func (b *Batcher[In, Out]) holdLocked(now time.Duration) time.Duration {
@@ -511,6 +528,16 @@ func (b *Batcher[In, Out]) holdLocked(now time.Duration) time.Duration {
 		return 0
 	}
 	if b.p.MaxCost > 0 && b.qcost >= b.p.MaxCost {
+		return 0
+	}
+	if span := now - b.window; span >= utilWindow {
+		b.util = float64(b.busy) / float64(span)
+		b.busy, b.window = 0, now
+	}
+	if b.util < 0.5 && time.Duration(b.peak-b.inSystem)*b.gap > b.p.MaxDelay/8 {
+		// The executors have room to run every item as it comes, and the
+		// company would be slow to arrive: holding would add latency and
+		// buy no throughput that is needed.
 		return 0
 	}
 	d := b.ring.peek().at + b.p.MaxDelay - now
@@ -534,10 +561,12 @@ func (b *Batcher[In, Out]) elapsed() time.Duration {
 	return b.clock.Now().Sub(b.epoch)
 }
 
-// finished records that n items left the system.
-func (b *Batcher[In, Out]) finished(n int) {
+// finished records that a batch of n items left the system after running
+// for d.
+func (b *Batcher[In, Out]) finished(n int, d time.Duration) {
 	b.mu.Lock()
 	b.inSystem -= n
+	b.busy += d
 	b.mu.Unlock()
 }
 
@@ -547,10 +576,11 @@ func (b *Batcher[In, Out]) runBatch(ctx context.Context, buf *batchBuf[In, Out])
 	if b.hooks.Batch != nil {
 		b.hooks.Batch(n)
 	}
+	began := b.elapsed()
 	err := b.call(ctx, buf.in, out)
 	// Leave the system before the callers wake: a sequential caller's next
 	// Submit must not count its previous item and so fake concurrency.
-	b.finished(n)
+	b.finished(n, b.elapsed()-began)
 	var zero Out
 	for i, w := range buf.w {
 		if err != nil {

@@ -389,6 +389,52 @@ func TestHeldBatchGoesWhenItsCompanyArrives(t *testing.T) {
 	}
 }
 
+// Callers arriving independently at a rate the executor serves with room to
+// spare: a recent peak of three says company may come, but the executor was
+// idle most of the last window, so holding would only add latency.
+func TestIdleExecutorDoesNotHold(t *testing.T) {
+	clock := newFakeClock()
+	g := newGate()
+	p := params()
+	p.MaxDelay = 10 * time.Millisecond
+	b := New(p, g.exec, WithClock(clock))
+	start(t, b)
+
+	// Three at once set the peak; the executor is busy 1ms.
+	rs := []<-chan result[int]{submitAsync(context.Background(), b, 0)}
+	<-g.entered
+	rs = append(rs, submitAsync(context.Background(), b, 1), submitAsync(context.Background(), b, 2))
+	waitQueued(t, b, 2)
+	clock.Advance(time.Millisecond)
+	close(g.release)
+	for _, ch := range rs {
+		for done := false; !done; {
+			select {
+			case r := <-ch:
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				done = true
+			case d := <-clock.timers: // [1 2] may be held: the window is young
+				clock.Advance(d)
+			}
+		}
+	}
+
+	// Then a second of quiet, and a lone caller.
+	clock.Advance(time.Second)
+	ch := submitAsync(context.Background(), b, 3)
+	select {
+	case r := <-ch:
+		if r.err != nil || r.v != 30 {
+			t.Fatalf("Submit(3) = (%d, %v)", r.v, r.err)
+		}
+	case d := <-clock.timers:
+		clock.Advance(d)
+		t.Fatalf("an executor idle for a second held a lone item for %s", d)
+	}
+}
+
 // After the load drops from eight concurrent callers to one, one batch waits
 // out MaxDelay for the company that is gone, not one batch per missing
 // caller.
