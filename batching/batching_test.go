@@ -183,6 +183,57 @@ func waitQueued(t *testing.T, b *Batcher[int, int], n int) {
 	}
 }
 
+// occupy makes the gated executor busy with item 0 and queues items 1..k
+// behind it: k+1 callers concurrent.
+func occupy(t *testing.T, b *Batcher[int, int], g *gate, k int) (first <-chan result[int], queued []<-chan result[int]) {
+	t.Helper()
+	first = submitAsync(context.Background(), b, 0)
+	<-g.entered
+	for i := 1; i <= k; i++ {
+		queued = append(queued, submitAsync(context.Background(), b, i))
+	}
+	waitQueued(t, b, k)
+	return first, queued
+}
+
+// releaseAll opens the gate for good and checks every result.
+func releaseAll(t *testing.T, g *gate, rs ...<-chan result[int]) {
+	t.Helper()
+	close(g.release)
+	for _, ch := range rs {
+		if r := <-ch; r.err != nil {
+			t.Error(r.err)
+		}
+	}
+}
+
+// await returns ch's result, letting every hold run out on the fake clock,
+// and says whether the item was held.
+func await(clock *fakeClock, ch <-chan result[int]) (r result[int], held bool) {
+	for {
+		select {
+		case r := <-ch:
+			return r, held
+		case d := <-clock.timers:
+			held = true
+			clock.Advance(d)
+		}
+	}
+}
+
+// gated starts a Batcher with params() changed by set, a gated executor
+// and a fake clock.
+func gated(t *testing.T, set func(*Params)) (*Batcher[int, int], *gate, *fakeClock) {
+	t.Helper()
+	clock := newFakeClock()
+	g := newGate()
+	p := params()
+	set(&p)
+	b := New(p, g.exec, WithClock(clock))
+	start(t, b)
+	return b, g, clock
+}
+
 func params() Params {
 	return Params{Capacity: 64, MaxBatch: 8, Workers: 1}
 }
@@ -271,21 +322,10 @@ func TestLightLoadDispatchesWithoutTimer(t *testing.T) {
 }
 
 func TestMaxDelayCountsFromOldestArrival(t *testing.T) {
-	clock := newFakeClock()
-	g := newGate()
-	p := params()
-	p.MaxDelay = 10 * time.Millisecond
-	b := New(p, g.exec, WithClock(clock))
-	start(t, b)
+	b, g, clock := gated(t, func(p *Params) { p.MaxDelay = 10 * time.Millisecond })
 
 	// Four callers are concurrent: item 0 executes while 1..3 queue.
-	r0 := submitAsync(context.Background(), b, 0)
-	<-g.entered
-	var rs []<-chan result[int]
-	for i := 1; i <= 3; i++ {
-		rs = append(rs, submitAsync(context.Background(), b, i))
-	}
-	waitQueued(t, b, 3)
+	r0, rs := occupy(t, b, g, 3)
 
 	// Item 1 arrived at t0. The batch finishes 6ms later; the executor must
 	// hold the partial batch only until t0+10ms, not until finish+10ms.
@@ -317,55 +357,27 @@ func TestMaxDelayCountsFromOldestArrival(t *testing.T) {
 	if got, want := <-g.entered, 3; got != want {
 		t.Fatalf("held batch size %d, want %d", got, want)
 	}
-	close(g.release)
-	for _, ch := range rs {
-		if r := <-ch; r.err != nil {
-			t.Error(r.err)
-		}
-	}
+	releaseAll(t, g, rs...)
 }
 
 func TestHeldBatchGoesWhenFull(t *testing.T) {
-	clock := newFakeClock()
-	g := newGate()
-	p := params()
-	p.MaxBatch = 2
-	p.MaxDelay = time.Hour
-	b := New(p, g.exec, WithClock(clock))
-	start(t, b)
+	b, g, _ := gated(t, func(p *Params) { p.MaxBatch = 2; p.MaxDelay = time.Hour })
 
-	var rs []<-chan result[int]
-	rs = append(rs, submitAsync(context.Background(), b, 0))
-	<-g.entered
-	rs = append(rs, submitAsync(context.Background(), b, 1), submitAsync(context.Background(), b, 2))
-	waitQueued(t, b, 2)
+	r0, rs := occupy(t, b, g, 2)
 	g.release <- struct{}{} // batch [0] done; [1 2] is full and goes at once
 	if got, want := <-g.entered, 2; got != want {
 		t.Fatalf("batch size %d, want %d", got, want)
 	}
-	close(g.release)
-	for _, ch := range rs {
-		if r := <-ch; r.err != nil {
-			t.Error(r.err)
-		}
-	}
+	releaseAll(t, g, append(rs, r0)...)
 }
 
 // Three callers, far fewer than MaxBatch: once the third is back, the held
 // batch has all the company it was held for and goes without waiting out
 // MaxDelay (before, every such batch waited the whole MaxDelay).
 func TestHeldBatchGoesWhenItsCompanyArrives(t *testing.T) {
-	clock := newFakeClock()
-	g := newGate()
-	p := params()
-	p.MaxDelay = time.Hour
-	b := New(p, g.exec, WithClock(clock))
-	start(t, b)
+	b, g, clock := gated(t, func(p *Params) { p.MaxDelay = time.Hour })
 
-	r0 := submitAsync(context.Background(), b, 0)
-	<-g.entered
-	rs := []<-chan result[int]{submitAsync(context.Background(), b, 1), submitAsync(context.Background(), b, 2)}
-	waitQueued(t, b, 2)
+	r0, rs := occupy(t, b, g, 2)
 	g.release <- struct{}{} // [0] done: [1 2] is held for the third caller
 	if r := <-r0; r.err != nil {
 		t.Fatal(r.err)
@@ -381,43 +393,22 @@ func TestHeldBatchGoesWhenItsCompanyArrives(t *testing.T) {
 		close(g.release)
 		t.Fatal("the held batch waited for MaxDelay though all its callers had arrived")
 	}
-	close(g.release)
-	for _, ch := range rs {
-		if r := <-ch; r.err != nil {
-			t.Error(r.err)
-		}
-	}
+	releaseAll(t, g, rs...)
 }
 
 // Callers arriving independently at a rate the executor serves with room to
 // spare: a recent peak of three says company may come, but the executor was
 // idle most of the last window, so holding would only add latency.
 func TestIdleExecutorDoesNotHold(t *testing.T) {
-	clock := newFakeClock()
-	g := newGate()
-	p := params()
-	p.MaxDelay = 10 * time.Millisecond
-	b := New(p, g.exec, WithClock(clock))
-	start(t, b)
+	b, g, clock := gated(t, func(p *Params) { p.MaxDelay = 10 * time.Millisecond })
 
 	// Three at once set the peak; the executor is busy 1ms.
-	rs := []<-chan result[int]{submitAsync(context.Background(), b, 0)}
-	<-g.entered
-	rs = append(rs, submitAsync(context.Background(), b, 1), submitAsync(context.Background(), b, 2))
-	waitQueued(t, b, 2)
+	r0, rs := occupy(t, b, g, 2)
 	clock.Advance(time.Millisecond)
 	close(g.release)
-	for _, ch := range rs {
-		for done := false; !done; {
-			select {
-			case r := <-ch:
-				if r.err != nil {
-					t.Fatal(r.err)
-				}
-				done = true
-			case d := <-clock.timers: // [1 2] may be held: the window is young
-				clock.Advance(d)
-			}
+	for _, ch := range append(rs, r0) {
+		if r, _ := await(clock, ch); r.err != nil { // [1 2] may be held: the window is young
+			t.Fatal(r.err)
 		}
 	}
 
@@ -439,42 +430,16 @@ func TestIdleExecutorDoesNotHold(t *testing.T) {
 // out MaxDelay for the company that is gone, not one batch per missing
 // caller.
 func TestLoadDropCostsOneHold(t *testing.T) {
-	clock := newFakeClock()
-	g := newGate()
-	p := params()
-	p.MaxBatch = 7
-	p.MaxDelay = 10 * time.Millisecond
-	b := New(p, g.exec, WithClock(clock))
-	start(t, b)
+	b, g, clock := gated(t, func(p *Params) { p.MaxBatch = 7; p.MaxDelay = 10 * time.Millisecond })
 
-	rs := []<-chan result[int]{submitAsync(context.Background(), b, 0)}
-	<-g.entered
-	for i := 1; i < 8; i++ {
-		rs = append(rs, submitAsync(context.Background(), b, i))
-	}
-	waitQueued(t, b, 7)
-	close(g.release) // [0], then the full [1..7] at once: eight were concurrent
-	for _, ch := range rs {
-		if r := <-ch; r.err != nil {
-			t.Fatal(r.err)
-		}
-	}
+	r0, rs := occupy(t, b, g, 7)
+	releaseAll(t, g, append(rs, r0)...) // [0], then the full [1..7] at once: eight were concurrent
 
 	held := 0
 	for i := range 10 { // now a single sequential caller
-		ch := submitAsync(context.Background(), b, i)
-		var wasHeld bool
-		for done := false; !done; {
-			select {
-			case r := <-ch:
-				if r.err != nil || r.v != 10*i {
-					t.Fatalf("Submit(%d) = (%d, %v)", i, r.v, r.err)
-				}
-				done = true
-			case d := <-clock.timers:
-				wasHeld = true
-				clock.Advance(d)
-			}
+		r, wasHeld := await(clock, submitAsync(context.Background(), b, i))
+		if r.err != nil || r.v != 10*i {
+			t.Fatalf("Submit(%d) = (%d, %v)", i, r.v, r.err)
 		}
 		if wasHeld {
 			held++
