@@ -46,8 +46,9 @@ type Params struct {
 	MaxCost int64
 	// MaxDelay is the longest an idle executor holds a partial batch, counted
 	// from the arrival of the oldest queued item. It only applies while
-	// recent concurrency says more items are on their way and the executors
-	// have lately been busy (see Batcher); 0 dispatches at once.
+	// recent concurrency says more items are on their way, and while the
+	// executors have lately been busy or those items are close (see
+	// Batcher); 0 dispatches at once.
 	MaxDelay time.Duration
 	// Workers is the number of batches that may execute at once.
 	Workers int
