@@ -26,7 +26,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData
 TESTFLAGS ?=
 
-.PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean
+.PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -105,6 +105,22 @@ fuzz: $(ORT_LIB)
 		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
 		SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run XXX -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
+
+# The container image (Dockerfile) with docker, else podman; on machines
+# that reach no image registry, with local stand-ins for its public bases
+# (tools/image/bases.sh, cached by the hash of their pins). IMAGE names the
+# tag (default localhost/sous:dev, or localhost/sous:dev-gpu for VARIANT=gpu).
+GO_VERSION := 1.26.8
+VARIANT    ?= cpu
+image:
+	VARIANT=$(VARIANT) GO_VERSION=$(GO_VERSION) tools/image/build.sh
+
+# Runs the built images as Knative would (read-only root, non-root, no
+# capabilities) and checks turns, metrics, errors, SIGTERM under load, Dapr
+# state against a daprd and redis-server on the host, and the GPU variant's
+# CPU fallback. Needs `make image` and `make image VARIANT=gpu` first.
+image-test: $(DAPRD) redis
+	SOUS_IMAGE_TEST=1 $(GO) test -tags image -count=1 -timeout 15m -run 'TestImage' -v .
 
 clean:
 	rm -rf bin .cache

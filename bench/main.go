@@ -45,6 +45,10 @@ type Point struct {
 	P99ms       float64  `json:"p99_ms"`
 	Success     float64  `json:"success"`
 	Codes       string   `json:"codes"`
+	Pinned      bool     `json:"pinned,omitempty"`
+	// CPUPerTurnUs is CPU time per answered turn by process (sous, daprd,
+	// redis-server, generator, total), from /proc, where measured.
+	CPUPerTurnUs map[string]float64 `json:"cpu_per_turn_us,omitempty"`
 }
 
 var duration = 3 * time.Second
@@ -61,6 +65,16 @@ func main() {
 			log.Fatalf("BENCH_DURATION=%q: %v", d, err)
 		}
 	}
+	switch {
+	case len(os.Args) == 3 && os.Args[1] == "-compute":
+		fmt.Printf("%.1f\n", computeCeiling(os.Args[2]))
+		return
+	case len(os.Args) == 4 && os.Args[1] == "-pinned":
+		if err := pinnedPhase(os.Args[2], os.Args[3]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	h := &harness{}
 	defer h.cleanup()
 	if err := h.run(); err != nil {
@@ -75,6 +89,11 @@ type harness struct {
 	sous     string
 	points   []Point
 	ready    []float64 // start-to-ready, ms, demo model
+	// pin prefixes every server's command line (taskset -c CPUS) and
+	// pinEnv adds to its environment (GOMAXPROCS), in the pinned phase.
+	pin, pinEnv []string
+	// watch names the processes whose CPU the next attack measures.
+	watch map[string]int
 }
 
 func (h *harness) Helper()                   {}
@@ -109,14 +128,16 @@ func freePort() int {
 // process is a started child; stop ends it.
 type process struct {
 	url  string
+	pid  int
 	stop func()
 }
 
 // start runs a child on port and waits for readyPath to answer 200,
 // returning the time from start to ready.
 func (h *harness) start(port int, readyPath string, args []string, env []string) (process, time.Duration) {
+	args = append(append([]string{}, h.pin...), args...)
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, env...)...)
+	cmd.Env = append(os.Environ(), append(append([]string{"PORT=" + strconv.Itoa(port)}, h.pinEnv...), env...)...)
 	logs := &daprtest.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = io.Discard, logs
 	began := time.Now()
@@ -140,7 +161,7 @@ func (h *harness) start(port int, readyPath string, args []string, env []string)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return process{url: url, stop: stop}, time.Since(began)
+				return process{url: url, pid: cmd.Process.Pid, stop: stop}, time.Since(began)
 			}
 		}
 		if time.Since(began) > time.Minute {
@@ -151,8 +172,11 @@ func (h *harness) start(port int, readyPath string, args []string, env []string)
 	}
 }
 
-func (h *harness) startSous(env ...string) process {
-	p, took := h.start(freePort(), "/health/readiness", []string{h.sous},
+func (h *harness) startSous(env ...string) process { return h.startSousOn(freePort(), env...) }
+
+// startSousOn starts sous on port; start-to-ready of the demo model is kept.
+func (h *harness) startSousOn(port int, env ...string) process {
+	p, took := h.start(port, "/health/readiness", []string{h.sous},
 		append([]string{"SOUS_ORT_LIB=" + model.FindLibrary()}, env...))
 	if !strings.Contains(strings.Join(env, " "), "SOUS_MODEL=") {
 		h.ready = append(h.ready, float64(took.Microseconds())/1000)
@@ -226,13 +250,15 @@ func (h *harness) run() error {
 	// 4. Demo model, memory vs Dapr state (real daprd + redis-server).
 	memEnv := []string{"SOUS_STATE=memory"}
 	pm := h.startSous(memEnv...)
+	h.watch = map[string]int{"sous": pm.pid}
 	mem := h.saturate("state/memory (demo model)", memEnv, pm.url, textBody, 64)
 	pm.stop()
 	redis := daprtest.StartRedis(h)
 	appPort := freePort()
 	d := daprtest.StartDaprd(h, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis})
 	daprEnv := []string{"SOUS_STATE=dapr", "DAPR_GRPC_PORT=" + strconv.Itoa(d.GRPCPort)}
-	pd, _ := h.start(appPort, "/health/readiness", []string{h.sous}, append([]string{"SOUS_ORT_LIB=" + model.FindLibrary()}, daprEnv...))
+	pd := h.startSousOn(appPort, daprEnv...)
+	h.watch = map[string]int{"sous": pd.pid, "daprd": d.Pid(), "redis-server": redis.Pid()}
 	dp := h.saturate("state/dapr (demo model)", daprEnv, pd.url, textBody, 64)
 	pd.stop()
 
@@ -251,20 +277,39 @@ func (h *harness) run() error {
 		p.stop()
 	}
 
+	// 6. The same ceilings and saturation with the servers on half the cores
+	// and the generator on the other half.
+	pinned, err := h.runPinned(self)
+	if err != nil {
+		return err
+	}
+	h.points = append(h.points, pinned.Points...)
+
 	ceiling := min(httpCeil.Throughput, computeCeil)
+	pinnedCeiling := min(pinned.HTTPCeiling, pinned.Compute)
 	sort.Float64s(h.ready)
 	fmt.Println()
 	ratio := func(name string, v float64, goal string) { fmt.Printf("RATIO %s %.2f %s\n", name, v, goal) }
 	ratio("batch32_vs_batch1_throughput", mean(sat32)/mean(sat1), ">=3")
 	ratio("light_load_p50_on_vs_off", light[0].P50ms/light[1].P50ms, "<=1.1")
 	ratio("moderate_load_p50_on_vs_off", moderate[0].P50ms/moderate[1].P50ms, "<=1.1")
-	ratio("throughput_vs_ceiling", mean(sat32)/ceiling, ">=0.8")
+	ratio("throughput_vs_ceiling", mean(sat32)/ceiling, "(unpinned: sous and the generator share every core)")
+	ratio("throughput_vs_ceiling_pinned", pinned.Saturation/pinnedCeiling, ">=0.8")
 	ratio("dapr_vs_memory_throughput", dp.Throughput/mem.Throughput, ">=0.5")
 	fmt.Printf("RATIO start_to_ready_ms %.0f <=500\n", h.ready[len(h.ready)/2])
+	fmt.Println()
+	fmt.Printf("CPU per turn (µs), memory, unpinned: %s\n", formatCPU(mem.CPUPerTurnUs))
+	fmt.Printf("CPU per turn (µs), dapr, unpinned:   %s\n", formatCPU(dp.CPUPerTurnUs))
+	fmt.Printf("CPU per turn (µs), memory, pinned:   %s\n", formatCPU(pinned.Memory.CPUPerTurnUs))
+	fmt.Printf("CPU per turn (µs), dapr, pinned:     %s\n", formatCPU(pinned.Dapr.CPUPerTurnUs))
+	fmt.Printf("pinned: servers on CPU %s, generator on CPU %s: ceilings http %.0f/s, compute %.0f/s; sous batch 32 %.0f/s\n",
+		pinned.ServerCPUs, pinned.GeneratorCPUs, pinned.HTTPCeiling, pinned.Compute, pinned.Saturation)
 
 	out := env("BENCH_OUT", "bench/results.json")
 	b, _ := json.MarshalIndent(map[string]any{"duration": duration.String(), "cpus": cpus(), "points": h.points,
-		"start_to_ready_ms": h.ready}, "", "  ")
+		"start_to_ready_ms": h.ready, "pinned": map[string]any{"server_cpus": pinned.ServerCPUs,
+			"generator_cpus": pinned.GeneratorCPUs, "http_ceiling": pinned.HTTPCeiling, "compute_ceiling": pinned.Compute,
+			"saturation_batch32": pinned.Saturation}}, "", "  ")
 	if err := os.WriteFile(out, b, 0o644); err != nil {
 		return err
 	}
@@ -322,11 +367,19 @@ func turnTargeter(url string, body func(int64) []byte) vegeta.Targeter {
 func (h *harness) attack(name string, config []string, url string, body func(int64) []byte, rate vegeta.Rate, workers uint64) Point {
 	atk := vegeta.NewAttacker(vegeta.Workers(workers), vegeta.MaxWorkers(workers), vegeta.KeepAlive(true),
 		vegeta.Connections(int(workers)), vegeta.Timeout(30*time.Second))
+	var w *cpuWatch
+	if h.watch != nil {
+		w, h.watch = watchCPU(h.watch), nil
+	}
 	var m vegeta.Metrics
 	for res := range atk.Attack(turnTargeter(url, body), rate, duration, name) {
 		m.Add(res)
 	}
 	m.Close()
+	var perTurn map[string]float64
+	if w != nil {
+		perTurn = w.perTurn(float64(m.Requests) * m.Success)
+	}
 	codes := make([]string, 0, len(m.StatusCodes))
 	for c, n := range m.StatusCodes {
 		codes = append(codes, fmt.Sprintf("%s:%d", c, n))
@@ -334,12 +387,15 @@ func (h *harness) attack(name string, config []string, url string, body func(int
 	sort.Strings(codes)
 	p := Point{Name: name, Config: config, OfferedRate: float64(rate.Freq) / rate.Per.Seconds(), Workers: int(workers),
 		Throughput: m.Throughput, P50ms: ms(m.Latencies.P50), P99ms: ms(m.Latencies.P99), Success: m.Success,
-		Codes: strings.Join(codes, " ")}
+		Codes: strings.Join(codes, " "), CPUPerTurnUs: perTurn}
 	if rate.Freq == 0 {
 		p.OfferedRate = 0
 	}
 	h.points = append(h.points, p)
 	fmt.Printf("%-52s %10.0f req/s  p50 %7.2f ms  p99 %7.2f ms  ok %5.1f%%  %s\n", name, p.Throughput, p.P50ms, p.P99ms, 100*p.Success, p.Codes)
+	if perTurn != nil {
+		fmt.Printf("%-52s CPU per turn (µs): %s\n", "", formatCPU(perTurn))
+	}
 	return p
 }
 

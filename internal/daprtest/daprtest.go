@@ -168,6 +168,14 @@ func (r *Redis) ping() bool {
 	return err == nil && strings.HasPrefix(line, "+PONG")
 }
 
+// Pid is the running server's process id, 0 when stopped.
+func (r *Redis) Pid() int {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Stop kills the server; what it acknowledged is on disk.
 func (r *Redis) Stop() {
 	if r.cmd != nil && r.cmd.Process != nil {
@@ -290,6 +298,14 @@ func (d *Daprd) Kill() {
 		d.cmd.Wait()
 		d.cmd = nil
 	}
+}
+
+// Pid is the running daprd's process id, 0 when stopped.
+func (d *Daprd) Pid() int {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
 }
 
 // Logs returns what daprd printed.
