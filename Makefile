@@ -65,6 +65,7 @@ validate:
 
 test: $(ORT_LIB) $(DAPRD) redis validate
 	$(GO) vet ./...
+	$(GO) vet -tags image .
 	SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
