@@ -81,47 +81,62 @@ func TestOverloadLosesNothing(t *testing.T) {
 		m.Close()
 		return &m, results
 	}
-	// Saturation, closed loop.
-	sat, _ := attack(vegeta.Rate{Freq: 0}, 64, time.Second)
-	rate := int(3 * sat.Throughput)
-	m, results := attack(vegeta.Rate{Freq: rate, Per: time.Second}, 512, soakDuration())
-
-	var ok, rejected int
+	// The premise: the load really is overload. sous refuses a turn only
+	// when its queue is full, so below saturation it would refuse next to
+	// nothing; here it must refuse at least a quarter. (The generator
+	// delivers 3x saturation in `make soak`, but only 1.0x-1.8x under -race,
+	// which slows it in this process, and beside the other packages' tests
+	// in `make test`; the refusals, not that ratio, show the overload.)
+	// The other packages' builds and tests share the two cores and can
+	// skew one measurement of saturation against the next; an attempt that
+	// was not an overload is measured again, up to three times. Every
+	// attempt's turns count for the loss check below.
 	got := map[string][]int{} // session -> turns answered 200
-	for _, r := range results {
-		switch {
-		case r.Code == http.StatusOK:
-			ok++
-			var reply struct {
-				Session string `json:"session"`
-				Turn    int    `json:"turn"`
+	var m *vegeta.Metrics
+	var sat *vegeta.Metrics
+	var rate, ok, rejected, requests int
+	for attempt := 1; ; attempt++ {
+		var results []*vegeta.Result
+		sat, _ = attack(vegeta.Rate{Freq: 0}, 64, time.Second) // saturation, closed loop
+		rate = int(3 * sat.Throughput)
+		m, results = attack(vegeta.Rate{Freq: rate, Per: time.Second}, 512, soakDuration())
+		ok, rejected, requests = 0, 0, len(results)
+		for _, r := range results {
+			switch {
+			case r.Code == http.StatusOK:
+				ok++
+				var reply struct {
+					Session string `json:"session"`
+					Turn    int    `json:"turn"`
+				}
+				if err := json.Unmarshal(r.Body, &reply); err != nil {
+					t.Fatalf("reply %s: %v", r.Body, err)
+				}
+				got[reply.Session] = append(got[reply.Session], reply.Turn)
+			case r.Code == http.StatusServiceUnavailable && r.Headers.Get("Retry-After") != "":
+				rejected++
+			default:
+				t.Errorf("answer %d %q %s", r.Code, r.Error, r.Body)
 			}
-			if err := json.Unmarshal(r.Body, &reply); err != nil {
-				t.Fatalf("reply %s: %v", r.Body, err)
-			}
-			got[reply.Session] = append(got[reply.Session], reply.Turn)
-		case r.Code == http.StatusServiceUnavailable && r.Headers.Get("Retry-After") != "":
-			rejected++
-		default:
-			t.Errorf("answer %d %q %s", r.Code, r.Error, r.Body)
 		}
-	}
-	// The premise: the load really was overload. Every refusal is an
-	// immediate 503, so the generator keeps its pace: 3x in `make soak`,
-	// 1.3x-1.8x under -race (which slows the generator in this process) and
-	// beside the other packages' tests in `make test`. Below saturation the
-	// queue would refuse next to nothing; here it must refuse a quarter.
-	sent := float64(len(results)) / soakDuration().Seconds()
-	if sent < 1.2*sat.Throughput || rejected*4 < len(results) {
-		t.Errorf("delivered %.0f requests/s against a saturation rate of %.0f/s, %d of %d refused: not an overload",
-			sent, sat.Throughput, rejected, len(results))
+		sent := float64(requests) / soakDuration().Seconds()
+		if rejected*4 >= requests {
+			break
+		}
+		msg := fmt.Sprintf("attempt %d: delivered %.0f requests/s against a saturation rate of %.0f/s, %d of %d refused: not an overload",
+			attempt, sent, sat.Throughput, rejected, requests)
+		if attempt == 3 {
+			t.Error(msg)
+			break
+		}
+		t.Log(msg + "; measuring again")
 	}
 	if m.Latencies.Max > 10*time.Second {
 		t.Errorf("slowest answer %s", m.Latencies.Max)
 	}
 	peak := rssKiB(t, p.sous.cmd.Process.Pid)
 	t.Logf("saturation %.0f/s; offered %d/s for %s: %d requests, %d ok, %d rejected (503), max latency %s, peak RSS %d MiB",
-		sat.Throughput, rate, soakDuration(), len(results), ok, rejected, m.Latencies.Max.Round(time.Millisecond), peak>>10)
+		sat.Throughput, rate, soakDuration(), requests, ok, rejected, m.Latencies.Max.Round(time.Millisecond), peak>>10)
 	if peak > rssBoundKiB {
 		t.Errorf("peak RSS %d KiB over the bound %d KiB", peak, rssBoundKiB)
 	}

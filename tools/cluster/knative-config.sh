@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# knative-config.sh OUT: lay out Knative's own config/ trees for ko, from
+# the module zips that tools/cluster/knative pins, into OUT/<set>. The zips
+# drop symlinks; the files they linked are copied back from the modules they
+# point into (knative.dev/networking and knative.dev/caching, at the
+# versions serving requires). Nothing else is changed here; the patches
+# this machine needs are in addons.sh.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+out=$1
+dir() { (cd "$cluster/knative" && go list -m -f '{{.Dir}}' "$1"); }
+serving=$(dir knative.dev/serving)
+eventing=$(dir knative.dev/eventing)
+networking=$(dir knative.dev/networking)
+caching=$(dir knative.dev/caching)
+
+rm -rf "$out" && mkdir -p "$out"
+copy() { # copy SRC DST: a tree of YAML files, writable
+  mkdir -p "$2"
+  (cd "$1" && find . -name '*.yaml' -print0 | xargs -0 -I{} cp --parents {} "$2/")
+  chmod -R u+w "$2"
+}
+
+copy "$serving/config/core" "$out/serving-core"
+# Symlinks in knative/serving's config/core.
+cp "$caching/config/image.yaml" "$out/serving-core/300-imagecache.yaml"
+for f in certificate domain-claim ingress serverlessservice; do
+  cp "$networking/config/$f.yaml" "$out/serving-core/300-resources/$f.yaml"
+done
+cp "$networking/config/config-network.yaml" "$out/serving-core/configmaps/network.yaml"
+# The HPA objects scale the activator and webhook on CPU, which this
+# cluster (no metrics-server) cannot measure: release YAMLs ship them in
+# serving-core too, but they only log errors here.
+rm -f "$out/serving-core/deployments/"*-hpa.yaml
+
+copy "$eventing/config/core" "$out/eventing-core"
+rm -f "$out/eventing-core/deployments/"*-hpa.yaml
+copy "$eventing/config/channels/in-memory-channel" "$out/in-memory-channel"
+copy "$eventing/config/brokers/mt-channel-broker" "$out/mt-channel-broker"
+# mt-channel-broker's ingress role files carry a stray suffix in the zip.
+for f in "$eventing/config/brokers/mt-channel-broker/"*'.yaml~'*; do
+  [ -e "$f" ] || continue
+  b=$(basename "$f"); cp "$f" "$out/mt-channel-broker/${b%%~*}"
+done
+chmod -R u+w "$out"
+
+copy "$cluster/hello" "$out/hello"
