@@ -26,7 +26,8 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData
 TESTFLAGS ?=
 
-.PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test
+.PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
+	cluster cluster-down cluster-test
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -122,6 +123,25 @@ image:
 # CPU fallback. Needs `make image` and `make image VARIANT=gpu` first.
 image-test: $(DAPRD) redis
 	SOUS_IMAGE_TEST=1 $(GO) test -tags image -count=1 -timeout 15m -run 'TestImage' -v .
+
+# A single-node Kubernetes on this machine with Knative Serving (Traefik),
+# Knative Eventing, the Dapr control plane and Redis, every binary and image
+# built here from the pinned tools modules under tools/cluster (cached in
+# .cache/cluster). Writes .cache/cluster/kubeconfig and .cache/cluster/ingress
+# (Traefik on loopback); bin/kubectl. Not part of `make test`.
+cluster:
+	tools/cluster/up.sh
+
+# Stops every process `make cluster` started and removes the cluster's state
+# (the built binaries stay).
+cluster-down:
+	tools/cluster/down.sh
+
+# The smoke test of a running cluster: a Knative Service through Traefik,
+# scale to zero and back, a Dapr sidecar saving state in Redis, an event
+# from a Broker to a Trigger's subscriber.
+cluster-test:
+	cd tools/e2e && $(GO) test -count=1 -timeout 20m -v -run 'TestCluster' ./...
 
 clean:
 	rm -rf bin .cache

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -422,6 +423,13 @@ func (b *Batcher[In, Out]) work(ctx context.Context) {
 			continue
 		}
 		b.runBatch(ctx, &buf)
+		// Let the callers just woken, and the handlers whose requests came
+		// in meanwhile, run before the next take. With one P (a pod with
+		// one CPU: GOMAXPROCS follows the CPU limit) the executor would
+		// otherwise take the P straight back and run batches of one or two
+		// while the handlers wait: make bench's pinned phase measured a
+		// mean batch of 1.4 without this and 21 with it, on 64 clients.
+		runtime.Gosched()
 	}
 }
 
