@@ -27,7 +27,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
-	cluster cluster-down cluster-test
+	cluster cluster-down cluster-test docs
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -127,6 +127,10 @@ image-test: $(DAPRD) redis
 	$(MAKE) --no-print-directory image VARIANT=gpu IMAGE=$(or $(GPU_IMAGE),localhost/sous:dev-gpu)
 	SOUS_IMAGE=$(or $(IMAGE),localhost/sous:dev) SOUS_GPU_IMAGE=$(or $(GPU_IMAGE),localhost/sous:dev-gpu) \
 		$(GO) test -tags image -count=1 -timeout 15m -run 'TestImage' -v .
+
+# The architecture picture in the README, drawn from docs/diagram.
+docs:
+	$(GO) run ./docs/diagram docs/architecture.svg
 
 # A single-node Kubernetes on this machine with Knative Serving (Traefik),
 # Knative Eventing, the Dapr control plane and Redis, every binary and image

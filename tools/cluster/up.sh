@@ -100,7 +100,7 @@ pki() {
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
 localAPIEndpoint: {advertiseAddress: $NODE_IP, bindPort: 6443}
-nodeRegistration: {name: $NODE_NAME}
+nodeRegistration: {name: $NODE_NAME, criSocket: "unix://$RUN/containerd.sock"}
 ---
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
@@ -114,7 +114,9 @@ apiServer:
 EOF
   "$BIN/kubeadm" init phase certs all --config "$STATE/kubeadm.yaml" >"$LOGS/kubeadm.log" 2>&1
   "$BIN/kubeadm" init phase kubeconfig all --config "$STATE/kubeadm.yaml" --kubeconfig-dir "$STATE/kubeconfigs" >>"$LOGS/kubeadm.log" 2>&1
-  cp "$STATE/kubeconfigs/admin.conf" "$KUBECONFIG"
+  # super-admin.conf (system:masters): admin.conf's group is bound to
+  # cluster-admin by kubeadm's later phases, which this cluster skips.
+  cp "$STATE/kubeconfigs/super-admin.conf" "$KUBECONFIG"
   mkdir -p "$root/bin" && ln -sf "$BIN/kubectl" "$root/bin/kubectl"
 }
 
@@ -239,8 +241,6 @@ EOF
   wait_for "node $NODE_NAME Ready" 180 kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
 }
 
-apply_dir() { kubectl apply --server-side --force-conflicts -f "$1" >>"$LOGS/apply.log"; }
-
 addons() {
   "$cluster/addons.sh"
 }
@@ -255,7 +255,6 @@ phase "control plane" control_plane
 phase "node" node
 phase "addons (addons.sh)" addons
 
-echo "$INGRESS_HOST_PORT" >/dev/null 2>&1 || true
 echo "127.0.0.1:$INGRESS_PORT" >"$STATE/ingress"
 echo
 echo "cluster phases:"
