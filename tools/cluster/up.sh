@@ -8,17 +8,6 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
-if [ -d "$RUN/pids" ]; then
-  for f in "$RUN/pids"/*; do
-    [ -f "$f" ] || continue
-    if kill -0 "$(cat "$f")" 2>/dev/null; then
-      log "a cluster is running (pid files in $RUN/pids); nothing changed. make cluster-down stops it."
-      exit 0
-    fi
-  done
-  die "a cluster was left half-stopped ($RUN/pids has pid files of dead processes): run make cluster-down first"
-fi
-
 declare -a phases=()
 phase() { # phase NAME FUNCTION
   local t=$SECONDS
@@ -244,6 +233,25 @@ EOF
 addons() {
   "$cluster/addons.sh"
 }
+
+# up.sh PHASE...: run only those phases (functions above), for working on
+# one part of the cluster; plain up.sh runs them all, once.
+if [ $# -gt 0 ]; then
+  for p in "$@"; do phase "$p" "$p"; done
+  printf '  %s\n' "${phases[@]}"
+  exit 0
+fi
+
+if [ -d "$RUN/pids" ]; then
+  for f in "$RUN/pids"/*; do
+    [ -f "$f" ] || continue
+    if kill -0 "$(cat "$f")" 2>/dev/null; then
+      log "a cluster is running (pid files in $RUN/pids); nothing changed. make cluster-down stops it."
+      exit 0
+    fi
+  done
+  die "a cluster was left half-stopped ($RUN/pids has pid files of dead processes): run make cluster-down first"
+fi
 
 phase "host packages" host_packages
 phase "binaries (build.sh)" binaries
