@@ -84,15 +84,15 @@ build_push "$reg/redis:7" "$ctx/redis"
 # that the zips drop (they are symlinks in the repositories) put back from
 # the modules they link to, resolved against tools/cluster/knative.
 "$cluster/knative-config.sh" "$STATE/src"
-cat >"$cluster/knative/.ko.yaml" <<EOF
+mkdir -p "$STATE/ko"
+cat >"$STATE/ko/.ko.yaml" <<EOF
 defaultBaseImage: $reg/sous-base/cc:bookworm
 EOF
 (
   cd "$cluster/knative"
-  export KO_DOCKER_REPO=$reg/knative KOCACHE=$STATE/kocache GOFLAGS=-trimpath
-  for set in serving-crds serving-core eventing-crds eventing-core in-memory-channel mt-channel-broker hello; do
+  export KO_DOCKER_REPO=$reg/knative KOCACHE=$STATE/kocache KO_CONFIG_PATH=$STATE/ko GOFLAGS=-trimpath
+  for set in serving-core eventing-core in-memory-channel mt-channel-broker hello; do
     "$BIN/ko" resolve --insecure-registry --platform linux/amd64 --preserve-import-paths -R -f "$STATE/src/$set" \
       >"$STATE/manifests/$set.yaml" 2>>"$LOGS/ko.log" || { tail -30 "$LOGS/ko.log" >&2; exit 1; }
   done
 )
-rm -f "$cluster/knative/.ko.yaml"
