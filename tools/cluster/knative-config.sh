@@ -34,6 +34,10 @@ cp "$networking/config/config-network.yaml" "$out/serving-core/configmaps/networ
 rm -f "$out/serving-core/deployments/"*-hpa.yaml
 
 copy "$eventing/config/core" "$out/eventing-core"
+# Symlinks in knative/eventing's config/core: the image lists of the
+# integrations and transformations (the controller mounts both ConfigMaps;
+# the images they name are only pulled by those optional sources/sinks).
+cp "$eventing/third_party/eventing-integrations-latest/"*.yaml "$out/eventing-core/configmaps/"
 rm -f "$out/eventing-core/deployments/"*-hpa.yaml
 copy "$eventing/config/channels/in-memory-channel" "$out/in-memory-channel"
 copy "$eventing/config/brokers/mt-channel-broker" "$out/mt-channel-broker"
