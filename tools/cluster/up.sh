@@ -124,6 +124,7 @@ control_plane() {
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --client-ca-file "$PKI/ca.crt" --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
     --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
@@ -131,6 +132,10 @@ control_plane() {
     --requestheader-username-headers X-Remote-User \
     --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key"
   wait_for kube-apiserver 120 kubectl get --raw /readyz
+  # What kubeadm's later phases would bind: the API server's client
+  # certificate may use the kubelet API (logs, exec, port-forward).
+  kubectl create clusterrolebinding kube-apiserver-kubelet-api --clusterrole system:kubelet-api-admin \
+    --user kube-apiserver-kubelet-client --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
   local kc=$STATE/kubeconfigs
   start kube-controller-manager "$BIN/kube-controller-manager" \
