@@ -60,13 +60,16 @@ binimage() {
 binimage coredns "$reg/coredns:$(version coredns github.com/coredns/coredns)" coredns
 binimage traefik "$reg/traefik:$(version traefik github.com/traefik/traefik/v3)" traefik
 
-# Dapr: one image with every control plane binary at / (the chart runs
-# /operator, /injector, ... as its command), tagged once per component.
+# Dapr: one image with every control plane binary at /, and one image per
+# component on it that only sets the entrypoint: the chart runs /operator,
+# /injector, ... as commands, but the injected sidecar gets only arguments,
+# so the daprd image must start /daprd by itself.
 dv=$(version dapr github.com/dapr/dapr); dv=${dv#v}
 binimage dapr "$reg/dapr/dapr:$dv" operator injector sentry placement scheduler daprd
 for c in operator injector sentry placement scheduler daprd; do
-  podman tag "$reg/dapr/dapr:$dv" "$reg/dapr/$c:$dv"
-  push "$reg/dapr/$c:$dv" "$reg/dapr/$c:$dv"
+  mkdir -p "$ctx/dapr-$c"
+  printf 'FROM %s\nENTRYPOINT ["/%s"]\n' "$reg/dapr/dapr:$dv" "$c" >"$ctx/dapr-$c/Containerfile"
+  build_push "$reg/dapr/$c:$dv" "$ctx/dapr-$c"
 done
 
 # Redis from Debian, as a numeric non-root user (it writes nothing: no persistence).
