@@ -93,7 +93,8 @@ defaultBaseImage: $reg/sous-base/cc:bookworm
 EOF
 (
   cd "$cluster/knative"
-  export KO_DOCKER_REPO=$reg/knative KOCACHE=$STATE/kocache KO_CONFIG_PATH=$STATE/ko GOFLAGS=-trimpath
+  # CGO off, as ko builds by default (make exports CGO_ENABLED=1 for sous).
+  export KO_DOCKER_REPO=$reg/knative KOCACHE=$STATE/kocache KO_CONFIG_PATH=$STATE/ko GOFLAGS=-trimpath CGO_ENABLED=0
   for set in serving-core eventing-core in-memory-channel mt-channel-broker hello; do
     "$BIN/ko" resolve --insecure-registry --platform linux/amd64 --preserve-import-paths -R -f "$STATE/src/$set" \
       >"$STATE/manifests/$set.yaml" 2>>"$LOGS/ko.log" || { tail -30 "$LOGS/ko.log" >&2; exit 1; }
