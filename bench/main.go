@@ -89,9 +89,10 @@ type harness struct {
 	sous     string
 	points   []Point
 	ready    []float64 // start-to-ready, ms, demo model
-	// pin prefixes every server's command line (taskset -c CPUS) and
-	// pinEnv adds to its environment (GOMAXPROCS), in the pinned phase.
-	pin, pinEnv []string
+	// pinCPUs, in the pinned phase, are the cores every server runs on
+	// (taskset -c), and pinEnv adds to its environment (GOMAXPROCS).
+	pinCPUs string
+	pinEnv  []string
 	// watch names the processes whose CPU the next attack measures.
 	watch map[string]int
 }
@@ -135,7 +136,9 @@ type process struct {
 // start runs a child on port and waits for readyPath to answer 200,
 // returning the time from start to ready.
 func (h *harness) start(port int, readyPath string, args []string, env []string) (process, time.Duration) {
-	args = append(append([]string{}, h.pin...), args...)
+	if h.pinCPUs != "" {
+		args = append([]string{"taskset", "-c", h.pinCPUs}, args...)
+	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), append(append([]string{"PORT=" + strconv.Itoa(port)}, h.pinEnv...), env...)...)
 	logs := &daprtest.LogBuffer{}
@@ -201,7 +204,6 @@ func (h *harness) run() error {
 	fmt.Printf("sous bench: %s per point, %d CPUs\n\n", duration, cpus())
 
 	benchBody := benchTurnBody()
-	textBody := func(i int64) []byte { return []byte(`{"text":"hello there, where is my order?"}`) }
 	modelEnv := "SOUS_MODEL=" + benchModel
 
 	// 1. Ceilings: HTTP with no work, and the model called directly.
@@ -248,19 +250,10 @@ func (h *harness) run() error {
 	}
 
 	// 4. Demo model, memory vs Dapr state (real daprd + redis-server).
-	memEnv := []string{"SOUS_STATE=memory"}
-	pm := h.startSous(memEnv...)
-	h.watch = map[string]int{"sous": pm.pid}
-	mem := h.saturate("state/memory (demo model)", memEnv, pm.url, textBody, 64)
-	pm.stop()
-	redis := daprtest.StartRedis(h)
-	appPort := freePort()
-	d := daprtest.StartDaprd(h, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis})
-	daprEnv := []string{"SOUS_STATE=dapr", "DAPR_GRPC_PORT=" + strconv.Itoa(d.GRPCPort)}
-	pd := h.startSousOn(appPort, daprEnv...)
-	h.watch = map[string]int{"sous": pd.pid, "daprd": d.Pid(), "redis-server": redis.Pid()}
-	dp := h.saturate("state/dapr (demo model)", daprEnv, pd.url, textBody, 64)
-	pd.stop()
+	mem, dp, err := h.stateCompare("")
+	if err != nil {
+		return err
+	}
 
 	// 5. Latency vs offered load, batching on and off.
 	satOn := mean(sat32)
@@ -319,6 +312,37 @@ func (h *harness) run() error {
 	}
 	fmt.Printf("\nwrote %s and %s\n", out, plotPath)
 	return nil
+}
+
+// stateCompare saturates the demo model with memory state, then with Dapr
+// state (a real daprd and redis-server), measuring each process's CPU per
+// turn. In the pinned phase daprd and redis-server go on the server cores
+// too, with the servers' GOMAXPROCS.
+func (h *harness) stateCompare(prefix string) (mem, dp Point, err error) {
+	textBody := func(int64) []byte { return []byte(`{"text":"hello there, where is my order?"}`) }
+	memEnv := []string{"SOUS_STATE=memory"}
+	pm := h.startSous(memEnv...)
+	h.watch = map[string]int{"sous": pm.pid}
+	mem = h.saturate(prefix+"state/memory (demo model)", memEnv, pm.url, textBody, 64)
+	pm.stop()
+
+	redis := daprtest.StartRedis(h)
+	appPort := freePort()
+	d := daprtest.StartDaprd(h, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis, Env: h.pinEnv})
+	if h.pinCPUs != "" {
+		// Started unpinned by daprtest: move every thread of each.
+		for _, pid := range []int{redis.Pid(), d.Pid()} {
+			if out, err := exec.Command("taskset", "-a", "-cp", h.pinCPUs, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+				return mem, dp, fmt.Errorf("taskset %d: %v: %s", pid, err, out)
+			}
+		}
+	}
+	daprEnv := []string{"SOUS_STATE=dapr", "DAPR_GRPC_PORT=" + strconv.Itoa(d.GRPCPort)}
+	pd := h.startSousOn(appPort, daprEnv...)
+	h.watch = map[string]int{"sous": pd.pid, "daprd": d.Pid(), "redis-server": redis.Pid()}
+	dp = h.saturate(prefix+"state/dapr (demo model)", daprEnv, pd.url, textBody, 64)
+	pd.stop()
+	return mem, dp, nil
 }
 
 func env(name, def string) string {

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/sous-ai/sous/internal/daprtest"
 )
 
 // Pinned mode: the servers under test (bare echo, sous, daprd,
@@ -113,7 +111,7 @@ func pinnedPhase(serverCPUs, out string) error {
 	h := &harness{sous: os.Getenv("BENCH_SOUS")}
 	defer h.cleanup()
 	n := len(strings.Split(serverCPUs, ","))
-	h.pin = []string{"taskset", "-c", serverCPUs}
+	h.pinCPUs = serverCPUs
 	h.pinEnv = []string{"GOMAXPROCS=" + strconv.Itoa(n)}
 	root, err := os.Getwd()
 	if err != nil {
@@ -155,28 +153,9 @@ func pinnedPhase(serverCPUs, out string) error {
 	r.Saturation = h.saturate("pinned/saturation/batch=32", env, p.url, func(int64) []byte { return benchBody }, 64).Throughput
 	p.stop()
 
-	textBody := func(int64) []byte { return []byte(`{"text":"hello there, where is my order?"}`) }
-	memEnv := []string{"SOUS_STATE=memory"}
-	pm := h.startSous(memEnv...)
-	h.watch = map[string]int{"sous": pm.pid}
-	r.Memory = h.saturate("pinned/state/memory (demo model)", memEnv, pm.url, textBody, 64)
-	pm.stop()
-
-	redis := daprtest.StartRedis(h)
-	appPort := freePort()
-	// daprd reads GOMAXPROCS from its environment at start.
-	os.Setenv("GOMAXPROCS", strconv.Itoa(n))
-	d := daprtest.StartDaprd(h, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis})
-	for _, pid := range []int{redis.Pid(), d.Pid()} {
-		if out, err := exec.Command("taskset", "-a", "-cp", serverCPUs, strconv.Itoa(pid)).CombinedOutput(); err != nil {
-			return fmt.Errorf("taskset %d: %v: %s", pid, err, out)
-		}
+	if r.Memory, r.Dapr, err = h.stateCompare("pinned/"); err != nil {
+		return err
 	}
-	daprEnv := []string{"SOUS_STATE=dapr", "DAPR_GRPC_PORT=" + strconv.Itoa(d.GRPCPort)}
-	pd := h.startSousOn(appPort, daprEnv...)
-	h.watch = map[string]int{"sous": pd.pid, "daprd": d.Pid(), "redis-server": redis.Pid()}
-	r.Dapr = h.saturate("pinned/state/dapr (demo model)", daprEnv, pd.url, textBody, 64)
-	pd.stop()
 
 	for i := range h.points {
 		h.points[i].Pinned = true
