@@ -27,7 +27,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
-	cluster cluster-down cluster-test docs
+	cluster cluster-down cluster-test e2e docs
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -150,6 +150,16 @@ cluster-down:
 # from a Broker to a Trigger's subscriber.
 cluster-test:
 	cd tools/e2e && $(GO) test -count=1 -timeout 20m -v -run 'TestCluster' ./...
+
+# sous on the local cluster (brought up first if none answers): the image
+# from `make image` pushed to the cluster's registry and deployed from
+# knative/ and components/ through one overlay (tools/e2e/overlay.go), then
+# called through Traefik, a Broker and Trigger, Dapr invocation and pub/sub,
+# driven by a load ramp while the KPA scales it, and scraped by Prometheus.
+# Writes docs/autoscaling.json and docs/autoscaling.svg. Not part of `make
+# test` (about 10 minutes).
+e2e:
+	tools/e2e/run.sh
 
 clean:
 	rm -rf bin .cache

@@ -57,6 +57,19 @@ kubectl -n knative-serving patch configmap config-domain --type merge -p '{"data
 # not try to resolve their tags to digests itself (it would use HTTPS).
 kubectl -n knative-serving patch configmap config-deployment --type merge \
   -p '{"data":{"registries-skipping-tag-resolving":"kind.local,ko.local,dev.local,localhost:5000,127.0.0.1:5000"}}' >/dev/null
+# queue-proxy serves its request metrics (in flight, counts, latencies) for
+# Prometheus on :9091, as make e2e scrapes them; Knative's default is none.
+kubectl -n knative-serving patch configmap config-observability --type merge \
+  -p '{"data":{"request-metrics-protocol":"prometheus"}}' >/dev/null
+# Revisions that no route references are deleted at once. Dapr's operator
+# keeps one Service per app id (<app-id>-dapr, what service invocation
+# resolves) and points its selector at whichever Deployment with that app id
+# it reconciled last; every Knative revision is such a Deployment, so kept
+# revisions at zero pods would leave invocation with no address (seen in
+# make e2e: "lookup sous-dapr...: no such host" after four revisions).
+kubectl -n knative-serving patch configmap config-gc --type merge -p '{"data":{
+  "min-non-active-revisions":"0","max-non-active-revisions":"0",
+  "retain-since-create-time":"disabled","retain-since-last-active-time":"disabled"}}' >/dev/null
 shrink knative-serving
 
 log "Traefik"

@@ -8,10 +8,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,12 +21,14 @@ import (
 	"testing"
 	"time"
 
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
-// 1. The KService becomes Ready; its pod runs sous, queue-proxy and daprd.
+// 1. The KService becomes Ready; its pod runs sous, queue-proxy and daprd
+// (the last as a native sidecar).
 func TestSousReady(t *testing.T) {
 	d := sous(t)
 	ctx := context.Background()
@@ -33,7 +37,14 @@ func TestSousReady(t *testing.T) {
 		t.Fatalf("sous pods: %d, %v", len(pods), err)
 	}
 	for _, p := range pods {
+		// daprd runs as a native sidecar (an init container that keeps
+		// running, dapr.io/enable-native-sidecar), started before sous.
 		var names []string
+		for _, c := range p.Spec.InitContainers {
+			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				names = append(names, c.Name)
+			}
+		}
 		for _, c := range p.Spec.Containers {
 			names = append(names, c.Name)
 		}
@@ -460,7 +471,9 @@ spec:
 	if _, err := c.Apply(ctx, sousNS, []byte(caller)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Kube.CoreV1().Pods(sousNS).Delete(context.Background(), "dapr-caller", metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		c.Kube.CoreV1().Pods(sousNS).Delete(context.Background(), "dapr-caller", metav1.DeleteOptions{})
+	})
 	err = WaitFor(ctx, "dapr-caller with its sidecar ready", 4*time.Minute, func(ctx context.Context) (bool, string) {
 		p, err := c.Kube.CoreV1().Pods(sousNS).Get(ctx, "dapr-caller", metav1.GetOptions{})
 		if err != nil {
@@ -480,6 +493,28 @@ spec:
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addr, err := c.PortForward(fctx, sousNS, "dapr-caller", 3500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Dapr resolves app id sous to the headless Service sous-dapr, which
+	// Dapr's operator points at one revision's pods; it must hold a ready
+	// pod (see config-gc in tools/cluster/addons.sh).
+	err = WaitFor(ctx, "sous-dapr with a ready address", 2*time.Minute, func(ctx context.Context) (bool, string) {
+		l, err := c.Kube.DiscoveryV1().EndpointSlices(sousNS).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=sous-dapr"})
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, sl := range l.Items {
+			for _, e := range sl.Endpoints {
+				if e.Conditions.Ready != nil && *e.Conditions.Ready && e.TargetRef != nil {
+					return true, ""
+				}
+				seen = append(seen, fmt.Sprint(e.Addresses))
+			}
+		}
+		return false, fmt.Sprintf("endpoints %v, none ready", seen)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,6 +555,190 @@ spec:
 	t.Logf("published {session %s} to pubsub/turns: Redis sous||%s = %.160s…", pub, pub, doc)
 }
 
+// 6a. Scale from zero: the first request to a Service at zero pods (the
+// same manifests with min-scale 0) waits for a pod, its sidecar and the
+// model, and is answered.
+func TestSousColdStart(t *testing.T) {
+	d := sous(t)
+	ctx := context.Background()
+	c := d.c
+	if err := c.WaitReady(ctx, ksvcGVR, coldNS, "sous", 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ksvc, _ := c.Get(ctx, ksvcGVR, coldNS, "sous")
+	u, _, _ := unstructured.NestedString(ksvc.Object, "status", "url")
+	start := time.Now()
+	err := WaitFor(ctx, "the min-scale 0 Service at zero pods", 6*time.Minute, func(ctx context.Context) (bool, string) {
+		pods, err := c.Pods(ctx, coldNS, "serving.knative.dev/service=sous")
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(pods) == 0, fmt.Sprintf("%d pods", len(pods))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s at zero pods (waited %s)", u, time.Since(start).Round(time.Second))
+	start = time.Now()
+	r, code, err := postTurn(ctx, "http://"+c.Ingress, strings.TrimPrefix(u, "http://"), "cold", "hello there")
+	took := time.Since(start)
+	if err != nil || code != http.StatusOK || r.Turn != 1 {
+		t.Fatalf("first request from zero: %d %+v %v", code, r, err)
+	}
+	coldStart = took
+	t.Logf("first request from zero: %d, turn %d, %s in %s", code, r.Turn, r.Output, took.Round(time.Millisecond))
+	pods, _ := c.Pods(ctx, coldNS, "serving.knative.dev/service=sous")
+	for _, p := range pods {
+		t.Logf("its pod %s: start-to-ready %s", p.Name, startToReady(p))
+	}
+}
+
+var coldStart time.Duration
+
+// 6b. Autoscaling: a load ramp through Traefik, from half the measured
+// one-pod saturation to three times it, then a trickle while the KPA scales
+// back to the minimum. Every answer is a 200 or a 503 with Retry-After.
+// Writes docs/autoscaling.json and docs/autoscaling.svg.
+func TestSousAutoscaling(t *testing.T) {
+	d := sous(t)
+	ctx := context.Background()
+	c := d.c
+	var rev string
+	err := WaitFor(ctx, "one ready pod of the min-scale 1 revision", 5*time.Minute, func(ctx context.Context) (bool, string) {
+		var err error
+		if rev, err = latestReady(ctx, c, sousNS, 1); err != nil {
+			return false, err.Error()
+		}
+		pods, err := c.Pods(ctx, sousNS, "serving.knative.dev/service=sous")
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(pods) == 1 && podReady(pods[0]), fmt.Sprintf("revision %s, %d pods of the service", rev, len(pods))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// One pod's saturation: a closed loop of 32 callers (below the KPA's
+	// target of 44.8 in flight, so the pod stays alone) for 10 s.
+	sat := vegeta.NewAttacker(vegeta.Workers(32), vegeta.MaxWorkers(32), vegeta.KeepAlive(true), vegeta.Timeout(30*time.Second))
+	var m vegeta.Metrics
+	for r := range sat.Attack(turnTargeter(c.Ingress, d.host, fmt.Sprintf("sat-%d", time.Now().Unix()), 256), vegeta.Rate{}, 10*time.Second, "saturation") {
+		m.Add(r)
+	}
+	m.Close()
+	if m.Success < 0.99 {
+		t.Fatalf("saturation run: success %.3f, codes %v, errors %v", m.Success, m.StatusCodes, m.Errors)
+	}
+	s := m.Throughput
+	t.Logf("one pod saturates at %.0f turns/s (32 callers, p50 %s, p99 %s)", s, m.Latencies.P50, m.Latencies.P99)
+
+	ramp := stepPacer{{s / 2, 20 * time.Second}, {s, 20 * time.Second}, {2 * s, 40 * time.Second}, {3 * s, 40 * time.Second}}
+	var rampEnd time.Duration
+	for _, st := range ramp {
+		rampEnd += st.For
+	}
+	trickle := math.Max(5, s/20)
+	pacer := append(ramp, step{trickle, 8 * time.Minute})
+	atk := vegeta.NewAttacker(vegeta.Workers(16), vegeta.MaxWorkers(400), vegeta.KeepAlive(true), vegeta.Timeout(60*time.Second))
+	smp := &sampler{c: c, ns: sousNS, rev: rev, desired: map[int]int{}, ready: map[int]int{}, inFlight: map[int]map[string]int{}, podReady: map[string]float64{}}
+	start := time.Now()
+	sctx, stopSampling := context.WithCancel(ctx)
+	go smp.run(sctx, start)
+	var results []vegeta.Result
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for r := range atk.Attack(turnTargeter(c.Ingress, d.host, fmt.Sprintf("ramp-%d", time.Now().Unix()), 1000), pacer, 0, "ramp") {
+			r.Body = nil
+			mu.Lock()
+			results = append(results, *r)
+			mu.Unlock()
+		}
+	}()
+	// After the ramp: wait for the KPA to come back to one ready pod, then
+	// 10 s more of trickle to see the drain finish.
+	time.Sleep(rampEnd)
+	t.Logf("ramp over after %s; trickle of %.0f turns/s while the KPA scales down", rampEnd, trickle)
+	err = WaitFor(ctx, "scale back to the minimum", 7*time.Minute, func(ctx context.Context) (bool, string) {
+		pods, err := c.Pods(ctx, sousNS, "serving.knative.dev/revision="+rev)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(pods) == 1, fmt.Sprintf("%d pods", len(pods))
+	})
+	time.Sleep(10 * time.Second)
+	atk.Stop()
+	<-done
+	stopSampling()
+	elapsed := int(time.Since(start).Seconds())
+	if err != nil {
+		t.Error(err)
+	}
+
+	tl := &Timeline{Machine: machine(), Command: "make e2e", SaturationRPS: s, Ramp: append(ramp, step{trickle, time.Duration(elapsed)*time.Second - rampEnd}),
+		Codes: map[string]int{}, RetryAfterOn503: true, ColdStartMs: float64(coldStart.Milliseconds())}
+	tl.Seconds = smp.timeline(start, results, elapsed)
+	for _, r := range results {
+		key := strconv.Itoa(int(r.Code))
+		if r.Code == 0 {
+			key = "error: " + r.Error
+		}
+		tl.Codes[key]++
+		if r.Code == http.StatusServiceUnavailable && r.Headers.Get("Retry-After") == "" {
+			tl.RetryAfterOn503 = false
+		}
+	}
+	tl.ScaleUpS, tl.ScaleDownS = -1, -1
+	for _, sec := range tl.Seconds {
+		tl.PeakPods = max(tl.PeakPods, sec.ReadyPods)
+		if tl.ScaleUpS < 0 && sec.ReadyPods >= 3 {
+			tl.ScaleUpS = float64(sec.T)
+		}
+	}
+	for _, sec := range tl.Seconds {
+		if time.Duration(sec.T)*time.Second >= rampEnd && sec.ReadyPods == 1 && tl.ScaleDownS < 0 {
+			tl.ScaleDownS = float64(sec.T) - rampEnd.Seconds()
+		}
+	}
+	for _, ms := range smp.podReady {
+		tl.NewPodReadyMs = append(tl.NewPodReadyMs, ms)
+	}
+	sort.Float64s(tl.NewPodReadyMs)
+	docs := filepath.Join(c.Root, "docs")
+	if err := writeJSON(filepath.Join(docs, "autoscaling.json"), tl); err != nil {
+		t.Fatal(err)
+	}
+	if err := plotTimeline(filepath.Join(docs, "autoscaling.svg"), tl); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d requests over %d s; answers by status %v; peak %d ready pods; ≥3 ready %.0f s after the load began; back to 1 pod %.0f s after the ramp ended; start-to-ready of the pods seen (ms): %v",
+		len(results), elapsed, tl.Codes, tl.PeakPods, tl.ScaleUpS, tl.ScaleDownS, tl.NewPodReadyMs)
+	if tl.PeakPods < 3 {
+		t.Errorf("the KPA reached %d ready pods, want at least 3", tl.PeakPods)
+	}
+	for code, n := range tl.Codes {
+		if code != "200" && code != "503" {
+			t.Errorf("%d answers %s: want only 200, or 503 with Retry-After", n, code)
+		}
+	}
+	if !tl.RetryAfterOn503 {
+		t.Errorf("a 503 came without Retry-After")
+	}
+}
+
+// machine names this machine for the timeline.
+func machine() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	model := regexp.MustCompile(`model name\s*:\s*(.*)`).FindStringSubmatch(string(b))
+	name := "unknown CPU"
+	if model != nil {
+		name = model[1]
+	}
+	return fmt.Sprintf("%d vCPU %s, single-node cluster from make cluster", runtime.NumCPU(), name)
+}
+
 // 7. Metrics (run after the load of 6): Prometheus scrapes sous and
 // queue-proxy, and every query of the shipped Grafana dashboard returns
 // data.
@@ -533,18 +752,22 @@ func TestSousMetrics(t *testing.T) {
 	if len(exprs) == 0 {
 		t.Fatal("no queries in the dashboard")
 	}
-	up, err := d.prom.query(`up{namespace="` + sousNS + `"}`)
+	targets := map[string]int{}
+	err = WaitFor(context.Background(), "Prometheus scraping sous and queue-proxy", time.Minute, func(context.Context) (bool, string) {
+		up, err := d.prom.query(`up{namespace="` + sousNS + `"}`)
+		if err != nil {
+			return false, err.Error()
+		}
+		clear(targets)
+		for _, s := range up {
+			if s.Value[1] == "1" {
+				targets[s.Metric["container"]]++
+			}
+		}
+		return targets["sous"] > 0 && targets["queue-proxy"] > 0, fmt.Sprintf("targets up by container: %v", targets)
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	targets := map[string]int{}
-	for _, s := range up {
-		if s.Value[1] == "1" {
-			targets[s.Metric["container"]]++
-		}
-	}
-	if targets["sous"] == 0 || targets["queue-proxy"] == 0 {
-		t.Fatalf("Prometheus targets up by container: %v", targets)
 	}
 	qp, err := d.prom.query(`count by (__name__) ({container="queue-proxy"})`)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -301,10 +302,11 @@ func postTurn(ctx context.Context, base, host, session, text string) (turnReply,
 	}
 	defer resp.Body.Close()
 	var r turnReply
-	if resp.StatusCode == http.StatusOK {
-		err = json.NewDecoder(resp.Body).Decode(&r)
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return r, resp.StatusCode, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
 	}
-	return r, resp.StatusCode, err
+	return r, resp.StatusCode, json.NewDecoder(resp.Body).Decode(&r)
 }
 
 // redisSession reads the session document Dapr keeps for sous in Redis
