@@ -121,6 +121,18 @@ func deploySous(t *testing.T, image string) (*sousDeployment, error) {
 // only the overlaid manifests, less the Trigger.
 func (d *sousDeployment) deployVariant(ctx context.Context, ns, image string, eventing bool, env, annotations map[string]string) error {
 	c := d.c
+	// A namespace left by an earlier run may still be terminating: objects
+	// applied into it would be the old ones.
+	err := WaitFor(ctx, "namespace "+ns+" gone or active", 5*time.Minute, func(ctx context.Context) (bool, string) {
+		n, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil {
+			return true, ""
+		}
+		return n.Status.Phase != corev1.NamespaceTerminating, string(n.Status.Phase)
+	})
+	if err != nil {
+		return err
+	}
 	if _, err := c.Apply(ctx, "", []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+ns+"\n")); err != nil {
 		return err
 	}
