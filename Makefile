@@ -27,7 +27,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
-	cluster cluster-down cluster-test e2e docs
+	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -107,6 +107,32 @@ fuzz: $(ORT_LIB)
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
 		SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run XXX -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+# The Go tokenizer on the command line: JSON lines {"text", "pair"} on
+# stdin, {"ids", "type_ids", "offsets"} out, truncation as the file says.
+tokenize:
+	@test -n "$(TOKENIZER)" || { echo "usage: make tokenize TOKENIZER=path/to/tokenizer.json < lines.jsonl" >&2; exit 2; }
+	@$(GO) run ./function/tokenizer/tokenize $(TOKENIZER)
+
+# Regenerates the tokenizer parity expectations from Hugging Face's own
+# library (npm tokenizers, its Rust core, offline) and measures the Go
+# tokenizer's speed against it on the same corpus, in one run.
+TOKENIZERS_NPM := 0.23.2
+TOKDATA := function/tokenizer/testdata
+tokenizer-parity:
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+	@mkdir -p .cache/npm-tokenizers && cd .cache/npm-tokenizers && \
+		{ test -d node_modules/tokenizers || npm install --ignore-scripts --silent tokenizers@$(TOKENIZERS_NPM) >/dev/null; }
+	@for n in all-minilm-l6-v2 bert-base-uncased; do \
+		NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node $(TOKDATA)/gen.js $(TOKDATA)/tokenizers/$$n.json \
+			< $(TOKDATA)/corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
+	$(GO) test -count=1 -run TestParity -v ./function/tokenizer | grep -E 'equal|^(ok|FAIL)'
+	@for n in all-minilm-l6-v2 bert-base-uncased; do \
+		rust=$$(NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node $(TOKDATA)/speed.js $(TOKDATA)/tokenizers/$$n.json 50 < $(TOKDATA)/corpus.jsonl | awk '{print $$2}'); \
+		go=$$(TOKENIZER_BENCH=$$n $(GO) test -run XXX -bench 'BenchmarkEncode$$' -count 5 ./function/tokenizer | awk '/^BenchmarkEncode/ {v = $$3 + 0; if (!m || v < m) m = v} END {print m}'); \
+		echo "$$n: Go $$go ns, Rust (Node binding) $$rust ns per corpus pass"; \
+		awk -v g=$$go -v r=$$rust -v n=$$n 'BEGIN { printf "RATIO %s go_vs_rust_tokenizer_speed %.2f (Rust time / Go time; >1: Go faster)\n", n, r / g }'; \
 	done
 
 # The container image (Dockerfile) with docker, else podman; on machines

@@ -148,7 +148,11 @@ func TestPad(t *testing.T) {
 }
 
 func BenchmarkEncode(b *testing.B) {
-	tok, err := Load("testdata/tokenizers/all-minilm-l6-v2.json")
+	name := os.Getenv("TOKENIZER_BENCH")
+	if name == "" {
+		name = "all-minilm-l6-v2"
+	}
+	tok, err := Load("testdata/tokenizers/" + name + ".json")
 	if err != nil {
 		b.Fatal(err)
 	}
