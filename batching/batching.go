@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
 	"sync"
 	"time"
 )
@@ -129,9 +130,11 @@ func (w wallTimer) Stop()                 { w.t.Stop() }
 type Option func(*options)
 
 type options struct {
-	clock Clock
-	hooks Hooks
-	cost  any
+	clock   Clock
+	hooks   Hooks
+	cost    any
+	padded  bool
+	grouped bool
 }
 
 // WithClock replaces the wall clock.
@@ -144,6 +147,18 @@ func WithHooks(h Hooks) Option { return func(o *options) { o.hooks = h } }
 // parameter must be the Batcher's In.
 func WithCost[In any](cost func(In) int64) Option {
 	return func(o *options) { o.cost = cost }
+}
+
+// WithPadding says that items are sequences padded to the longest in their
+// batch: an item's cost (WithCost) is its length, and a batch's cost is
+// its padded size, items × longest, held to MaxCost. Without group,
+// batches are taken in arrival order. With group, a batch is the oldest
+// queued item plus the queued items nearest to it in length, as long as
+// the batch stays at least three quarters real tokens; the others wait for
+// a later batch. Since the oldest item always goes, an item waits behind at
+// most as many batches as there are items queued ahead of it.
+func WithPadding(group bool) Option {
+	return func(o *options) { o.padded, o.grouped = true, group }
 }
 
 type result[Out any] struct {
@@ -190,7 +205,10 @@ type Batcher[In, Out any] struct {
 	epoch time.Time // origin of elapsed
 	hooks Hooks
 	cost  func(In) int64
-	pool  sync.Pool
+	// padded: a batch costs items × its longest; grouped: batches are
+	// formed by length (WithPadding).
+	padded, grouped bool
+	pool            sync.Pool
 
 	// wake has capacity 1: a send means "the ring changed, look again".
 	wake chan struct{}
@@ -248,6 +266,7 @@ func New[In, Out any](p Params, exec Executor[In, Out], opts ...Option) *Batcher
 		}
 		b.cost = cost
 	}
+	b.padded, b.grouped = o.padded, o.grouped
 	b.pool.New = func() any { return &waiter[Out]{ch: make(chan result[Out], 1)} }
 	return b
 }
@@ -476,30 +495,11 @@ func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out], held bool) (n int, wait 
 		b.mu.Unlock()
 		return 0, d, false
 	}
-	// Read the batch in place and discard its slots in one step: popping
-	// slot by slot would zero and wrap each one under the lock.
-	var cost, expiredCost int64
-	i := 0
-	for ; i < b.ring.len() && len(buf.in) < b.p.MaxBatch; i++ {
-		s := b.ring.at(i)
-		if err := s.ctx.Err(); err != nil {
-			// Dropped before Run: the runtime cannot cancel mid-batch, so
-			// this is the last chance to save the work.
-			expiredCost += s.cost
-			expired = append(expired, s.w)
-			expiredErrs = append(expiredErrs, err)
-			continue
-		}
-		if b.p.MaxCost > 0 && len(buf.in) > 0 && cost+s.cost > b.p.MaxCost {
-			break
-		}
-		cost += s.cost
-		buf.in = append(buf.in, s.in)
-		buf.w = append(buf.w, s.w)
-		buf.at = append(buf.at, s.at)
+	if b.grouped {
+		expired, expiredErrs = b.takeGroupedLocked(buf)
+	} else {
+		expired, expiredErrs = b.takeInOrderLocked(buf)
 	}
-	b.ring.discard(i)
-	b.qcost -= cost + expiredCost
 	b.inSystem -= len(expired)
 	if len(buf.in) > 0 && b.peak > b.inSystem {
 		b.peak--
@@ -525,6 +525,98 @@ func (b *Batcher[In, Out]) take(buf *batchBuf[In, Out], held bool) (n int, wait 
 		}
 	}
 	return len(buf.in), 0, false
+}
+
+// takeInOrderLocked fills buf with the oldest queued items, in arrival
+// order, up to MaxBatch and MaxCost, and removes them and the expired items
+// among them from the ring. b.mu is held.
+func (b *Batcher[In, Out]) takeInOrderLocked(buf *batchBuf[In, Out]) (expired []*waiter[Out], expiredErrs []error) {
+	// Read the batch in place and discard its slots in one step: popping
+	// slot by slot would zero and wrap each one under the lock.
+	var cost, expiredCost, longest int64
+	i := 0
+	for ; i < b.ring.len() && len(buf.in) < b.p.MaxBatch; i++ {
+		s := b.ring.at(i)
+		if err := s.ctx.Err(); err != nil {
+			// Dropped before Run: the runtime cannot cancel mid-batch, so
+			// this is the last chance to save the work.
+			expiredCost += s.cost
+			expired = append(expired, s.w)
+			expiredErrs = append(expiredErrs, err)
+			continue
+		}
+		if b.p.MaxCost > 0 && len(buf.in) > 0 {
+			if b.padded && int64(len(buf.in)+1)*max(longest, s.cost) > b.p.MaxCost ||
+				!b.padded && cost+s.cost > b.p.MaxCost {
+				break
+			}
+		}
+		cost += s.cost
+		longest = max(longest, s.cost)
+		buf.in = append(buf.in, s.in)
+		buf.w = append(buf.w, s.w)
+		buf.at = append(buf.at, s.at)
+	}
+	b.ring.discard(i)
+	b.qcost -= cost + expiredCost
+	return expired, expiredErrs
+}
+
+// groupWindow bounds how many queued items, oldest first, a grouped take
+// considers, in batches' worth: the lock is held while it looks.
+const groupWindow = 8
+
+// takeGroupedLocked fills buf with the oldest live item and the live items
+// nearest to it in length (WithPadding with group), and removes them and
+// the expired items from the ring. b.mu is held.
+func (b *Batcher[In, Out]) takeGroupedLocked(buf *batchBuf[In, Out]) (expired []*waiter[Out], errs []error) {
+	n := min(b.ring.len(), groupWindow*b.p.MaxBatch)
+	drop := make([]bool, b.ring.len())
+	live := make([]int, 0, n)
+	for i := range n {
+		s := b.ring.at(i)
+		if err := s.ctx.Err(); err != nil {
+			drop[i] = true
+			b.qcost -= s.cost
+			expired = append(expired, s.w)
+			errs = append(errs, err)
+			continue
+		}
+		live = append(live, i)
+	}
+	if len(live) > 0 {
+		anchor := b.ring.at(live[0]).cost
+		rest := live[1:]
+		dist := func(i int) int64 {
+			d := b.ring.at(i).cost - anchor
+			return max(d, -d)
+		}
+		sort.SliceStable(rest, func(x, y int) bool { return dist(rest[x]) < dist(rest[y]) })
+		pick := func(i int) {
+			s := b.ring.at(i)
+			drop[i] = true
+			b.qcost -= s.cost
+			buf.in = append(buf.in, s.in)
+			buf.w = append(buf.w, s.w)
+			buf.at = append(buf.at, s.at)
+		}
+		pick(live[0])
+		longest, real := anchor, anchor
+		for _, i := range rest {
+			if len(buf.in) >= b.p.MaxBatch {
+				break
+			}
+			c := b.ring.at(i).cost
+			l, k := max(longest, c), int64(len(buf.in)+1)
+			if b.p.MaxCost > 0 && k*l > b.p.MaxCost || 4*(k*l-(real+c)) > k*l {
+				continue
+			}
+			pick(i)
+			longest, real = l, real+c
+		}
+	}
+	b.ring.compact(drop)
+	return expired, errs
 }
 
 // utilWindow is the span over which executor utilization is measured.

@@ -479,6 +479,50 @@ func TestBatchBounds(t *testing.T) {
 	}
 }
 
+// With padding, a batch costs items × its longest. In arrival order, a
+// batch ends where the next item would push the padded size past MaxCost;
+// grouped by length, the oldest item goes with the queued items nearest to
+// it in length, and items far from it wait for a batch of their own.
+func TestPaddedBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		group   bool
+		lengths []int
+		want    [][]int
+	}{
+		// 3 × 100 = 300 fits; 4 × 200 would not; nor would 2 × 200.
+		{"arrival order", false, []int{100, 10, 100, 200, 10}, [][]int{{1}, {100, 10, 100}, {200}, {10}}},
+		// Oldest 100 with its neighbours 98 and 101 (3 × 101 = 303 ≤ 320);
+		// the short ones together; 200 alone (no one near it).
+		{"grouped", true, []int{100, 5, 98, 6, 101, 200, 4}, [][]int{{1}, {100, 101, 98}, {5, 6, 4}, {200}}},
+		// The oldest always goes, even when every other item is far from it:
+		// no item waits behind more batches than items ahead of it.
+		{"grouped, no starvation", true, []int{300, 4, 4, 4, 4}, [][]int{{1}, {300}, {4, 4, 4, 4}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGate()
+			p := Params{Capacity: 64, MaxBatch: 8, MaxCost: 320, Workers: 1}
+			b := New(p, g.exec, WithCost(func(v int) int64 { return int64(v) }), WithPadding(tc.group))
+			start(t, b)
+			rs := []<-chan result[int]{submitAsync(context.Background(), b, 1)}
+			<-g.entered
+			for i, l := range tc.lengths {
+				rs = append(rs, submitAsync(context.Background(), b, l))
+				waitQueued(t, b, i+1)
+			}
+			close(g.release)
+			for _, ch := range rs {
+				if r := <-ch; r.err != nil {
+					t.Error(r.err)
+				}
+			}
+			if got := g.Batches(); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("batches %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestWorkersRunConcurrently(t *testing.T) {
 	g := newGate()
 	p := params()

@@ -64,3 +64,23 @@ func (r *ring[T]) discard(n int) {
 	r.head = r.index(n)
 	r.n -= n
 }
+
+// compact removes the elements whose index (0 = oldest) drop reports,
+// keeping the others in order, and zeroes the slots freed.
+func (r *ring[T]) compact(drop []bool) {
+	w := 0
+	for i := 0; i < r.n; i++ {
+		if drop[i] {
+			continue
+		}
+		if w != i {
+			*r.at(w) = *r.at(i)
+		}
+		w++
+	}
+	var zero T
+	for i := w; i < r.n; i++ {
+		*r.at(i) = zero
+	}
+	r.n = w
+}

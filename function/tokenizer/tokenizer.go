@@ -45,6 +45,7 @@ type Truncation struct {
 // Tokenizer is a loaded tokenizer.json. It is safe for concurrent use.
 type Tokenizer struct {
 	vocab    map[string]int64
+	byID     map[int64]string // id → token
 	unk      int64
 	prefix   string
 	maxChars int
@@ -161,6 +162,10 @@ func Parse(b []byte) (*Tokenizer, error) {
 	if err := json.Unmarshal(m.Vocab, &t.vocab); err != nil {
 		return nil, fmt.Errorf("WordPiece vocab: %w", err)
 	}
+	t.byID = make(map[int64]string, len(t.vocab))
+	for k, v := range t.vocab {
+		t.byID[v] = k
+	}
 	unk, ok := t.vocab[m.UnkToken]
 	if !ok {
 		return nil, fmt.Errorf("unk_token %q is not in the vocabulary", m.UnkToken)
@@ -187,6 +192,7 @@ func Parse(b []byte) (*Tokenizer, error) {
 			return nil, fmt.Errorf("added token %q: normalized added tokens are not supported", a.Content)
 		}
 		t.added = append(t.added, addedToken{a.Content, a.ID})
+		t.byID[a.ID] = a.Content
 		if _, ok := t.vocab[a.Content]; !ok {
 			t.vocab[a.Content] = a.ID
 		}
@@ -291,6 +297,9 @@ func template(items []map[string]json.RawMessage, specials map[string]struct {
 	}
 	return out, nil
 }
+
+// Token returns the token string of an id ("" if unknown).
+func (t *Tokenizer) Token(id int64) string { return t.byID[id] }
 
 // MaxLength is the file's truncation length, or 0.
 func (t *Tokenizer) MaxLength() int {

@@ -1,0 +1,248 @@
+// Package tasks serves model directories as Hugging Face Optimum exports
+// them: it reads the directory (model.onnx or onnx/model.onnx,
+// tokenizer.json, tokenizer_config.json, config.json), binds the model's
+// inputs and outputs, encodes turn text with the model's own tokenizer and
+// shapes each task's outputs (classification.go, embeddings.go,
+// entities.go). It runs nothing itself: the turn pipeline batches the
+// inputs it builds into ONNX Runtime calls.
+package tasks
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/tokenizer"
+)
+
+// The tasks, named as Hugging Face's pipelines name them.
+const (
+	TextClassification  = "text-classification"
+	FeatureExtraction   = "feature-extraction"
+	TokenClassification = "token-classification"
+)
+
+// Aggregations of token classification, as Hugging Face's pipeline defines
+// them.
+var Aggregations = []string{"none", "simple", "first", "average", "max"}
+
+// Model is a model directory bound to its ONNX model's inputs and outputs.
+type Model struct {
+	Dir  string
+	File string // the .onnx file
+	Name string // the served model's name: the directory's base name
+	Tok  *tokenizer.Tokenizer
+	// Task is one of the constants; from SOUS_TASK or the outputs.
+	Task        string
+	Labels      []string // id2label, by id
+	MultiLabel  bool     // config.json problem_type multi_label_classification: sigmoid
+	MaxLength   int      // tokens per input, special tokens included
+	Aggregation string
+
+	ids, mask, types int // input indexes; types -1 when the model has none
+	out              int // output index
+	inputs           int // number of model inputs
+}
+
+// IsDir reports whether path names a directory (a model directory, not an
+// .onnx file).
+func IsDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
+}
+
+// Open reads a model directory. task ("" to infer it from the outputs) and
+// aggregation ("" for simple) come from SOUS_TASK and SOUS_AGGREGATION.
+func Open(dir, task, aggregation string) (*Model, error) {
+	m := &Model{Dir: dir, Name: filepath.Base(filepath.Clean(dir)), Task: task, Aggregation: aggregation}
+	if m.Aggregation == "" {
+		m.Aggregation = "simple"
+	}
+	if !slices.Contains(Aggregations, m.Aggregation) {
+		return nil, fmt.Errorf("SOUS_AGGREGATION %q: want one of %s", aggregation, strings.Join(Aggregations, ", "))
+	}
+	if task != "" && task != TextClassification && task != FeatureExtraction && task != TokenClassification {
+		return nil, fmt.Errorf("SOUS_TASK %q: want %s, %s or %s", task, TextClassification, FeatureExtraction, TokenClassification)
+	}
+	for _, f := range []string{"model.onnx", filepath.Join("onnx", "model.onnx")} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			m.File = filepath.Join(dir, f)
+			break
+		}
+	}
+	if m.File == "" {
+		return nil, fmt.Errorf("model directory %s: no model.onnx or onnx/model.onnx", dir)
+	}
+	var err error
+	if m.Tok, err = tokenizer.Load(filepath.Join(dir, "tokenizer.json")); err != nil {
+		return nil, fmt.Errorf("model directory %s: %w", dir, err)
+	}
+
+	var cfg struct {
+		ID2Label              map[string]string `json:"id2label"`
+		ProblemType           string            `json:"problem_type"`
+		MaxPositionEmbeddings int               `json:"max_position_embeddings"`
+	}
+	if err := readJSON(filepath.Join(dir, "config.json"), &cfg); err != nil {
+		return nil, err
+	}
+	for k, v := range cfg.ID2Label {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i > 1<<16 {
+			return nil, fmt.Errorf("config.json: id2label key %q is not a label id", k)
+		}
+		for len(m.Labels) <= i {
+			m.Labels = append(m.Labels, "")
+		}
+		m.Labels[i] = v
+	}
+	m.MultiLabel = cfg.ProblemType == "multi_label_classification"
+
+	var tc struct {
+		ModelMaxLength float64 `json:"model_max_length"`
+	}
+	if err := readJSON(filepath.Join(dir, "tokenizer_config.json"), &tc); err != nil {
+		return nil, err
+	}
+	m.MaxLength = 512
+	for _, n := range []int{m.Tok.MaxLength(), cfg.MaxPositionEmbeddings} {
+		if n > 0 {
+			m.MaxLength = min(m.MaxLength, n)
+		}
+	}
+	if tc.ModelMaxLength > 0 && tc.ModelMaxLength < 1e6 {
+		m.MaxLength = min(m.MaxLength, int(tc.ModelMaxLength))
+	}
+	return m, nil
+}
+
+// readJSON reads an optional JSON file into v.
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// Bind finds Optimum's inputs (input_ids, attention_mask, token_type_ids:
+// int64 [batch, sequence]) and the task's output among the model's, and
+// infers the task from the outputs when none was named: logits [B, labels]
+// is text classification, logits [B, S, labels] token classification,
+// last_hidden_state [B, S, H] feature extraction.
+func (m *Model) Bind(ins, outs []model.Info) error {
+	m.ids, m.mask, m.types, m.out, m.inputs = -1, -1, -1, -1, len(ins)
+	for i, in := range ins {
+		if in.DType != model.INT64 || len(in.Shape) != 2 {
+			return fmt.Errorf("model %s: input %q is %s %v, want INT64 [batch, sequence]", m.Name, in.Name, in.DType, in.Shape)
+		}
+		switch in.Name {
+		case "input_ids":
+			m.ids = i
+		case "attention_mask":
+			m.mask = i
+		case "token_type_ids":
+			m.types = i
+		default:
+			return fmt.Errorf("model %s: input %q is not one of Optimum's (input_ids, attention_mask, token_type_ids)", m.Name, in.Name)
+		}
+	}
+	if m.ids < 0 || m.mask < 0 {
+		return fmt.Errorf("model %s: want inputs input_ids and attention_mask", m.Name)
+	}
+	want := map[string]struct {
+		name string
+		rank int
+	}{TextClassification: {"logits", 2}, TokenClassification: {"logits", 3}, FeatureExtraction: {"last_hidden_state", 3}}
+	for i, o := range outs {
+		for task, w := range want {
+			if (m.Task == "" || m.Task == task) && o.Name == w.name && len(o.Shape) == w.rank && o.DType == model.FP32 {
+				m.Task, m.out = task, i
+			}
+		}
+		if m.out >= 0 {
+			break
+		}
+	}
+	if m.out < 0 {
+		var got []string
+		for _, o := range outs {
+			got = append(got, fmt.Sprintf("%s %s %v", o.Name, o.DType, o.Shape))
+		}
+		if m.Task != "" {
+			return fmt.Errorf("model %s: SOUS_TASK %s wants output %s of rank %d; the model has %s", m.Name, m.Task, want[m.Task].name, want[m.Task].rank, strings.Join(got, ", "))
+		}
+		return fmt.Errorf("model %s: no task follows from outputs %s (want logits or last_hidden_state)", m.Name, strings.Join(got, ", "))
+	}
+	return nil
+}
+
+// Encode tokenizes a turn: the text alone, or with context (earlier turns'
+// texts, oldest first) as the first segment and the text as the second.
+// Truncation to MaxLength takes from the context, oldest tokens first,
+// never from the text; a text too long on its own is cut as a single input
+// without context.
+func (m *Model) Encode(text string, context []string) tokenizer.Encoding {
+	if len(context) > 0 {
+		first := strings.Join(context, " ")
+		e, err := m.Tok.EncodeWith(first, &text, &tokenizer.Truncation{MaxLength: m.MaxLength, Strategy: "only_first", Left: true})
+		if err == nil {
+			return e
+		}
+	}
+	e, _ := m.Tok.EncodeWith(text, nil, &tokenizer.Truncation{MaxLength: m.MaxLength, Strategy: "longest_first"})
+	return e
+}
+
+// Inputs lays an encoding out as the model's input tensors, one row.
+func (m *Model) Inputs(e tokenizer.Encoding) []model.Tensor {
+	n := int64(e.Len())
+	shape := []int64{1, n}
+	ones := make([]int64, n)
+	for i := range ones {
+		ones[i] = 1
+	}
+	in := make([]model.Tensor, m.inputs)
+	in[m.ids] = model.Tensor{Name: "input_ids", DType: model.INT64, Shape: shape, I64: e.IDs}
+	in[m.mask] = model.Tensor{Name: "attention_mask", DType: model.INT64, Shape: shape, I64: ones}
+	if m.types >= 0 {
+		in[m.types] = model.Tensor{Name: "token_type_ids", DType: model.INT64, Shape: shape, I64: e.TypeIDs}
+	}
+	return in
+}
+
+// Render shapes one row's outputs as the task's turn output. text is the
+// turn's text; its tokens are those of e's last sequence.
+func (m *Model) Render(text string, e tokenizer.Encoding, outs []model.Tensor) (json.RawMessage, error) {
+	out := outs[m.out]
+	switch m.Task {
+	case TextClassification:
+		return json.Marshal(m.classify(out.F32))
+	case FeatureExtraction:
+		return json.Marshal(embed(out))
+	default:
+		return json.Marshal(struct {
+			Entities []Entity `json:"entities"`
+		}{m.entities(text, e, out)})
+	}
+}
+
+// label names label i.
+func (m *Model) label(i int) string {
+	if i < len(m.Labels) && m.Labels[i] != "" {
+		return m.Labels[i]
+	}
+	return "LABEL_" + strconv.Itoa(i)
+}

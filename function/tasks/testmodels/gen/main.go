@@ -1,0 +1,24 @@
+// Command gen writes the test model directories (make model):
+// gen -tokenizer TOKENIZER.json -out testdata/models.
+package main
+
+import (
+	"flag"
+	"log"
+	"os"
+
+	"github.com/sous-ai/sous/function/tasks/testmodels"
+)
+
+func main() {
+	tok := flag.String("tokenizer", "function/tokenizer/testdata/tokenizers/all-minilm-l6-v2.json", "a BERT-family tokenizer.json")
+	out := flag.String("out", "testdata/models", "where to write <task>/")
+	flag.Parse()
+	b, err := os.ReadFile(*tok)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := testmodels.Write(*out, b); err != nil {
+		log.Fatal(err)
+	}
+}
