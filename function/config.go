@@ -33,6 +33,12 @@ type Config struct {
 	BatchState    bool          // SOUS_STATE_BATCH: one state read and write per batch (default), or per turn
 	PubSub        string        // SOUS_PUBSUB, the Dapr pub/sub component
 	Topic         string        // SOUS_TOPIC, the topic of turn events
+	// Model directories (DESIGN.md "Models from Hugging Face").
+	Task           string // SOUS_TASK: "" (from the model's outputs), text-classification, feature-extraction or token-classification
+	Aggregation    string // SOUS_AGGREGATION: none, simple, first, average or max
+	ContextTurns   int    // SOUS_CONTEXT_TURNS: earlier turns' texts put before the text
+	MaxBatchTokens int    // SOUS_MAX_BATCH_TOKENS: padded tokens in one batch
+	BatchOrder     string // SOUS_BATCH_ORDER: length (group similar lengths) or arrival
 }
 
 // Defaults.
@@ -115,6 +121,11 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.BatchState = oneOf("SOUS_STATE_BATCH", "true", "true", "false") == "true"
 	c.PubSub = str("SOUS_PUBSUB", "pubsub")
 	c.Topic = str("SOUS_TOPIC", "turns")
+	c.Task = oneOf("SOUS_TASK", "", "", "text-classification", "feature-extraction", "token-classification")
+	c.Aggregation = oneOf("SOUS_AGGREGATION", "simple", "none", "simple", "first", "average", "max")
+	c.ContextTurns = num("SOUS_CONTEXT_TURNS", 0, 0, 64)
+	c.MaxBatchTokens = num("SOUS_MAX_BATCH_TOKENS", 16384, 1, 1<<24)
+	c.BatchOrder = oneOf("SOUS_BATCH_ORDER", "length", "length", "arrival")
 	if c.Queue < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("SOUS_QUEUE=%d: must be at least SOUS_MAX_BATCH=%d", c.Queue, c.MaxBatch))
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/state"
+	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/telemetry"
 )
 
@@ -32,6 +33,15 @@ type job struct {
 	session string       // "" for stateless OIP calls
 	turn    *turnRequest // nil for stateless OIP calls
 	inputs  []model.Tensor
+}
+
+// tokens is a job's sequence length: dimension 1 of its first input (the
+// token ids of a model directory's text turn).
+func (j job) tokens() int64 {
+	if len(j.inputs) == 0 || len(j.inputs[0].Shape) < 2 {
+		return 1
+	}
+	return j.inputs[0].Shape[1]
 }
 
 type result struct {
@@ -95,6 +105,12 @@ type Function struct {
 	turns     atomic.Int64
 	turnLimit int64
 	text      *textModel // nil if the model does not take text
+	// hf, when SOUS_MODEL is a model directory, encodes text turns with the
+	// model's tokenizer and shapes their outputs (text is then nil).
+	hf *tasks.Model
+	// onInputs, set by tests, sees the input ids of each text turn of a
+	// model directory as the model gets them.
+	onInputs func(ids []int64)
 	echo      *echo.Echo
 	now       func() time.Time
 	metrics   *telemetry.Metrics
@@ -132,16 +148,31 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	if p.Library == "" {
 		p.Library = model.FindLibrary()
 	}
-	if cfg.Model == "" {
+	var err error
+	switch {
+	case cfg.Model == "":
 		p.Data, p.Name = demo.ONNX, demo.Name
-	} else {
+	case tasks.IsDir(cfg.Model):
+		if f.hf, err = tasks.Open(cfg.Model, cfg.Task, cfg.Aggregation); err != nil {
+			return nil, err
+		}
+		p.Model, p.Name = f.hf.File, f.hf.Name
+	default:
 		p.Model = cfg.Model
 	}
-	var err error
 	if f.engine, err = model.New(p); err != nil {
 		return nil, err
 	}
-	f.text = textModelOf(f.engine)
+	if f.hf != nil {
+		if err := f.hf.Bind(f.engine.Inputs(), f.engine.Outputs()); err != nil {
+			f.engine.Close()
+			return nil, err
+		}
+		o.logger.Info("model directory", "model", f.hf.Name, "task", f.hf.Task, "max_length", f.hf.MaxLength,
+			"labels", len(f.hf.Labels), "context_turns", cfg.ContextTurns)
+	} else {
+		f.text = textModelOf(f.engine)
+	}
 	if o.noTelemetry {
 		o.tp = noop.NewTracerProvider()
 	}
@@ -206,18 +237,26 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		executors++
 	}
 	f.turnLimit = int64(cfg.Queue + cfg.MaxBatch*executors)
-	f.batcher = batching.New(batching.Params{
+	bp := batching.Params{
 		Capacity:     cfg.Queue,
 		MaxBatch:     cfg.MaxBatch,
 		MaxDelay:     cfg.MaxDelay,
 		Workers:      executors,
 		DrainTimeout: cfg.DrainTimeout,
-	}, exec, batching.WithHooks(batching.Hooks{
+	}
+	var bopts []batching.Option
+	if f.hf != nil {
+		// A batch of text costs its padded token count.
+		bp.MaxCost = int64(cfg.MaxBatchTokens)
+		bopts = append(bopts, batching.WithCost(func(j job) int64 { return j.tokens() }),
+			batching.WithPadding(cfg.BatchOrder == "length"))
+	}
+	f.batcher = batching.New(bp, exec, append(bopts, batching.WithHooks(batching.Hooks{
 		Batch: f.metrics.Batch,
 		Wait:  f.metrics.QueueWait,
 		// An expired item's request is counted once, as its handler
 		// answers it (reason expired).
-	}))
+	}))...)
 
 	if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
 		f.engine.Close()
@@ -257,6 +296,9 @@ func (f *Function) execute(ctx context.Context, in []job, out []result) error {
 		items := make([][]model.Tensor, len(need))
 		for k, i := range need {
 			items[k] = in[i].inputs
+			if f.onInputs != nil && f.hf != nil && in[i].turn != nil {
+				f.onInputs(items[k][0].I64)
+			}
 		}
 		select {
 		case f.modelSlots <- struct{}{}:

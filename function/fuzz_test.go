@@ -48,7 +48,7 @@ func FuzzTurnBody(f *testing.F) {
 			req, err = tb.request()
 			if err == nil {
 				req.Session = "fuzz"
-				_, err = fn.buildInputs(req)
+				_, err = fn.buildInputs(&req)
 			}
 		}
 		checkDecoded(t, err)
@@ -103,7 +103,7 @@ func FuzzCloudEventData(f *testing.F) {
 		}
 		req, err := fn.eventRequest(&ev, false)
 		if err == nil {
-			_, err = fn.buildInputs(req)
+			_, err = fn.buildInputs(&req)
 		}
 		// An invalid session id passes decoding; turn() rejects it.
 		checkDecoded(t, err)

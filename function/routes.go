@@ -347,7 +347,7 @@ func (f *Function) turnEvents(ctx context.Context, events []event.Event) ([]even
 	for i := range events {
 		req, err := f.eventRequest(&events[i], false)
 		if err == nil {
-			items[i], err = f.prepare(req)
+			items[i], err = f.prepare(&req)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("event %d (id %q): %w", i, events[i].ID(), err)

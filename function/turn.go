@@ -24,6 +24,7 @@ import (
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/telemetry"
+	"github.com/sous-ai/sous/function/tokenizer"
 )
 
 // turnRequest is one turn, however it arrived.
@@ -36,6 +37,8 @@ type turnRequest struct {
 	// Inputs are OIP tensors, used when Text is "" and HasInputs.
 	Inputs    []model.Tensor
 	HasInputs bool
+	// enc is the text's encoding, for a model directory's text turn.
+	enc *tokenizer.Encoding
 }
 
 // Reply is a turn's answer: the reply event's data, and /turn's body.
@@ -59,7 +62,7 @@ const maxConflicts = 8
 // call, conditionally on the ETags read. A turn that lost an ETag race is
 // redone on the session as it is now.
 func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
-	item, err := f.prepare(req)
+	item, err := f.prepare(&req)
 	if err != nil {
 		return Reply{}, err
 	}
@@ -68,7 +71,7 @@ func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 
 // prepare validates a turn before it runs: its session id and its model
 // inputs (built with a zero state in the state slot).
-func (f *Function) prepare(req turnRequest) ([]model.Tensor, error) {
+func (f *Function) prepare(req *turnRequest) ([]model.Tensor, error) {
 	if !sessionID.MatchString(req.Session) {
 		return nil, badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
 	}
@@ -175,6 +178,13 @@ func (f *Function) executeTurns(ctx context.Context, in []job, out []result, run
 		if stateful {
 			j.inputs[stateIn] = f.stateTensor(entries[i].Session.State, stateIn)
 		}
+		if f.hf != nil && j.turn.enc != nil && f.cfg.ContextTurns > 0 {
+			// Encoded again on every run: a redo after a conflict sees
+			// the session's newer transcript.
+			enc := f.hf.Encode(j.turn.Text, lastTexts(entries[i].Session.History, f.cfg.ContextTurns))
+			j.turn.enc = &enc
+			in[i].inputs = f.hf.Inputs(enc)
+		}
 		need = append(need, i)
 	}
 	if len(need) == 0 {
@@ -239,6 +249,18 @@ func (f *Function) executeTurns(ctx context.Context, in []job, out []result, run
 	return nil
 }
 
+// lastTexts returns the texts of the last n turns of a transcript, oldest
+// first.
+func lastTexts(history []state.Turn, n int) []string {
+	var out []string
+	for _, h := range history[max(0, len(history)-n):] {
+		if h.Text != "" {
+			out = append(out, h.Text)
+		}
+	}
+	return out
+}
+
 func findEvent(history []state.Turn, event string) *state.Turn {
 	for i := range history {
 		if history[i].Event == event {
@@ -250,12 +272,22 @@ func findEvent(history []state.Turn, event string) *state.Turn {
 
 // buildInputs validates the request's model inputs, with a zero state in
 // the state slot; the real state is put there once the session is read.
-func (f *Function) buildInputs(req turnRequest) ([]model.Tensor, error) {
+func (f *Function) buildInputs(req *turnRequest) ([]model.Tensor, error) {
 	stateIn, _, stateful := f.engine.State()
 	var item []model.Tensor
 	switch {
 	case req.Text != "" && req.HasInputs:
 		return nil, badRequest("give either text or inputs, not both")
+	case req.Text != "" && f.hf != nil:
+		if len(req.Text) > MaxText {
+			return nil, badRequest("text is %d bytes, the limit is %d", len(req.Text), MaxText)
+		}
+		// Encoded without context here (to check it and to cost it in the
+		// batcher); with SOUS_CONTEXT_TURNS the executor encodes it again
+		// with the session's earlier texts once it has read the session.
+		enc := f.hf.Encode(req.Text, nil)
+		req.enc = &enc
+		item = f.hf.Inputs(enc)
 	case req.Text != "":
 		if f.text == nil {
 			return nil, badRequest("model %s does not take text; send OIP inputs instead", f.engine.Name())
@@ -319,6 +351,9 @@ func (f *Function) stateTensor(s []float32, idx int) model.Tensor {
 // render turns the model's outputs into the reply's output: the intent and
 // its scores for text, OIP tensors (less the carried state) otherwise.
 func (f *Function) render(req turnRequest, outs []model.Tensor) (json.RawMessage, error) {
+	if req.Text != "" && f.hf != nil && req.enc != nil {
+		return f.hf.Render(req.Text, *req.enc, outs)
+	}
 	if req.Text != "" {
 		probs := outs[f.text.probs].F32
 		best := 0

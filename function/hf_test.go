@@ -1,0 +1,266 @@
+package function
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sous-ai/sous/function/state"
+	"github.com/sous-ai/sous/function/tasks/testmodels"
+	"github.com/sous-ai/sous/function/tokenizer"
+)
+
+var (
+	modelsOnce sync.Once
+	modelsDir  string
+	modelsErr  error
+)
+
+// testModels writes the test model directories (as make model does) once
+// per test binary.
+func testModels(t *testing.T) string {
+	t.Helper()
+	modelsOnce.Do(func() {
+		tok, err := os.ReadFile("tokenizer/testdata/tokenizers/all-minilm-l6-v2.json")
+		if err != nil {
+			modelsErr = err
+			return
+		}
+		modelsDir, modelsErr = os.MkdirTemp("", "sous-models")
+		if modelsErr == nil {
+			modelsErr = testmodels.Write(modelsDir, tok)
+		}
+	})
+	if modelsErr != nil {
+		t.Fatal(modelsErr)
+	}
+	return modelsDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if modelsDir != "" {
+		os.RemoveAll(modelsDir)
+	}
+	os.Exit(code)
+}
+
+func hfServer(t *testing.T, task string, edit func(*Config)) *server {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.Model = filepath.Join(testModels(t), task)
+	if edit != nil {
+		edit(&cfg)
+	}
+	return startServer(t, cfg)
+}
+
+func turnJSON(t *testing.T, s *server, session, text string, out any) Reply {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"session": session, "text": text})
+	code, _, b := s.post(t, "/turn", map[string]string{"Content-Type": "application/json"}, string(body))
+	if code != 200 {
+		t.Fatalf("/turn %q: %d %s", text, code, b)
+	}
+	var r Reply
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(r.Output, out); err != nil {
+			t.Fatalf("output %s: %v", r.Output, err)
+		}
+	}
+	return r
+}
+
+// A model directory of a text classifier answers text turns with its
+// labels from config.json, softmax scores summing to one.
+func TestModelDirTextClassification(t *testing.T) {
+	s := hfServer(t, "text-classification", nil)
+	for text, want := range map[string]string{
+		"the support was great, thanks!":        "positive",
+		"this is terrible, the app is broken":   "negative",
+		"I LOVE it. Perfect.":                   "positive",
+		"worst experience ever, I'm so angry 😠": "negative",
+	} {
+		var out struct {
+			Label  string             `json:"label"`
+			Score  float32            `json:"score"`
+			Scores map[string]float32 `json:"scores"`
+		}
+		r := turnJSON(t, s, "tc", text, &out)
+		sum := out.Scores["positive"] + out.Scores["negative"]
+		if out.Label != want || math.Abs(float64(sum-1)) > 1e-5 || out.Score != out.Scores[want] || r.Model != "text-classification" {
+			t.Errorf("%q: %+v (model %s), want %s", text, out, r.Model, want)
+		}
+	}
+}
+
+// A feature-extraction model answers with an L2-normalized mean-pooled
+// embedding that does not depend on what it was batched with: padding is
+// masked and trimmed.
+func TestModelDirEmbeddings(t *testing.T) {
+	b := &blockingExec{entered: make(chan int, 16), release: make(chan struct{})}
+	cfg := testConfig(t)
+	cfg.Model = filepath.Join(testModels(t), "feature-extraction")
+	cfg.BatchOrder = "arrival" // one batch of every length
+	s := startServer(t, cfg, WithExecutorWrapper(b.wrap))
+	type emb struct {
+		Embedding []float32 `json:"embedding"`
+		Dims      int       `json:"dims"`
+	}
+	var alone emb
+	go func() { <-b.entered; b.release <- struct{}{} }()
+	turnJSON(t, s, "fe-alone", "hello there", &alone)
+	var norm float64
+	for _, v := range alone.Embedding {
+		norm += float64(v) * float64(v)
+	}
+	if alone.Dims != 16 || len(alone.Embedding) != 16 || math.Abs(norm-1) > 1e-5 {
+		t.Fatalf("embedding: dims %d, %d values, norm² %f", alone.Dims, len(alone.Embedding), norm)
+	}
+	// The same text queued with longer ones, run as one batch.
+	var wg sync.WaitGroup
+	results := make([]emb, 8)
+	replies := make([]Reply, 8)
+	wg.Add(1)
+	go func() { defer wg.Done(); turnJSON(t, s, "fe-first", "hold", nil) }()
+	<-b.entered // the executor holds the first batch while the rest queue
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			text := "hello there"
+			if i > 0 {
+				text = strings.Repeat("a much longer sentence to pad against ", i)
+			}
+			replies[i] = turnJSON(t, s, fmt.Sprintf("fe-%d", i), text, &results[i])
+		}()
+	}
+	for s.f.batcher.Len() < len(results) {
+		time.Sleep(time.Millisecond)
+	}
+	close(b.release)
+	wg.Wait()
+	if replies[0].BatchSize != len(results) {
+		t.Fatalf("batch of %d, want %d", replies[0].BatchSize, len(results))
+	}
+	for j, v := range results[0].Embedding {
+		if math.Abs(float64(v-alone.Embedding[j])) > 1e-5 {
+			t.Fatalf("batched embedding differs at %d: %v vs %v", j, results[0].Embedding, alone.Embedding)
+		}
+	}
+	t.Logf("the same text's embedding alone and in a batch of %d with texts up to %d words: equal", replies[0].BatchSize, 7*7)
+}
+
+// Token classification gives entities with character offsets into the
+// turn's text, aggregated as Hugging Face's pipeline does.
+func TestModelDirEntities(t *testing.T) {
+	text := "Hi, I'm John Smith from New York, visiting Sousville and Paris."
+	type ent struct {
+		Entity string  `json:"entity"`
+		Score  float32 `json:"score"`
+		Start  int     `json:"start"`
+		End    int     `json:"end"`
+		Word   string  `json:"word"`
+	}
+	for _, tc := range []struct {
+		aggregation string
+		want        []string // entity:word
+	}{
+		{"none", []string{"B-PER:John", "I-PER:Smith", "B-LOC:New", "I-LOC:York", "B-LOC:Sous", "B-LOC:Paris"}},
+		{"simple", []string{"PER:John Smith", "LOC:New York", "LOC:Sous", "LOC:Paris"}},
+		{"first", []string{"PER:John Smith", "LOC:New York", "LOC:Sousville", "LOC:Paris"}},
+		{"average", []string{"PER:John Smith", "LOC:New York", "LOC:Paris"}},
+		{"max", []string{"PER:John Smith", "LOC:New York", "LOC:Paris"}},
+	} {
+		t.Run(tc.aggregation, func(t *testing.T) {
+			s := hfServer(t, "token-classification", func(c *Config) { c.Aggregation = tc.aggregation })
+			var out struct {
+				Entities []ent `json:"entities"`
+			}
+			turnJSON(t, s, "tok", text, &out)
+			var got []string
+			runes := []rune(text)
+			for _, e := range out.Entities {
+				got = append(got, e.Entity+":"+e.Word)
+				if string(runes[e.Start:e.End]) != e.Word || e.Score <= 0 || e.Score > 1 {
+					t.Errorf("entity %+v: offsets give %q", e, string(runes[e.Start:e.End]))
+				}
+			}
+			if strings.Join(got, ", ") != strings.Join(tc.want, ", ") {
+				t.Errorf("aggregation %s: %v, want %v", tc.aggregation, got, tc.want)
+			}
+		})
+	}
+}
+
+// SOUS_CONTEXT_TURNS puts the session's earlier texts, read back through
+// the store, in the first segment; the current text is the second and is
+// never truncated.
+func TestModelDirContextTurns(t *testing.T) {
+	store := state.NewMemory(nil)
+	cfg := testConfig(t)
+	cfg.Model = filepath.Join(testModels(t), "text-classification")
+	cfg.ContextTurns = 2
+	s := startServer(t, cfg, WithStore(store))
+	tok, err := tokenizer.Load(filepath.Join(cfg.Model, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	turnJSON(t, s, "ctx", "my order arrived broken", nil)
+	// What the second turn's inputs are: seen by the model as the pair
+	// (first turn's text, second turn's text).
+	var second []int64
+	s.f.onInputs = func(ids []int64) { second = ids }
+	var out struct {
+		Label string `json:"label"`
+	}
+	turnJSON(t, s, "ctx", "what now?", &out)
+	want, _ := tok.EncodePair("my order arrived broken", "what now?")
+	if fmt.Sprint(second) != fmt.Sprint(want.IDs) {
+		t.Fatalf("second turn's input ids %v, want the pair %v", second, want.IDs)
+	}
+	// The first turn's negative words carry into the second turn.
+	if out.Label != "negative" {
+		t.Errorf("second turn with context: %s, want negative", out.Label)
+	}
+	// A long history is cut from its oldest tokens; the text stays whole.
+	long := strings.Repeat("great ", 600)
+	turnJSON(t, s, "ctx2", long, nil)
+	turnJSON(t, s, "ctx2", "and then it broke", nil)
+	wantTail, _ := tok.EncodeWith(long, ptrTo("and then it broke"), &tokenizer.Truncation{MaxLength: 256, Strategy: "only_first", Left: true})
+	if fmt.Sprint(second) != fmt.Sprint(wantTail.IDs) || len(second) != 256 {
+		t.Fatalf("long context: %d ids %v…", len(second), second[:min(8, len(second))])
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// A model directory that does not fit is refused at start-up with the
+// reason.
+func TestModelDirRefused(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(testModels(t), "text-classification")
+	for _, f := range []string{"model.onnx", "config.json"} {
+		b, _ := os.ReadFile(filepath.Join(src, f))
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	cfg := testConfig(t)
+	cfg.Model = dir
+	if _, err := New(cfg, WithLogger(quietLogger())); err == nil || !strings.Contains(err.Error(), "tokenizer.json") {
+		t.Errorf("no tokenizer.json: %v", err)
+	}
+	cfg.Model = filepath.Join(testModels(t), "feature-extraction")
+	cfg.Task = "text-classification"
+	if _, err := New(cfg, WithLogger(quietLogger())); err == nil || !strings.Contains(err.Error(), "SOUS_TASK text-classification wants output logits") {
+		t.Errorf("SOUS_TASK mismatch: %v", err)
+	}
+}
