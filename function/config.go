@@ -25,6 +25,7 @@ type Config struct {
 	MaxBody       int64         // SOUS_MAX_BODY, bytes
 	StateTimeout  time.Duration // SOUS_STATE_TIMEOUT, per state call
 	DrainTimeout  time.Duration // SOUS_DRAIN_TIMEOUT, SIGTERM grace
+	DrainQuiet    time.Duration // SOUS_DRAIN_QUIET: after SIGTERM, the listener stays open until no request came for this long
 	DaprAvailable bool          // DAPR_GRPC_PORT, DAPR_GRPC_ENDPOINT or DAPR_HTTP_PORT set
 	DaprAddress   string        // DAPR_GRPC_ENDPOINT, or 127.0.0.1:DAPR_GRPC_PORT (default 50001)
 	DaprToken     string        // DAPR_API_TOKEN, sent to the sidecar
@@ -110,6 +111,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.MaxBody = int64(num("SOUS_MAX_BODY", DefaultMaxBody, 1024, 64<<20))
 	c.StateTimeout = dur("SOUS_STATE_TIMEOUT", 2*time.Second, time.Millisecond, time.Minute)
 	c.DrainTimeout = dur("SOUS_DRAIN_TIMEOUT", 25*time.Second, 0, 10*time.Minute)
+	c.DrainQuiet = dur("SOUS_DRAIN_QUIET", time.Second, 0, time.Minute)
 	c.DaprAvailable = getenv("DAPR_GRPC_PORT") != "" || getenv("DAPR_HTTP_PORT") != "" || getenv("DAPR_GRPC_ENDPOINT") != ""
 	c.DaprAddress = getenv("DAPR_GRPC_ENDPOINT")
 	if c.DaprAddress == "" {

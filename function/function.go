@@ -124,6 +124,9 @@ type Function struct {
 
 	ready   atomic.Bool
 	admit   admission
+	// lastRequest is when the latest request arrived (Unix ns): after
+	// SIGTERM the listener stays open until requests stop coming.
+	lastRequest atomic.Int64
 	started time.Time
 }
 
@@ -348,10 +351,27 @@ func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
 	// Drain: refuse new turns, let accepted ones finish, then close.
 	f.ready.Store(false)
 	f.log.Info("draining", "timeout", f.cfg.DrainTimeout.String())
+	deadline := time.After(f.cfg.DrainTimeout)
+	signalled := time.Now().UnixNano()
 	select {
 	case <-f.admit.close():
-	case <-time.After(f.cfg.DrainTimeout):
+	case <-deadline:
 		f.log.Warn("drain timeout: turns still running")
+	}
+	// Keep the listener open (new turns get 503 + Retry-After) until no
+	// request has come for DrainQuiet since the signal: a proxy in front (Knative's
+	// queue-proxy) may still forward a few after the signal, and a closed
+	// listener would make those 502s instead of answers to retry.
+	for quiet := time.Duration(0); quiet < f.cfg.DrainQuiet; {
+		quiet = time.Duration(time.Now().UnixNano() - max(signalled, f.lastRequest.Load()))
+		if quiet >= f.cfg.DrainQuiet {
+			break
+		}
+		select {
+		case <-time.After(f.cfg.DrainQuiet - quiet):
+		case <-deadline:
+			quiet = f.cfg.DrainQuiet
+		}
 	}
 	// Every admitted turn has been answered; what is left are idle
 	// connections and ones that never sent a request (Shutdown would wait

@@ -646,3 +646,55 @@ func TestEveryNthBatchFailing(t *testing.T) {
 	}
 	t.Logf("answers %v over %d batches", codes, batches.Load())
 }
+
+// After SIGTERM the listener stays open while requests keep coming (a proxy
+// in front may still forward some): they get 503 + Retry-After, never a
+// refused connection; Serve returns once they stop for DrainQuiet.
+func TestDrainKeepsListenerWhileRequestsCome(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DrainQuiet = 300 * time.Millisecond
+	f, err := New(cfg, WithLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Serve(ctx, ln) }()
+	for !f.ready.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	s := &server{f: f, url: "http://" + ln.Addr().String()}
+	cancel() // SIGTERM
+	for f.ready.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	stopped := time.Now()
+	for i := range 10 { // 1s of requests, 100ms apart: longer than DrainQuiet in all
+		req, _ := http.NewRequest(http.MethodPost, s.url+"/turn", strings.NewReader(`{"session":"d","text":"hi"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("request %d, %s after SIGTERM: %v", i, time.Since(stopped).Round(time.Millisecond), err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("request %d after SIGTERM: %d Retry-After %q", i, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after requests stopped")
+	}
+	if took := time.Since(stopped); took < time.Second {
+		t.Errorf("Serve returned %s after SIGTERM, while requests were still coming", took)
+	}
+}

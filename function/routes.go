@@ -91,6 +91,8 @@ func (f *Function) measured(next echo.HandlerFunc) echo.HandlerFunc {
 // that a drain waits for every accepted turn.
 func (f *Function) admitted(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		// Work, not probes or scrapes, keeps a draining listener open.
+		f.lastRequest.Store(time.Now().UnixNano())
 		if !f.admit.enter() {
 			return errShuttingDown
 		}

@@ -32,15 +32,28 @@ type step struct {
 
 // stepPacer paces vegeta through steps, each at its constant rate, with no
 // pause between them (requests in flight at a step's end keep running).
-type stepPacer []step
+// When every worker is busy and the attack falls behind, the backlog beyond
+// a quarter second is forgiven, not sent later in a burst: what is offered
+// each second is the step's rate or what the workers could send.
+type stepPacer struct {
+	steps    []step
+	forgiven float64 // hits dropped from the schedule
+}
 
-func (p stepPacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, bool) {
+func (p *stepPacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, bool) {
 	var start time.Duration
-	expected := 0.0
-	for _, s := range p {
+	expected := -p.forgiven
+	for _, s := range p.steps {
 		if elapsed < start+s.For {
 			expected += s.Rate * (elapsed - start).Seconds()
-			if float64(hits) < expected || s.Rate <= 0 {
+			if s.Rate <= 0 {
+				return 0, false
+			}
+			if behind := expected - float64(hits) - s.Rate/4; behind > 0 {
+				p.forgiven += behind
+				expected -= behind
+			}
+			if float64(hits) < expected {
 				return 0, false
 			}
 			return time.Duration((float64(hits) + 1 - expected) / s.Rate * float64(time.Second)), false
@@ -51,9 +64,9 @@ func (p stepPacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, bool
 	return 0, true
 }
 
-func (p stepPacer) Rate(elapsed time.Duration) float64 {
+func (p *stepPacer) Rate(elapsed time.Duration) float64 {
 	var start time.Duration
-	for _, s := range p {
+	for _, s := range p.steps {
 		if elapsed < start+s.For {
 			return s.Rate
 		}
@@ -93,6 +106,7 @@ type Second struct {
 	ReadyPods    int            `json:"ready_pods"`    // pods of the revision that are Ready
 	InFlight     map[string]int `json:"in_flight"`     // sous_queue_depth per pod
 	InFlightPods int            `json:"in_flight_sum"` // their sum
+	Other        map[string]int `json:"other_answers,omitempty"` // answers other than 200, by status, completed in this second
 }
 
 // Timeline is what TestSousAutoscaling writes (docs/autoscaling.json).
@@ -109,6 +123,7 @@ type Timeline struct {
 	ColdStartMs     float64        `json:"cold_start_first_request_ms,omitempty"`
 	NewPodReadyMs   []float64      `json:"new_pod_start_to_ready_ms"`
 	RetryAfterOn503 bool           `json:"retry_after_on_every_503"`
+	Samples         []string       `json:"unexpected_answer_samples,omitempty"` // the first few answers other than 200 and 503
 }
 
 // sampler records, each second, the KPA's desired scale, the ready pods of
@@ -141,20 +156,29 @@ func (s *sampler) run(ctx context.Context, start time.Time) {
 			pods, _ := s.c.Pods(ctx, s.ns, "serving.knative.dev/revision="+s.rev)
 			ready := 0
 			depth := map[string]int{}
+			var dmu sync.Mutex
+			var wg sync.WaitGroup
 			for _, p := range pods {
 				if p.DeletionTimestamp != nil || !podReady(p) {
 					continue
 				}
 				ready++
-				if d, err := queueDepth(ctx, p.Status.PodIP); err == nil {
-					depth[p.Name] = d
-				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if d, err := queueDepth(ctx, p.Status.PodIP); err == nil {
+						dmu.Lock()
+						depth[p.Name] = d
+						dmu.Unlock()
+					}
+				}()
 				s.mu.Lock()
 				if _, seen := s.podReady[p.Name]; !seen {
 					s.podReady[p.Name] = float64(startToReady(p).Milliseconds())
 				}
 				s.mu.Unlock()
 			}
+			wg.Wait()
 			s.mu.Lock()
 			s.desired[sec], s.ready[sec], s.inFlight[sec] = desired, ready, depth
 			s.mu.Unlock()
@@ -200,6 +224,12 @@ func (s *sampler) timeline(start time.Time, results []vegeta.Result, seconds int
 				out[sec].OK++
 			}
 			lat[sec] = append(lat[sec], float64(r.Latency.Microseconds())/1000)
+			if r.Code != http.StatusOK {
+				if out[sec].Other == nil {
+					out[sec].Other = map[string]int{}
+				}
+				out[sec].Other[strconv.Itoa(int(r.Code))]++
+			}
 		}
 	}
 	s.mu.Lock()
@@ -207,6 +237,13 @@ func (s *sampler) timeline(start time.Time, results []vegeta.Result, seconds int
 	for i := range out {
 		sort.Float64s(lat[i])
 		out[i].P50ms, out[i].P99ms = quantile(lat[i], 0.5), quantile(lat[i], 0.99)
+		if _, ok := s.ready[i]; !ok && i > 0 {
+			// A sample can take longer than a second on a busy node: the
+			// second without one keeps the one before.
+			out[i].DesiredPods, out[i].ReadyPods, out[i].InFlight = out[i-1].DesiredPods, out[i-1].ReadyPods, out[i-1].InFlight
+			out[i].InFlightPods = out[i-1].InFlightPods
+			continue
+		}
 		out[i].DesiredPods, out[i].ReadyPods, out[i].InFlight = s.desired[i], s.ready[i], s.inFlight[i]
 		for _, d := range s.inFlight[i] {
 			out[i].InFlightPods += d

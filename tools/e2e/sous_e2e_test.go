@@ -633,24 +633,28 @@ func TestSousAutoscaling(t *testing.T) {
 	s := m.Throughput
 	t.Logf("one pod saturates at %.0f turns/s (32 callers, p50 %s, p99 %s)", s, m.Latencies.P50, m.Latencies.P99)
 
-	ramp := stepPacer{{s / 2, 20 * time.Second}, {s, 20 * time.Second}, {2 * s, 40 * time.Second}, {3 * s, 40 * time.Second}}
+	ramp := []step{{s / 2, 20 * time.Second}, {s, 20 * time.Second}, {2 * s, 40 * time.Second}, {3 * s, 40 * time.Second}}
 	var rampEnd time.Duration
 	for _, st := range ramp {
 		rampEnd += st.For
 	}
 	trickle := math.Max(5, s/20)
-	pacer := append(ramp, step{trickle, 8 * time.Minute})
+	pacer := &stepPacer{steps: append(append([]step(nil), ramp...), step{trickle, 8 * time.Minute})}
 	atk := vegeta.NewAttacker(vegeta.Workers(16), vegeta.MaxWorkers(400), vegeta.KeepAlive(true), vegeta.Timeout(60*time.Second))
 	smp := &sampler{c: c, ns: sousNS, rev: rev, desired: map[int]int{}, ready: map[int]int{}, inFlight: map[int]map[string]int{}, podReady: map[string]float64{}}
 	start := time.Now()
 	sctx, stopSampling := context.WithCancel(ctx)
 	go smp.run(sctx, start)
 	var results []vegeta.Result
+	var samples []string
 	var mu sync.Mutex
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for r := range atk.Attack(turnTargeter(c.Ingress, d.host, fmt.Sprintf("ramp-%d", time.Now().Unix()), 1000), pacer, 0, "ramp") {
+			if r.Code != http.StatusOK && r.Code != http.StatusServiceUnavailable && len(samples) < 5 {
+				samples = append(samples, fmt.Sprintf("t=%.1fs %d %v %q %s", r.Timestamp.Sub(start).Seconds(), r.Code, r.Headers, r.Body, r.Error))
+			}
 			r.Body = nil
 			mu.Lock()
 			results = append(results, *r)
@@ -678,7 +682,7 @@ func TestSousAutoscaling(t *testing.T) {
 	}
 
 	tl := &Timeline{Machine: machine(), Command: "make e2e", SaturationRPS: s, Ramp: append(ramp, step{trickle, time.Duration(elapsed)*time.Second - rampEnd}),
-		Codes: map[string]int{}, RetryAfterOn503: true, ColdStartMs: float64(coldStart.Milliseconds())}
+		Codes: map[string]int{}, RetryAfterOn503: true, ColdStartMs: float64(coldStart.Milliseconds()), Samples: samples}
 	tl.Seconds = smp.timeline(start, results, elapsed)
 	for _, r := range results {
 		key := strconv.Itoa(int(r.Code))
