@@ -49,6 +49,10 @@ type Point struct {
 	// CPUPerTurnUs is CPU time per answered turn by process (sous, daprd,
 	// redis-server, generator, total), from /proc, where measured.
 	CPUPerTurnUs map[string]float64 `json:"cpu_per_turn_us,omitempty"`
+	// PadWaste is padding's share of the token positions run, and
+	// MeanBatch the mean items per batch, for model-directory text.
+	PadWaste  float64 `json:"pad_waste,omitempty"`
+	MeanBatch float64 `json:"mean_batch,omitempty"`
 }
 
 var duration = 3 * time.Second
@@ -270,6 +274,14 @@ func (h *harness) run() error {
 		p.stop()
 	}
 
+	// 7. Mixed-length text (4 to 256 tokens) on a model directory whose
+	// cost grows with padded tokens: batches grouped by length against
+	// batches in arrival order, alternating.
+	padLength, padArrival, err := h.paddingCompare(root)
+	if err != nil {
+		return err
+	}
+
 	// 6. The same ceilings and saturation with the servers on half the cores
 	// and the generator on the other half.
 	pinned, err := h.runPinned(self)
@@ -290,6 +302,9 @@ func (h *harness) run() error {
 	ratio("throughput_vs_ceiling_pinned", pinned.Saturation/pinnedCeiling, ">=0.8")
 	ratio("dapr_vs_memory_throughput", dp.Throughput/mem.Throughput, ">=0.5")
 	fmt.Printf("RATIO start_to_ready_ms %.0f <=500\n", h.ready[len(h.ready)/2])
+	ratio("length_aware_vs_arrival_throughput", padLength.Throughput/padArrival.Throughput, "(mixed lengths 4-256 tokens)")
+	fmt.Printf("padding waste (pad tokens / all token positions): length-aware %.1f%%, arrival order %.1f%%; mean batch %.1f vs %.1f items\n",
+		100*padLength.PadWaste, 100*padArrival.PadWaste, padLength.MeanBatch, padArrival.MeanBatch)
 	fmt.Println()
 	fmt.Printf("CPU per turn (µs), memory, unpinned: %s\n", formatCPU(mem.CPUPerTurnUs))
 	fmt.Printf("CPU per turn (µs), dapr, unpinned:   %s\n", formatCPU(dp.CPUPerTurnUs))

@@ -297,11 +297,19 @@ func textModelOf(e *model.Engine) *textModel {
 func (f *Function) execute(ctx context.Context, in []job, out []result) error {
 	return f.executeTurns(ctx, in, out, func(need []int) ([][]model.Tensor, error) {
 		items := make([][]model.Tensor, len(need))
+		var real, longest int64
 		for k, i := range need {
 			items[k] = in[i].inputs
-			if f.onInputs != nil && f.hf != nil && in[i].turn != nil {
-				f.onInputs(items[k][0].I64)
+			if f.hf != nil {
+				n := in[i].tokens()
+				real, longest = real+n, max(longest, n)
+				if f.onInputs != nil && in[i].turn != nil {
+					f.onInputs(items[k][0].I64)
+				}
 			}
+		}
+		if f.hf != nil {
+			f.metrics.Tokens(real, int64(len(need))*longest-real)
 		}
 		select {
 		case f.modelSlots <- struct{}{}:

@@ -39,6 +39,8 @@ type Metrics struct {
 	state     metric.Float64Histogram
 	requests  metric.Int64Counter
 	rejected  metric.Int64Counter
+	tokens    metric.Int64Counter
+	tokenKind [2]metric.AddOption // real, padding
 	reasonSet map[string]metric.AddOption
 	stateOps  map[string]metric.RecordOption
 }
@@ -88,6 +90,12 @@ func New(p Params) (*Metrics, error) {
 	if m.rejected, err = meter.Int64Counter("sous_rejected", metric.WithDescription("Requests refused with 503, by reason.")); err != nil {
 		return nil, err
 	}
+	if m.tokens, err = meter.Int64Counter("sous_batch_tokens", metric.WithDescription(
+		"Token positions in text batches of a model directory, by kind: real tokens, or padding to the batch's longest.")); err != nil {
+		return nil, err
+	}
+	m.tokenKind[0] = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "real")))
+	m.tokenKind[1] = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", "padding")))
 	if _, err = meter.Int64ObservableGauge("sous_queue_depth", metric.WithDescription("Turns queued in the batcher's ring."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			if p.QueueDepth != nil {
@@ -161,6 +169,14 @@ func (m *Metrics) Request(route string, code int) {
 	if m != nil {
 		m.requests.Add(context.Background(), 1, metric.WithAttributes(
 			attribute.String("route", route), attribute.String("code", strconv.Itoa(code))))
+	}
+}
+
+// Tokens counts one text batch's real and padding token positions.
+func (m *Metrics) Tokens(real, padding int64) {
+	if m != nil {
+		m.tokens.Add(context.Background(), real, m.tokenKind[0])
+		m.tokens.Add(context.Background(), padding, m.tokenKind[1])
 	}
 }
 

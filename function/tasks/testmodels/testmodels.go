@@ -145,6 +145,57 @@ func commonInits(v int64, seed uint64, emb []float32) []onnxgen.Tensor {
 	}
 }
 
+// Bench writes dir/feature-extraction-bench: the embedder with a per-token
+// stack of layers (width wide, depth deep) whose cost grows with the padded
+// token count, as a transformer's does; for measuring padding.
+func Bench(dir string, tokenizerJSON []byte, width, depth int) error {
+	var vocab struct {
+		Model struct {
+			Vocab map[string]int64 `json:"vocab"`
+		} `json:"model"`
+	}
+	if err := json.Unmarshal(tokenizerJSON, &vocab); err != nil {
+		return err
+	}
+	d := filepath.Join(dir, "feature-extraction-bench")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	g := embedder(int64(len(vocab.Model.Vocab)))
+	g.Name = "feature-extraction-bench"
+	r := rand.New(rand.NewPCG(41, 7))
+	weights := func(name string, in, out int) onnxgen.Tensor {
+		w := make([]float32, in*out)
+		for i := range w {
+			w[i] = float32(r.NormFloat64() / float64(in))
+		}
+		return onnxgen.FloatTensor(name, []int64{int64(in), int64(out)}, w)
+	}
+	nodes := g.Nodes[:len(g.Nodes)-1] // all but the Identity to the output
+	prev := "hidden"
+	g.Initializers = append(g.Initializers, weights("up", hidden, width), weights("down", width, hidden))
+	nodes = append(nodes, onnxgen.Node{Op: "MatMul", Inputs: []string{prev, "up"}, Outputs: []string{"h0"}})
+	prev = "h0"
+	for i := range depth {
+		w, h, a := fmt.Sprintf("w%d", i), fmt.Sprintf("m%d", i), fmt.Sprintf("a%d", i)
+		g.Initializers = append(g.Initializers, weights(w, width, width))
+		nodes = append(nodes, onnxgen.Node{Op: "MatMul", Inputs: []string{prev, w}, Outputs: []string{h}},
+			onnxgen.Node{Op: "Relu", Inputs: []string{h}, Outputs: []string{a}})
+		prev = a
+	}
+	nodes = append(nodes, onnxgen.Node{Op: "MatMul", Inputs: []string{prev, "down"}, Outputs: []string{"last_hidden_state"}})
+	g.Nodes = nodes
+	files := map[string][]byte{"model.onnx": g.Marshal(), "tokenizer.json": tokenizerJSON}
+	cfg, _ := json.Marshal(config("feature-extraction", nil))
+	files["config.json"] = cfg
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // embedder: last_hidden_state [B, S, hidden] = the masked embeddings.
 func embedder(v int64) onnxgen.Graph {
 	nodes := hiddenNodes()
