@@ -264,3 +264,42 @@ func TestModelDirRefused(t *testing.T) {
 		t.Errorf("SOUS_TASK mismatch: %v", err)
 	}
 }
+
+// OIP v2 takes BYTES text for a model directory, as KServe's Hugging Face
+// runtime does, and answers with the task's tensors.
+func TestModelDirOIPText(t *testing.T) {
+	s := hfServer(t, "text-classification", nil)
+	jsonCT := map[string]string{"Content-Type": "application/json"}
+	code, _, b := s.post(t, "/v2/models/text-classification/infer", jsonCT,
+		`{"id":"r1","inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["great, thanks!","awful and broken"]}]}`)
+	var resp struct {
+		ID      string `json:"id"`
+		Outputs []struct {
+			Name     string          `json:"name"`
+			Shape    []int64         `json:"shape"`
+			Datatype string          `json:"datatype"`
+			Data     json.RawMessage `json:"data"`
+		} `json:"outputs"`
+	}
+	json.Unmarshal(b, &resp)
+	if code != 200 || len(resp.Outputs) != 2 || string(resp.Outputs[0].Data) != `["positive","negative"]` ||
+		fmt.Sprint(resp.Outputs[1].Shape) != "[2 2]" || resp.ID != "r1" {
+		t.Fatalf("BYTES infer: %d %s", code, b)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{`{"inputs":[{"name":"text","shape":[3],"datatype":"BYTES","data":["a","b"]}]}`, "does not match 2 strings"},
+		{`{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":[1]}]}`, "list of strings"},
+		{`{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["a"]}],"outputs":[{"name":"nope"}]}`, "this model's are label, scores"},
+	} {
+		code, _, b := s.post(t, "/v2/models/text-classification/infer", jsonCT, tc.body)
+		if code != 400 || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: %d %s, want 400 %q", tc.body, code, b, tc.want)
+		}
+	}
+	e := hfServer(t, "feature-extraction", nil)
+	code, _, b = e.post(t, "/v2/models/feature-extraction/infer", jsonCT,
+		`{"inputs":[{"name":"text","shape":[1,1],"datatype":"BYTES","data":[["hello there"]]}]}`)
+	if code != 200 || !strings.Contains(string(b), `"name":"embedding","shape":[1,16]`) {
+		t.Fatalf("BYTES embedding: %d %s", code, b)
+	}
+}

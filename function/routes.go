@@ -481,6 +481,9 @@ func (f *Function) handleInfer(c echo.Context) error {
 	if err := f.readJSON(c, "infer", &req); err != nil {
 		return err
 	}
+	if f.hf != nil && len(req.Inputs) == 1 && req.Inputs[0].Datatype == "BYTES" {
+		return f.inferText(c, req)
+	}
 	ins, err := decodeInputs(req.Inputs)
 	if err != nil {
 		return err
