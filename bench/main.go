@@ -6,7 +6,8 @@
 // Environment: BENCH_DURATION (per point, default 3s), BENCH_OUT (results
 // JSON, default bench/results.json), BENCH_PLOT (SVG, default
 // docs/latency-vs-load.svg), BENCH_PROFILE (a file: save a CPU profile of
-// sous during the first batch-32 saturation point).
+// sous during the first batch-32 saturation point), BENCH_ONLY=padding (only
+// the mixed-length text phase: length-aware against arrival-order batches).
 package main
 
 import (
@@ -207,6 +208,15 @@ func (h *harness) run() error {
 	}
 	fmt.Printf("sous bench: %s per point, %d CPUs\n\n", duration, cpus())
 
+	if os.Getenv("BENCH_ONLY") == "padding" {
+		l, a, err := h.paddingCompare(root)
+		if err != nil {
+			return err
+		}
+		printPadding(l, a)
+		return nil
+	}
+
 	benchBody := benchTurnBody()
 	modelEnv := "SOUS_MODEL=" + benchModel
 
@@ -302,9 +312,7 @@ func (h *harness) run() error {
 	ratio("throughput_vs_ceiling_pinned", pinned.Saturation/pinnedCeiling, ">=0.8")
 	ratio("dapr_vs_memory_throughput", dp.Throughput/mem.Throughput, ">=0.5")
 	fmt.Printf("RATIO start_to_ready_ms %.0f <=500\n", h.ready[len(h.ready)/2])
-	ratio("length_aware_vs_arrival_throughput", padLength.Throughput/padArrival.Throughput, "(mixed lengths 4-256 tokens)")
-	fmt.Printf("padding waste (pad tokens / all token positions): length-aware %.1f%%, arrival order %.1f%%; mean batch %.1f vs %.1f items\n",
-		100*padLength.PadWaste, 100*padArrival.PadWaste, padLength.MeanBatch, padArrival.MeanBatch)
+	printPadding(padLength, padArrival)
 	fmt.Println()
 	fmt.Printf("CPU per turn (µs), memory, unpinned: %s\n", formatCPU(mem.CPUPerTurnUs))
 	fmt.Printf("CPU per turn (µs), dapr, unpinned:   %s\n", formatCPU(dp.CPUPerTurnUs))

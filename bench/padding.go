@@ -99,3 +99,9 @@ func scrape(url string) (map[string]float64, error) {
 	}
 	return out, sc.Err()
 }
+
+func printPadding(length, arrival Point) {
+	fmt.Printf("RATIO length_aware_vs_arrival_throughput %.2f (mixed lengths 4-256 tokens)\n", length.Throughput/arrival.Throughput)
+	fmt.Printf("padding waste (pad tokens / all token positions): length-aware %.1f%%, arrival order %.1f%%; mean batch %.1f vs %.1f items; p50 %.1f vs %.1f ms, p99 %.1f vs %.1f ms\n",
+		100*length.PadWaste, 100*arrival.PadWaste, length.MeanBatch, arrival.MeanBatch, length.P50ms, arrival.P50ms, length.P99ms, arrival.P99ms)
+}

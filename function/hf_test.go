@@ -104,60 +104,112 @@ func TestModelDirTextClassification(t *testing.T) {
 }
 
 // A feature-extraction model answers with an L2-normalized mean-pooled
-// embedding that does not depend on what it was batched with: padding is
-// masked and trimmed.
+// embedding.
 func TestModelDirEmbeddings(t *testing.T) {
-	b := &blockingExec{entered: make(chan int, 16), release: make(chan struct{})}
-	cfg := testConfig(t)
-	cfg.Model = filepath.Join(testModels(t), "feature-extraction")
-	cfg.BatchOrder = "arrival" // one batch of every length
-	s := startServer(t, cfg, WithExecutorWrapper(b.wrap))
-	type emb struct {
+	s := hfServer(t, "feature-extraction", nil)
+	var out struct {
 		Embedding []float32 `json:"embedding"`
 		Dims      int       `json:"dims"`
 	}
-	var alone emb
-	go func() { <-b.entered; b.release <- struct{}{} }()
-	turnJSON(t, s, "fe-alone", "hello there", &alone)
+	turnJSON(t, s, "fe", "hello there", &out)
 	var norm float64
-	for _, v := range alone.Embedding {
+	for _, v := range out.Embedding {
 		norm += float64(v) * float64(v)
 	}
-	if alone.Dims != 16 || len(alone.Embedding) != 16 || math.Abs(norm-1) > 1e-5 {
-		t.Fatalf("embedding: dims %d, %d values, norm² %f", alone.Dims, len(alone.Embedding), norm)
+	if out.Dims != 32 || len(out.Embedding) != 32 || math.Abs(norm-1) > 1e-5 {
+		t.Fatalf("embedding: dims %d, %d values, norm² %f", out.Dims, len(out.Embedding), norm)
 	}
-	// The same text queued with longer ones, run as one batch.
-	var wg sync.WaitGroup
-	results := make([]emb, 8)
-	replies := make([]Reply, 8)
-	wg.Add(1)
-	go func() { defer wg.Done(); turnJSON(t, s, "fe-first", "hold", nil) }()
-	<-b.entered // the executor holds the first batch while the rest queue
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			text := "hello there"
-			if i > 0 {
-				text = strings.Repeat("a much longer sentence to pad against ", i)
+}
+
+// Padding changes nothing: each text's output in one batch with texts of
+// other lengths equals its output run alone, for every task (the encoder's
+// attention honours the mask; outputs are trimmed to each row's length).
+func TestModelDirBatchEqualsAlone(t *testing.T) {
+	texts := []string{"hello there", "John Smith loves Paris",
+		strings.Repeat("a much longer sentence to pad against ", 3), "great!",
+		strings.Repeat("words ", 40) + "from New York"}
+	for _, task := range []string{"text-classification", "feature-extraction", "token-classification"} {
+		t.Run(task, func(t *testing.T) {
+			b := &blockingExec{entered: make(chan int, 16), release: make(chan struct{})}
+			cfg := testConfig(t)
+			cfg.Model = filepath.Join(testModels(t), task)
+			cfg.BatchOrder = "arrival" // one batch of every length
+			s := startServer(t, cfg, WithExecutorWrapper(b.wrap))
+			alone := make([]Reply, len(texts))
+			for i, text := range texts {
+				go func() { <-b.entered; b.release <- struct{}{} }()
+				alone[i] = turnJSON(t, s, fmt.Sprintf("alone-%d", i), text, nil)
 			}
-			replies[i] = turnJSON(t, s, fmt.Sprintf("fe-%d", i), text, &results[i])
-		}()
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); turnJSON(t, s, "first", "hold", nil) }()
+			<-b.entered // the executor holds the first batch while the rest queue
+			batched := make([]Reply, len(texts))
+			for i, text := range texts {
+				wg.Add(1)
+				go func() { defer wg.Done(); batched[i] = turnJSON(t, s, fmt.Sprintf("batched-%d", i), text, nil) }()
+			}
+			for s.f.batcher.Len() < len(texts) {
+				time.Sleep(time.Millisecond)
+			}
+			close(b.release)
+			wg.Wait()
+			for i := range texts {
+				if batched[i].BatchSize != len(texts) {
+					t.Fatalf("batch of %d, want %d", batched[i].BatchSize, len(texts))
+				}
+				if d := maxDiff(t, alone[i].Output, batched[i].Output); d > 1e-5 {
+					t.Errorf("%q: batched output differs from alone by %g:\n%s\n%s", texts[i], d, batched[i].Output, alone[i].Output)
+				}
+			}
+		})
 	}
-	for s.f.batcher.Len() < len(results) {
-		time.Sleep(time.Millisecond)
+}
+
+// maxDiff is the largest difference between two JSON documents' numbers,
+// or +Inf if they differ otherwise.
+func maxDiff(t *testing.T, a, b json.RawMessage) float64 {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return math.Inf(1)
 	}
-	close(b.release)
-	wg.Wait()
-	if replies[0].BatchSize != len(results) {
-		t.Fatalf("batch of %d, want %d", replies[0].BatchSize, len(results))
-	}
-	for j, v := range results[0].Embedding {
-		if math.Abs(float64(v-alone.Embedding[j])) > 1e-5 {
-			t.Fatalf("batched embedding differs at %d: %v vs %v", j, results[0].Embedding, alone.Embedding)
+	var walk func(x, y any) float64
+	walk = func(x, y any) float64 {
+		switch xv := x.(type) {
+		case float64:
+			yv, ok := y.(float64)
+			if !ok {
+				return math.Inf(1)
+			}
+			return math.Abs(xv - yv)
+		case []any:
+			yv, ok := y.([]any)
+			if !ok || len(xv) != len(yv) {
+				return math.Inf(1)
+			}
+			d := 0.0
+			for i := range xv {
+				d = max(d, walk(xv[i], yv[i]))
+			}
+			return d
+		case map[string]any:
+			yv, ok := y.(map[string]any)
+			if !ok || len(xv) != len(yv) {
+				return math.Inf(1)
+			}
+			d := 0.0
+			for k := range xv {
+				d = max(d, walk(xv[k], yv[k]))
+			}
+			return d
+		default:
+			if fmt.Sprint(x) != fmt.Sprint(y) {
+				return math.Inf(1)
+			}
+			return 0
 		}
 	}
-	t.Logf("the same text's embedding alone and in a batch of %d with texts up to %d words: equal", replies[0].BatchSize, 7*7)
+	return walk(x, y)
 }
 
 // Token classification gives entities with character offsets into the
@@ -299,7 +351,7 @@ func TestModelDirOIPText(t *testing.T) {
 	e := hfServer(t, "feature-extraction", nil)
 	code, _, b = e.post(t, "/v2/models/feature-extraction/infer", jsonCT,
 		`{"inputs":[{"name":"text","shape":[1,1],"datatype":"BYTES","data":[["hello there"]]}]}`)
-	if code != 200 || !strings.Contains(string(b), `"name":"embedding","shape":[1,16]`) {
+	if code != 200 || !strings.Contains(string(b), `"name":"embedding","shape":[1,32]`) {
 		t.Fatalf("BYTES embedding: %d %s", code, b)
 	}
 }
