@@ -111,9 +111,9 @@ type Function struct {
 	// onInputs, set by tests, sees the input ids of each text turn of a
 	// model directory as the model gets them.
 	onInputs func(ids []int64)
-	echo      *echo.Echo
-	now       func() time.Time
-	metrics   *telemetry.Metrics
+	echo     *echo.Echo
+	now      func() time.Time
+	metrics  *telemetry.Metrics
 	// modelSlots bounds concurrent ONNX Runtime calls to Workers.
 	modelSlots chan struct{}
 	tracer     trace.Tracer
@@ -122,12 +122,12 @@ type Function struct {
 	// closeStore releases the store's connection, if it has one.
 	closeStore func()
 
-	ready   atomic.Bool
-	admit   admission
+	ready atomic.Bool
+	admit admission
 	// lastRequest is when the latest request arrived (Unix ns): after
 	// SIGTERM the listener stays open until requests stop coming.
 	lastRequest atomic.Int64
-	started time.Time
+	started     time.Time
 }
 
 // textModel is what the text pipeline needs of a model: its token input,

@@ -51,6 +51,20 @@ func quietLogger() *slog.Logger {
 // ends.
 func startServer(t testing.TB, cfg Config, opts ...Option) *server {
 	t.Helper()
+	s, stop, done := serve(t, cfg, opts...)
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s
+}
+
+// serve starts a Function serving on a loopback listener and returns once
+// it is ready; stop is its SIGTERM, done gives Serve's result.
+func serve(t testing.TB, cfg Config, opts ...Option) (s *server, stop context.CancelFunc, done <-chan error) {
+	t.Helper()
 	opts = append([]Option{WithLogger(quietLogger())}, opts...)
 	f, err := New(cfg, opts...)
 	if err != nil {
@@ -61,19 +75,12 @@ func startServer(t testing.TB, cfg Config, opts ...Option) *server {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	s := &server{f: f, url: "http://" + ln.Addr().String()}
+	errc := make(chan error, 1)
+	go func() { errc <- f.Serve(ctx, ln) }()
 	for !f.ready.Load() {
 		time.Sleep(time.Millisecond)
 	}
-	return s
+	return &server{f: f, url: "http://" + ln.Addr().String()}, cancel, errc
 }
 
 // post sends a raw request and returns the status, headers and body.
@@ -653,22 +660,9 @@ func TestEveryNthBatchFailing(t *testing.T) {
 func TestDrainKeepsListenerWhileRequestsCome(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.DrainQuiet = 300 * time.Millisecond
-	f, err := New(cfg, WithLogger(quietLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Serve(ctx, ln) }()
-	for !f.ready.Load() {
-		time.Sleep(time.Millisecond)
-	}
-	s := &server{f: f, url: "http://" + ln.Addr().String()}
-	cancel() // SIGTERM
+	s, stop, done := serve(t, cfg)
+	f := s.f
+	stop() // SIGTERM
 	for f.ready.Load() {
 		time.Sleep(time.Millisecond)
 	}

@@ -96,16 +96,16 @@ func turnTargeter(ingress, host, prefix string, sessions int) vegeta.Targeter {
 
 // Second is one second of the autoscaling timeline.
 type Second struct {
-	T            int            `json:"t"`             // seconds since the load began
-	Offered      float64        `json:"offered_rps"`   // requests sent in this second
-	Answered     float64        `json:"answered_rps"`  // answers (any status) completed in this second
-	OK           float64        `json:"ok_rps"`        // of them 200
-	P50ms        float64        `json:"p50_ms"`        // latency of this second's answers
-	P99ms        float64        `json:"p99_ms"`        //
-	DesiredPods  int            `json:"desired_pods"`  // the KPA's desired scale
-	ReadyPods    int            `json:"ready_pods"`    // pods of the revision that are Ready
-	InFlight     map[string]int `json:"in_flight"`     // sous_queue_depth per pod
-	InFlightPods int            `json:"in_flight_sum"` // their sum
+	T            int            `json:"t"`                       // seconds since the load began
+	Offered      float64        `json:"offered_rps"`             // requests sent in this second
+	Answered     float64        `json:"answered_rps"`            // answers (any status) completed in this second
+	OK           float64        `json:"ok_rps"`                  // of them 200
+	P50ms        float64        `json:"p50_ms"`                  // latency of this second's answers
+	P99ms        float64        `json:"p99_ms"`                  //
+	DesiredPods  int            `json:"desired_pods"`            // the KPA's desired scale
+	ReadyPods    int            `json:"ready_pods"`              // pods of the revision that are Ready
+	InFlight     map[string]int `json:"in_flight"`               // sous_queue_depth per pod
+	InFlightPods int            `json:"in_flight_sum"`           // their sum
 	Other        map[string]int `json:"other_answers,omitempty"` // answers other than 200, by status, completed in this second
 }
 

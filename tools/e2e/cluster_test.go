@@ -121,7 +121,7 @@ func TestClusterDaprSidecar(t *testing.T) {
 	const ns = "smoke-dapr"
 	_, image := hello(t, c, ns)
 	nonce := fmt.Sprintf("v%d", time.Now().UnixNano())
-	manifest := fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
+	const component = `apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
   name: statestore
@@ -131,44 +131,11 @@ spec:
   metadata:
     - {name: redisHost, value: "redis.redis.svc.cluster.local:6379"}
     - {name: redisPassword, value: ""}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: dapr-smoke
-  annotations:
-    dapr.io/enabled: "true"
-    dapr.io/app-id: smoke
-    dapr.io/app-port: "8080"
-spec:
-  containers:
-    - name: app
-      image: %s
-      env: [{name: PORT, value: "8080"}]
-      securityContext: {runAsNonRoot: true, allowPrivilegeEscalation: false}
-`, image)
-	if _, err := c.Apply(ctx, ns, []byte(manifest)); err != nil {
+`
+	if _, err := c.Apply(ctx, ns, []byte(component)); err != nil {
 		t.Fatal(err)
 	}
-	var containers []string
-	err := WaitFor(ctx, "dapr-smoke running with its sidecar", 5*time.Minute, func(ctx context.Context) (bool, string) {
-		pod, err := c.Kube.CoreV1().Pods(ns).Get(ctx, "dapr-smoke", metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		containers = containers[:0]
-		ready := 0
-		for _, s := range pod.Status.ContainerStatuses {
-			containers = append(containers, s.Name)
-			if s.Ready {
-				ready++
-			}
-		}
-		return ready == 2, fmt.Sprintf("%s, containers %v, %d ready", pod.Status.Phase, containers, ready)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	containers := daprPod(t, c, ns, "dapr-smoke", "smoke", image)
 	if !strings.Contains(strings.Join(containers, ","), "daprd") {
 		t.Fatalf("no daprd container injected: %v", containers)
 	}
@@ -199,6 +166,52 @@ spec:
 		t.Fatalf("redis smoke||smoke: %q %v", out, err)
 	}
 	t.Logf("saved and read %q through daprd; Redis holds smoke||smoke = %s", nonce, strings.TrimSpace(out))
+}
+
+// daprPod runs the app image as pod name with Dapr's annotations (app id
+// appID, port 8080), waits until the app and its injected daprd are ready,
+// and returns the pod's containers.
+func daprPod(t *testing.T, c *Cluster, ns, name, appID, image string) []string {
+	t.Helper()
+	ctx := context.Background()
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  annotations:
+    dapr.io/enabled: "true"
+    dapr.io/app-id: %s
+    dapr.io/app-port: "8080"
+spec:
+  containers:
+    - name: app
+      image: %s
+      env: [{name: PORT, value: "8080"}]
+      securityContext: {runAsNonRoot: true, allowPrivilegeEscalation: false}
+`, name, appID, image)
+	if _, err := c.Apply(ctx, ns, []byte(manifest)); err != nil {
+		t.Fatal(err)
+	}
+	var containers []string
+	err := WaitFor(ctx, name+" running with its sidecar", 5*time.Minute, func(ctx context.Context) (bool, string) {
+		pod, err := c.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		containers = containers[:0]
+		ready := 0
+		for _, s := range pod.Status.ContainerStatuses {
+			containers = append(containers, s.Name)
+			if s.Ready {
+				ready++
+			}
+		}
+		return ready == 2, fmt.Sprintf("%s, containers %v, %d ready", pod.Status.Phase, containers, ready)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return containers
 }
 
 // An event sent to a Broker reaches a Trigger's subscriber.

@@ -453,43 +453,10 @@ func TestSousDapr(t *testing.T) {
 	objs, _ := decodeAll(hello)
 	containers, _, _ := unstructured.NestedSlice(objs[0].Object, "spec", "template", "spec", "containers")
 	image, _, _ := unstructured.NestedString(containers[0].(map[string]any), "image")
-	caller := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: dapr-caller
-  annotations:
-    dapr.io/enabled: "true"
-    dapr.io/app-id: caller
-    dapr.io/app-port: "8080"
-spec:
-  containers:
-    - name: app
-      image: %s
-      env: [{name: PORT, value: "8080"}]
-      securityContext: {runAsNonRoot: true, allowPrivilegeEscalation: false}
-`, image)
-	if _, err := c.Apply(ctx, sousNS, []byte(caller)); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		c.Kube.CoreV1().Pods(sousNS).Delete(context.Background(), "dapr-caller", metav1.DeleteOptions{})
 	})
-	err = WaitFor(ctx, "dapr-caller with its sidecar ready", 4*time.Minute, func(ctx context.Context) (bool, string) {
-		p, err := c.Kube.CoreV1().Pods(sousNS).Get(ctx, "dapr-caller", metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		ready := 0
-		for _, s := range p.Status.ContainerStatuses {
-			if s.Ready {
-				ready++
-			}
-		}
-		return ready == 2, fmt.Sprintf("%s, %d of %d containers ready", p.Status.Phase, ready, len(p.Status.ContainerStatuses))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	daprPod(t, c, sousNS, "dapr-caller", "caller", image)
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addr, err := c.PortForward(fctx, sousNS, "dapr-caller", 3500)

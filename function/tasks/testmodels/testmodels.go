@@ -40,15 +40,10 @@ func Write(dir string, tokenizerJSON []byte) error {
 	if err != nil {
 		return err
 	}
-	var vocab struct {
-		Model struct {
-			Vocab map[string]int64 `json:"vocab"`
-		} `json:"model"`
-	}
-	if err := json.Unmarshal(tokenizerJSON, &vocab); err != nil {
+	v, err := vocabSize(tokenizerJSON)
+	if err != nil {
 		return err
 	}
-	v := int64(len(vocab.Model.Vocab))
 	for _, task := range Tasks {
 		d := filepath.Join(dir, task)
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -83,6 +78,19 @@ func Write(dir string, tokenizerJSON []byte) error {
 		}
 	}
 	return nil
+}
+
+// vocabSize is the number of entries in a tokenizer.json's vocabulary.
+func vocabSize(tokenizerJSON []byte) (int64, error) {
+	var f struct {
+		Model struct {
+			Vocab map[string]int64 `json:"vocab"`
+		} `json:"model"`
+	}
+	if err := json.Unmarshal(tokenizerJSON, &f); err != nil {
+		return 0, err
+	}
+	return int64(len(f.Model.Vocab)), nil
 }
 
 func config(task string, labels []string) map[string]any {
@@ -360,19 +368,15 @@ func tagger(tok *tokenizer.Tokenizer, v int64) (onnxgen.Graph, []string) {
 // depth layers deep, whose cost grows with the padded token count (and
 // attention's with its square), for measuring padding.
 func Bench(dir string, tokenizerJSON []byte, width, depth int) error {
-	var vocab struct {
-		Model struct {
-			Vocab map[string]int64 `json:"vocab"`
-		} `json:"model"`
-	}
-	if err := json.Unmarshal(tokenizerJSON, &vocab); err != nil {
+	v, err := vocabSize(tokenizerJSON)
+	if err != nil {
 		return err
 	}
 	d := filepath.Join(dir, "feature-extraction-bench")
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}
-	e := newEncoder("feature-extraction-bench", int64(len(vocab.Model.Vocab)), width, depth, 4, 41)
+	e := newEncoder("feature-extraction-bench", v, width, depth, 4, 41)
 	e.build()
 	e.node("Identity", []string{"hidden_out"}, "last_hidden_state")
 	e.g.Outputs = []onnxgen.Value{seqOut("last_hidden_state", int64(width))}
