@@ -101,6 +101,13 @@ func TestModelDirTextClassification(t *testing.T) {
 			t.Errorf("%q: %+v (model %s), want %s", text, out, r.Model, want)
 		}
 	}
+	// The same text as a binary-mode CloudEvent gets a reply event.
+	code, h, b := s.post(t, "/", binaryHeaders("hf-1", "tc-ce"), `{"text":"awful, it arrived broken"}`)
+	var r Reply
+	json.Unmarshal(b, &r)
+	if code != 200 || h.Get("Ce-Type") != TypeReply || !strings.Contains(string(r.Output), `"label":"negative"`) {
+		t.Errorf("CloudEvent turn: %d %s %s", code, h.Get("Ce-Type"), b)
+	}
 }
 
 // A feature-extraction model answers with an L2-normalized mean-pooled
