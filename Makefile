@@ -23,7 +23,8 @@ FUZZTIME  ?= 30s
 # Every fuzz target, as package:target. `make test` runs each briefly,
 # `make fuzz` for FUZZTIME each.
 FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
-	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData
+	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
+	./function/tokenizer:FuzzEncode
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
