@@ -586,3 +586,75 @@ func FindLibrary() string {
 		dir = parent
 	}
 }
+
+// RunWhole runs one call with ins as they are (one tensor per model input,
+// in the model's input order, already laid out as a batch) and returns
+// every output whole. It is for callers that build their own batches, as
+// the decode engine does with its per-sequence KV cache; Run is the
+// batcher's path.
+func (e *Engine) RunWhole(ctx context.Context, ins []Tensor) ([]Tensor, error) {
+	if len(ins) != len(e.inputs) {
+		return nil, inputErr("want %d inputs, got %d", len(e.inputs), len(ins))
+	}
+	values := make([]ort.Value, 0, len(ins))
+	defer func() {
+		for _, v := range values {
+			v.Destroy()
+		}
+	}()
+	for i, t := range ins {
+		var v ort.Value
+		var err error
+		switch t.DType {
+		case FP32:
+			v, err = ort.NewTensor(ort.Shape(t.Shape), t.F32)
+		case INT64:
+			v, err = ort.NewTensor(ort.Shape(t.Shape), t.I64)
+		case INT32:
+			v, err = ort.NewTensor(ort.Shape(t.Shape), t.I32)
+		default:
+			err = fmt.Errorf("unsupported datatype %s", t.DType)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("model: input %q: %w", e.inputs[i].Name, err)
+		}
+		values = append(values, v)
+	}
+	outs := make([]ort.Value, len(e.outputs))
+	defer func() {
+		for _, v := range outs {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+	}()
+	opts, err := ort.NewRunOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRun, err)
+	}
+	defer opts.Destroy()
+	stop := context.AfterFunc(ctx, func() { opts.Terminate() })
+	defer stop()
+	if err := e.session.RunWithOptions(values, outs, opts); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrRun, e.name, err)
+	}
+	res := make([]Tensor, len(outs))
+	for o, info := range e.outputs {
+		t := Tensor{Name: info.Name, DType: info.DType, Shape: []int64(outs[o].GetShape())}
+		switch v := outs[o].(type) {
+		case *ort.Tensor[float32]:
+			t.F32 = append([]float32(nil), v.GetData()...)
+		case *ort.Tensor[int64]:
+			t.I64 = append([]int64(nil), v.GetData()...)
+		case *ort.Tensor[int32]:
+			t.I32 = append([]int32(nil), v.GetData()...)
+		default:
+			return nil, fmt.Errorf("%w: %s: output %q has unexpected type %T", ErrRun, e.name, info.Name, v)
+		}
+		res[o] = t
+	}
+	return res, nil
+}

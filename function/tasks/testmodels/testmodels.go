@@ -149,11 +149,12 @@ type encoder struct {
 	word    []float32 // [vocab, width], editable before build
 	nLayers int
 	nHeads  int
+	std     float64 // of the linear layers' weights
 }
 
 func newEncoder(name string, vocab int64, width, nLayers, nHeads int, seed uint64) *encoder {
 	e := &encoder{g: onnxgen.Graph{Name: name, Opset: 17, Inputs: io()}, r: rand.New(rand.NewPCG(seed, 7)),
-		width: width, vocab: vocab, nLayers: nLayers, nHeads: nHeads}
+		width: width, vocab: vocab, nLayers: nLayers, nHeads: nHeads, std: 0.02}
 	e.word = make([]float32, vocab*int64(width))
 	for i := range vocab {
 		for j := reserved; j < width; j++ {
@@ -206,7 +207,7 @@ func (e *encoder) layerNorm(in, prefix, out string) {
 }
 
 func (e *encoder) linear(in, prefix string, din, dout int, out string) {
-	e.random(prefix+".weight", []int64{int64(din), int64(dout)}, 0.02, false)
+	e.random(prefix+".weight", []int64{int64(din), int64(dout)}, e.std, false)
 	e.constant(prefix+".bias", []int64{int64(dout)}, 0)
 	e.node("MatMul", []string{in, prefix + ".weight"}, prefix+".mm")
 	e.node("Add", []string{prefix + ".mm", prefix + ".bias"}, out)

@@ -21,4 +21,7 @@ func main() {
 	if err := testmodels.Write(*out, b); err != nil {
 		log.Fatal(err)
 	}
+	if err := testmodels.Decoder(*out, b); err != nil {
+		log.Fatal(err)
+	}
 }

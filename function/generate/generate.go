@@ -1,0 +1,505 @@
+// Package generate is the decode engine for decoder-only models exported
+// as Optimum exports them (past_key_values.{i}.key/value in,
+// present.{i}.key/value out): continuous batching of decode steps. New
+// sequences wait in a queue; each step of the engine's loop admits waiting
+// sequences while the KV budget allows (and prefills each), runs ONE
+// batched decode call for every active sequence, hands each its token, and
+// retires the finished (end of sequence, max tokens) and those whose
+// caller left. Sequences join and leave between steps.
+//
+// KV cache: each sequence holds its own keys and values per layer as a
+// dense [heads, length, head_dim] slice that grows by one position a step.
+// A step lays the batch's pasts out left-padded to the longest, with the
+// attention mask zero on the padding, and takes each row's present back
+// without it. Holding KV per sequence (not in one shared padded buffer)
+// lets sequences of any length join or leave at any step with no
+// re-layout of the others; the price is a copy of the pasts per step,
+// which for the model sizes a CPU serves is small against the step itself.
+package generate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/sous-ai/sous/function/model"
+)
+
+// Params are one generation's settings.
+type Params struct {
+	MaxTokens   int     // most tokens generated (default 64)
+	Temperature float64 // 0: greedy
+	TopK        int     // 0: all
+	TopP        float64 // 0 or 1: all
+	Seed        uint64  // for sampling; 0 picks one
+}
+
+// Finish reasons.
+const (
+	FinishStop      = "stop"      // the model's end-of-sequence token
+	FinishLength    = "length"    // MaxTokens reached
+	FinishCancelled = "cancelled" // the caller went away, or the engine stopped
+)
+
+// Result is a finished generation.
+type Result struct {
+	Tokens       []int64
+	Finish       string
+	PromptTokens int
+}
+
+// ErrTooLong is returned for a prompt that with MaxTokens cannot fit the KV
+// budget even alone.
+var ErrTooLong = errors.New("generate: prompt and max_tokens exceed the KV budget")
+
+// Options configure an Engine.
+type Options struct {
+	EOS      int64 // end-of-sequence token id (-1: none)
+	MaxBatch int   // most sequences in one decode step (default 32)
+	// KVTokens bounds the positions all active sequences may hold, each
+	// reserving its prompt plus MaxTokens on admission (default 65536).
+	KVTokens int
+	// OnStep, if set, is told each decode step's batch size.
+	OnStep func(batch int)
+}
+
+// Engine runs a decoder model's generations.
+type Engine struct {
+	m      *model.Engine
+	opt    Options
+	layers int
+	heads  int64
+	hd     int64
+	// input and output indexes
+	ids, mask, pos int
+	past           [][2]int // per layer: key, value input index
+	logits         int
+	present        [][2]int // per layer: key, value output index
+
+	mu      sync.Mutex // guards waiting, reserved, closed
+	waiting []*seq
+	// reserved is the KV positions admitted sequences reserve.
+	reserved int
+	closed   bool
+	wake     chan struct{}
+}
+
+type seq struct {
+	ctx     context.Context
+	prompt  []int64
+	p       Params
+	onToken func(int64)
+	rng     *rand.Rand
+	out     []int64
+	kv      [][2][]float32 // per layer: key, value, [heads, length, hd]
+	length  int
+	done    chan Result
+	err     error
+	finish  string
+	reserve int // KV positions it needs: prompt + MaxTokens
+	held    int // of them reserved in the engine (once admitted)
+}
+
+// New binds an Engine to a decoder model loaded with model.New.
+func New(m *model.Engine, opt Options) (*Engine, error) {
+	if opt.MaxBatch <= 0 {
+		opt.MaxBatch = 32
+	}
+	if opt.KVTokens <= 0 {
+		opt.KVTokens = 65536
+	}
+	e := &Engine{m: m, opt: opt, ids: -1, mask: -1, pos: -1, logits: -1, wake: make(chan struct{}, 1)}
+	idx := func(list []model.Info) map[string]int {
+		out := map[string]int{}
+		for i, in := range list {
+			out[in.Name] = i
+		}
+		return out
+	}
+	ins, outs := idx(m.Inputs()), idx(m.Outputs())
+	var ok bool
+	if e.ids, ok = ins["input_ids"]; !ok {
+		return nil, fmt.Errorf("generate: model %s has no input_ids", m.Name())
+	}
+	if e.mask, ok = ins["attention_mask"]; !ok {
+		return nil, fmt.Errorf("generate: model %s has no attention_mask", m.Name())
+	}
+	if e.pos, ok = ins["position_ids"]; !ok {
+		return nil, fmt.Errorf("generate: model %s has no position_ids", m.Name())
+	}
+	if e.logits, ok = outs["logits"]; !ok {
+		return nil, fmt.Errorf("generate: model %s has no logits output", m.Name())
+	}
+	for l := 0; ; l++ {
+		k, okK := ins["past_key_values."+strconv.Itoa(l)+".key"]
+		v, okV := ins["past_key_values."+strconv.Itoa(l)+".value"]
+		pk, okPK := outs["present."+strconv.Itoa(l)+".key"]
+		pv, okPV := outs["present."+strconv.Itoa(l)+".value"]
+		if !okK || !okV || !okPK || !okPV {
+			break
+		}
+		e.past = append(e.past, [2]int{k, v})
+		e.present = append(e.present, [2]int{pk, pv})
+	}
+	e.layers = len(e.past)
+	if e.layers == 0 || len(ins) != 3+2*e.layers {
+		return nil, fmt.Errorf("generate: model %s: want input_ids, attention_mask, position_ids and past_key_values.{i}.key/value, got %d inputs", m.Name(), len(ins))
+	}
+	shape := m.Inputs()[e.past[0][0]].Shape
+	if len(shape) != 4 || shape[1] <= 0 || shape[3] <= 0 {
+		return nil, fmt.Errorf("generate: model %s: past keys have shape %v, want [batch, heads, past, head_dim] with fixed heads and head_dim", m.Name(), shape)
+	}
+	e.heads, e.hd = shape[1], shape[3]
+	return e, nil
+}
+
+// Generate queues prompt, waits for its generation and returns it.
+// onToken, if set, gets each token as it is made, in order, from the
+// engine's loop (it must not block). A caller whose ctx ends gets what was
+// generated so far with FinishCancelled, and its sequence is freed at the
+// next step.
+func (e *Engine) Generate(ctx context.Context, prompt []int64, p Params, onToken func(int64)) (Result, error) {
+	if p.MaxTokens <= 0 {
+		p.MaxTokens = 64
+	}
+	if len(prompt) == 0 {
+		return Result{}, errors.New("generate: empty prompt")
+	}
+	if len(prompt)+p.MaxTokens > e.opt.KVTokens {
+		return Result{}, ErrTooLong
+	}
+	seed := p.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	s := &seq{ctx: ctx, prompt: prompt, p: p, onToken: onToken, rng: rand.New(rand.NewPCG(seed, seed>>1|1)),
+		done: make(chan Result, 1), reserve: len(prompt) + p.MaxTokens}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return Result{}, errors.New("generate: engine stopped")
+	}
+	e.waiting = append(e.waiting, s)
+	e.mu.Unlock()
+	e.poke()
+	select {
+	case r := <-s.done:
+		return r, s.err
+	case <-ctx.Done():
+		// The loop frees the sequence at its next step and says so.
+		e.poke()
+		r := <-s.done
+		return r, s.err
+	}
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the engine's loop until ctx ends; then every active and waiting
+// sequence finishes with FinishCancelled.
+func (e *Engine) Run(ctx context.Context) error {
+	var active []*seq
+	defer func() {
+		e.mu.Lock()
+		e.closed = true
+		waiting := e.waiting
+		e.waiting = nil
+		e.mu.Unlock()
+		for _, s := range append(active, waiting...) {
+			s.finish = FinishCancelled
+			e.retire(s)
+		}
+	}()
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		// Admit waiting sequences, oldest first, while the KV budget and
+		// the batch allow; prefill each.
+		e.mu.Lock()
+		var admitted []*seq
+		var gone []*seq
+		waiting := e.waiting[:0]
+		for _, s := range e.waiting {
+			if s.ctx.Err() != nil {
+				gone = append(gone, s)
+			} else {
+				waiting = append(waiting, s)
+			}
+		}
+		e.waiting = waiting
+		for len(e.waiting) > 0 && len(active)+len(admitted) < e.opt.MaxBatch && e.reserved+e.waiting[0].reserve <= e.opt.KVTokens {
+			s := e.waiting[0]
+			e.waiting = e.waiting[1:]
+			e.reserved += s.reserve
+			s.held = s.reserve
+			admitted = append(admitted, s)
+		}
+		e.mu.Unlock()
+		for _, s := range gone {
+			s.finish = FinishCancelled
+			e.retire(s)
+		}
+		for _, s := range admitted {
+			if s.ctx.Err() != nil {
+				s.finish = FinishCancelled
+				e.retire(s)
+				continue
+			}
+			if err := e.prefill(ctx, s); err != nil {
+				s.err = err
+				e.retire(s)
+				continue
+			}
+			if !e.finished(s) {
+				active = append(active, s)
+			}
+		}
+		// Leave: callers gone.
+		active = e.sweep(active)
+		if len(active) == 0 {
+			e.mu.Lock()
+			idle := len(e.waiting) == 0
+			e.mu.Unlock()
+			if idle {
+				select {
+				case <-e.wake:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			continue
+		}
+		if err := e.step(ctx, active); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			for _, s := range active {
+				s.err = err
+				e.retire(s)
+			}
+			active = nil
+			continue
+		}
+		next := active[:0]
+		for _, s := range active {
+			if !e.finished(s) {
+				next = append(next, s)
+			}
+		}
+		active = next
+	}
+}
+
+// sweep retires the sequences whose caller left.
+func (e *Engine) sweep(active []*seq) []*seq {
+	out := active[:0]
+	for _, s := range active {
+		if s.ctx.Err() != nil {
+			s.finish = FinishCancelled
+			e.retire(s)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// finished retires s if its last token ended it.
+func (e *Engine) finished(s *seq) bool {
+	switch {
+	case len(s.out) > 0 && s.out[len(s.out)-1] == e.opt.EOS:
+		s.finish = FinishStop
+	case len(s.out) >= s.p.MaxTokens:
+		s.finish = FinishLength
+	default:
+		return false
+	}
+	e.retire(s)
+	return true
+}
+
+func (e *Engine) retire(s *seq) {
+	e.mu.Lock()
+	e.reserved -= s.held
+	s.held = 0
+	e.mu.Unlock()
+	s.kv = nil
+	s.done <- Result{Tokens: s.out, Finish: s.finish, PromptTokens: len(s.prompt)}
+	e.poke()
+}
+
+// prefill runs s's prompt alone (past length 0) and takes its first token.
+func (e *Engine) prefill(ctx context.Context, s *seq) error {
+	n := int64(len(s.prompt))
+	ins := make([]model.Tensor, 3+2*e.layers)
+	ones, pos := make([]int64, n), make([]int64, n)
+	for i := range ones {
+		ones[i], pos[i] = 1, int64(i)
+	}
+	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: s.prompt}
+	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: ones}
+	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: pos}
+	for l := range e.layers {
+		for k := range 2 {
+			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, 0, e.hd}, F32: []float32{}}
+		}
+	}
+	outs, err := e.m.RunWhole(ctx, ins)
+	if err != nil {
+		return err
+	}
+	s.kv = make([][2][]float32, e.layers)
+	for l := range e.layers {
+		for k := range 2 {
+			s.kv[l][k] = outs[e.present[l][k]].F32
+		}
+	}
+	s.length = int(n)
+	logits := outs[e.logits]
+	v := int(logits.Shape[2])
+	e.emit(s, logits.F32[(int(n)-1)*v:int(n)*v])
+	return nil
+}
+
+// step runs one decode call for every active sequence.
+func (e *Engine) step(ctx context.Context, active []*seq) error {
+	b := int64(len(active))
+	longest := 0
+	for _, s := range active {
+		longest = max(longest, s.length)
+	}
+	p := int64(longest)
+	ids, pos := make([]int64, b), make([]int64, b)
+	mask := make([]int64, b*(p+1))
+	for i, s := range active {
+		ids[i] = s.out[len(s.out)-1]
+		pos[i] = int64(s.length)
+		for j := p - int64(s.length); j <= p; j++ {
+			mask[int64(i)*(p+1)+j] = 1
+		}
+	}
+	ins := make([]model.Tensor, 3+2*e.layers)
+	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: ids}
+	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, p + 1}, I64: mask}
+	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: pos}
+	rowSize := e.heads * p * e.hd
+	for l := range e.layers {
+		for k := range 2 {
+			past := make([]float32, b*rowSize)
+			for i, s := range active {
+				pad := p - int64(s.length)
+				for h := range e.heads {
+					dst := past[int64(i)*rowSize+h*p*e.hd+pad*e.hd:]
+					src := s.kv[l][k][h*int64(s.length)*e.hd : (h+1)*int64(s.length)*e.hd]
+					copy(dst, src)
+				}
+			}
+			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, p, e.hd}, F32: past}
+		}
+	}
+	outs, err := e.m.RunWhole(ctx, ins)
+	if err != nil {
+		return err
+	}
+	if e.opt.OnStep != nil {
+		e.opt.OnStep(len(active))
+	}
+	outSize := e.heads * (p + 1) * e.hd
+	for i, s := range active {
+		pad := p - int64(s.length)
+		n := int64(s.length) + 1
+		for l := range e.layers {
+			for k := range 2 {
+				present := outs[e.present[l][k]].F32
+				kv := make([]float32, e.heads*n*e.hd)
+				for h := range e.heads {
+					src := present[int64(i)*outSize+h*(p+1)*e.hd+pad*e.hd : int64(i)*outSize+(h+1)*(p+1)*e.hd]
+					copy(kv[h*n*e.hd:], src)
+				}
+				s.kv[l][k] = kv
+			}
+		}
+		s.length++
+		logits := outs[e.logits]
+		v := int(logits.Shape[2])
+		e.emit(s, logits.F32[i*v:(i+1)*v])
+	}
+	return nil
+}
+
+// emit samples s's next token from logits and hands it over.
+func (e *Engine) emit(s *seq, logits []float32) {
+	t := sample(logits, s.p, s.rng)
+	s.out = append(s.out, t)
+	if s.onToken != nil {
+		s.onToken(t)
+	}
+}
+
+// sample picks a token: the most likely (temperature 0), else one drawn
+// from the softmax at the temperature, restricted to the top_k most likely
+// and to the smallest set whose probability reaches top_p.
+func sample(logits []float32, p Params, rng *rand.Rand) int64 {
+	if p.Temperature <= 0 {
+		best := 0
+		for i, v := range logits {
+			if v > logits[best] {
+				best = i
+			}
+		}
+		return int64(best)
+	}
+	idx := make([]int, len(logits))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
+	if p.TopK > 0 && p.TopK < len(idx) {
+		idx = idx[:p.TopK]
+	}
+	probs := make([]float64, len(idx))
+	hi := float64(logits[idx[0]])
+	var sum float64
+	for i, j := range idx {
+		probs[i] = math.Exp((float64(logits[j]) - hi) / p.Temperature)
+		sum += probs[i]
+	}
+	if p.TopP > 0 && p.TopP < 1 {
+		var acc float64
+		for i := range probs {
+			acc += probs[i] / sum
+			if acc >= p.TopP {
+				idx, probs = idx[:i+1], probs[:i+1]
+				break
+			}
+		}
+		sum = 0
+		for _, q := range probs {
+			sum += q
+		}
+	}
+	r := rng.Float64() * sum
+	for i, q := range probs {
+		if r -= q; r <= 0 {
+			return int64(idx[i])
+		}
+	}
+	return int64(idx[len(idx)-1])
+}
+
+// String describes the engine, for logs.
+func (e *Engine) String() string {
+	return strings.Join([]string{e.m.Name(), strconv.Itoa(e.layers) + " layers", strconv.FormatInt(e.heads, 10) + " kv heads"}, ", ")
+}

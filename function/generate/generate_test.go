@@ -1,0 +1,212 @@
+package generate
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/tasks/testmodels"
+)
+
+// decoderModel writes the test decoder (testmodels.Decoder) and loads it.
+func decoderModel(t *testing.T) *model.Engine {
+	t.Helper()
+	tok, err := os.ReadFile("../tokenizer/testdata/tokenizers/all-minilm-l6-v2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := testmodels.Decoder(dir, tok); err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(model.Params{Library: model.FindLibrary(), Model: filepath.Join(dir, "text-generation", "model.onnx"),
+		Device: "cpu", Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func startEngine(t *testing.T, m *model.Engine, opt Options) *Engine {
+	t.Helper()
+	e, err := New(m, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return e
+}
+
+// prompts of different lengths (token ids from the vocabulary's words).
+func prompts() [][]int64 {
+	var out [][]int64
+	for i, n := range []int{3, 7, 12, 20, 5, 31} {
+		p := make([]int64, n)
+		for j := range p {
+			p[j] = int64(2000 + (i*131+j*17)%5000)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// Greedy generation with continuous batching is token for token what
+// generating each sequence alone gives, for prompts of different lengths
+// that join and leave mid-flight.
+func TestContinuousBatchingEqualsAlone(t *testing.T) {
+	m := decoderModel(t)
+	ps := prompts()
+	alone := make([][]int64, len(ps))
+	{
+		e := startEngine(t, m, Options{EOS: -1})
+		for i, p := range ps {
+			r, err := e.Generate(context.Background(), p, Params{MaxTokens: 12 + i*3}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Finish != FinishLength || len(r.Tokens) != 12+i*3 {
+				t.Fatalf("alone %d: %d tokens, finish %s", i, len(r.Tokens), r.Finish)
+			}
+			alone[i] = r.Tokens
+		}
+	}
+	var mu sync.Mutex
+	var batches []int
+	e := startEngine(t, m, Options{EOS: -1, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
+	// Staggered: each sequence starts when the previous one has made 4
+	// tokens, so they join while others are mid-flight, and their
+	// different max_tokens make them leave at different steps.
+	got := make([][]int64, len(ps))
+	var wg sync.WaitGroup
+	start := make(chan struct{}, len(ps))
+	start <- struct{}{}
+	for i, p := range ps {
+		<-start
+		wg.Add(1)
+		n := 0
+		go func() {
+			defer wg.Done()
+			r, err := e.Generate(context.Background(), p, Params{MaxTokens: 12 + i*3}, func(int64) {
+				if n++; n == 4 {
+					start <- struct{}{}
+				}
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = r.Tokens
+		}()
+	}
+	wg.Wait()
+	for i := range ps {
+		if fmt.Sprint(got[i]) != fmt.Sprint(alone[i]) {
+			t.Errorf("prompt %d (%d tokens): batched %v, alone %v", i, len(ps[i]), got[i], alone[i])
+		}
+	}
+	mu.Lock()
+	peak := 0
+	for _, b := range batches {
+		peak = max(peak, b)
+	}
+	mu.Unlock()
+	if peak < 3 {
+		t.Errorf("decode steps ran at most %d sequences together: the sequences did not overlap", peak)
+	}
+	t.Logf("%d sequences, %d decode steps, up to %d sequences a step; every token equal to the sequence alone", len(ps), len(batches), peak)
+}
+
+// A caller that goes away frees its sequence within a step; the others
+// carry on.
+func TestCallerLeavingFreesItsSequence(t *testing.T) {
+	m := decoderModel(t)
+	e := startEngine(t, m, Options{EOS: -1, KVTokens: 400})
+	ps := prompts()
+	ctx, cancel := context.WithCancel(context.Background())
+	var made int
+	leaving := make(chan Result, 1)
+	go func() {
+		r, _ := e.Generate(ctx, ps[0], Params{MaxTokens: 300}, func(int64) {
+			if made++; made == 3 {
+				cancel()
+			}
+		})
+		leaving <- r
+	}()
+	r := <-leaving
+	if r.Finish != FinishCancelled || len(r.Tokens) > 5 {
+		t.Fatalf("left after 3 tokens: finish %s with %d tokens", r.Finish, len(r.Tokens))
+	}
+	// Its 303 reserved positions are free again: a sequence needing most
+	// of the budget is admitted at once.
+	done := make(chan Result, 1)
+	go func() {
+		r, _ := e.Generate(context.Background(), ps[1], Params{MaxTokens: 380}, nil)
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		if r.Finish != FinishLength {
+			t.Errorf("next sequence: %s", r.Finish)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the budget was not freed")
+	}
+}
+
+// When the KV budget is full, new sequences wait and start as soon as
+// room is made; one too large for the budget is refused.
+func TestKVBudgetBackPressure(t *testing.T) {
+	m := decoderModel(t)
+	e := startEngine(t, m, Options{EOS: -1, KVTokens: 100})
+	ps := prompts()
+	if _, err := e.Generate(context.Background(), ps[0], Params{MaxTokens: 200}, nil); err != ErrTooLong {
+		t.Fatalf("over the budget: %v", err)
+	}
+	var wg sync.WaitGroup
+	order := make(chan int, 3)
+	for i := range 3 { // each reserves 3+60=63: one at a time
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.Generate(context.Background(), ps[0], Params{MaxTokens: 60}, nil)
+			if err != nil || r.Finish != FinishLength {
+				t.Errorf("%d: %v %s", i, err, r.Finish)
+			}
+			order <- i
+		}()
+	}
+	wg.Wait()
+	if len(order) != 3 {
+		t.Fatal("not every waiting sequence ran")
+	}
+}
+
+// Sampling with a seed is reproducible; different seeds differ.
+func TestSeededSampling(t *testing.T) {
+	m := decoderModel(t)
+	e := startEngine(t, m, Options{EOS: -1})
+	p := prompts()[2]
+	gen := func(seed uint64) []int64 {
+		r, err := e.Generate(context.Background(), p, Params{MaxTokens: 16, Temperature: 1.5, TopK: 50, TopP: 0.95, Seed: seed}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Tokens
+	}
+	a, b, c := gen(7), gen(7), gen(8)
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("seed 7 twice: %v, %v", a, b)
+	}
+	if fmt.Sprint(a) == fmt.Sprint(c) {
+		t.Errorf("seeds 7 and 8 gave the same tokens %v", a)
+	}
+}

@@ -1,0 +1,160 @@
+package testmodels
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/sous-ai/sous/function/model/onnxgen"
+)
+
+// The test decoder: GPT-like, small.
+const (
+	decHidden = 32
+	decHeads  = 2
+	decLayers = 2
+)
+
+// Decoder writes dir/text-generation: a decoder-only model in Optimum's
+// export form (input_ids, attention_mask, position_ids,
+// past_key_values.{i}.key/value → logits, present.{i}.key/value; the first
+// step passes zero-length pasts), 2 layers of causal multi-head attention
+// over the past and the new tokens, with the attention mask honoured over
+// both, and a vocabulary from tokenizerJSON. Weights are random (seeded):
+// its text is nonsense, but deterministic, which is what tests of batching
+// need.
+func Decoder(dir string, tokenizerJSON []byte) error {
+	v, err := vocabSize(tokenizerJSON)
+	if err != nil {
+		return err
+	}
+	d := filepath.Join(dir, "text-generation")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	g := decoder(v)
+	cfg, _ := json.MarshalIndent(map[string]any{"model_type": "gpt2", "n_layer": decLayers, "n_head": decHeads,
+		"n_embd": decHidden, "vocab_size": v, "n_positions": positions, "architectures": []string{"GPT2LMHeadModel"}}, "", "  ")
+	for name, b := range map[string][]byte{"model.onnx": g.Marshal(), "tokenizer.json": tokenizerJSON, "config.json": cfg} {
+		if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decoder(v int64) onnxgen.Graph {
+	hd := int64(decHidden / decHeads)
+	e := newEncoder("text-generation", v, decHidden, decLayers, decHeads, 51)
+	e.std = 0.3 // attention and context matter: a batching bug changes tokens
+	for i := range e.word {
+		if e.word[i] == 0 {
+			e.word[i] = float32(e.r.NormFloat64() * 0.5)
+		}
+	}
+	dyn := onnxgen.Dynamic
+	e.g.Inputs = []onnxgen.Value{
+		{Name: "input_ids", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length")}},
+		{Name: "attention_mask", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("past_sequence_length + sequence_length")}},
+		{Name: "position_ids", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length")}},
+	}
+	kv := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(decHeads), dyn("past_sequence_length"), onnxgen.Fixed(hd)}
+	kvOut := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(decHeads), dyn("past_sequence_length + sequence_length"), onnxgen.Fixed(hd)}
+	e.g.Outputs = []onnxgen.Value{{Name: "logits", Type: onnxgen.Float, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length"), onnxgen.Fixed(v)}}}
+	for l := range decLayers {
+		for _, kind := range []string{"key", "value"} {
+			e.g.Inputs = append(e.g.Inputs, onnxgen.Value{Name: fmt.Sprintf("past_key_values.%d.%s", l, kind), Type: onnxgen.Float, Shape: kv})
+			e.g.Outputs = append(e.g.Outputs, onnxgen.Value{Name: fmt.Sprintf("present.%d.%s", l, kind), Type: onnxgen.Float, Shape: kvOut})
+		}
+	}
+
+	w := int64(decHidden)
+	i64 := func(name string, dims []int64, vals ...int64) {
+		e.g.Initializers = append(e.g.Initializers, onnxgen.Int64Tensor(name, dims, vals))
+	}
+	i64("zero", nil, 0)
+	i64("one", nil, 1)
+	i64("two", nil, 2)
+	i64("axes0", []int64{1}, 0)
+	i64("axes1", []int64{1}, 1)
+	i64("axes12", []int64{2}, 1, 2)
+	i64("heads_shape", []int64{4}, 0, 0, decHeads, hd)
+	i64("merged_shape", []int64{3}, 0, 0, w)
+	e.constant("one_f", nil, 1)
+	e.constant("neg", nil, -10000)
+	e.constant("scale", nil, float32(1/math.Sqrt(float64(hd))))
+	e.constant("half", nil, 0.5)
+	e.constant("rsqrt2", nil, float32(1/math.Sqrt2))
+	e.g.Initializers = append(e.g.Initializers, onnxgen.FloatTensor("word_embeddings", []int64{v, w}, e.word))
+	e.random("position_embeddings", []int64{positions, w}, 0.1, false)
+
+	e.node("Gather", []string{"word_embeddings", "input_ids"}, "words")
+	e.node("Gather", []string{"position_embeddings", "position_ids"}, "positions")
+	e.node("Add", []string{"words", "positions"}, "x0")
+
+	// Padding: -10000 on every key position the attention mask zeroes,
+	// past or new. [B, 1, 1, P+S]
+	e.node("Cast", []string{"attention_mask"}, "maskf", onnxgen.Attr{Name: "to", Kind: onnxgen.AttrInt, Int: onnxgen.Float})
+	e.node("Sub", []string{"one_f", "maskf"}, "unmask")
+	e.node("Mul", []string{"unmask", "neg"}, "pad_bias2")
+	e.node("Unsqueeze", []string{"pad_bias2", "axes12"}, "pad_bias")
+	// Causality: new token i (at key position P+i) sees keys 0..P+i.
+	// [S, P+S], broadcast over batch and heads.
+	e.node("Shape", []string{"input_ids"}, "ids_shape")
+	e.node("Gather", []string{"ids_shape", "one"}, "seq_len")
+	e.node("Shape", []string{"attention_mask"}, "mask_shape")
+	e.node("Gather", []string{"mask_shape", "one"}, "total_len")
+	e.node("Sub", []string{"total_len", "seq_len"}, "past_len")
+	e.node("Range", []string{"past_len", "total_len", "one"}, "q_pos")
+	e.node("Unsqueeze", []string{"q_pos", "axes1"}, "q_pos2") // [S, 1]
+	e.node("Range", []string{"zero", "total_len", "one"}, "k_pos")
+	e.node("Unsqueeze", []string{"k_pos", "axes0"}, "k_pos2") // [1, P+S]
+	e.node("Greater", []string{"k_pos2", "q_pos2"}, "future")
+	e.node("Cast", []string{"future"}, "futuref", onnxgen.Attr{Name: "to", Kind: onnxgen.AttrInt, Int: onnxgen.Float})
+	e.node("Mul", []string{"futuref", "neg"}, "causal_bias")
+	e.node("Add", []string{"pad_bias", "causal_bias"}, "attn_bias") // [B, 1, S, P+S]
+
+	perm := func(p ...int64) onnxgen.Attr { return onnxgen.Attr{Name: "perm", Kind: onnxgen.AttrInts, Ints: p} }
+	x := "x0"
+	for l := range decLayers {
+		p := fmt.Sprintf("h%d", l)
+		e.layerNorm(x, p+".ln_1", p+".in")
+		for _, m := range []string{"query", "key", "value"} {
+			e.linear(p+".in", p+"."+m, decHidden, decHidden, p+"."+m+".out")
+			e.node("Reshape", []string{p + "." + m + ".out", "heads_shape"}, p+"."+m+".heads")
+		}
+		e.node("Transpose", []string{p + ".query.heads"}, p+".q", perm(0, 2, 1, 3))
+		e.node("Transpose", []string{p + ".key.heads"}, p+".k_new", perm(0, 2, 1, 3))
+		e.node("Transpose", []string{p + ".value.heads"}, p+".v_new", perm(0, 2, 1, 3))
+		axis2 := onnxgen.Attr{Name: "axis", Kind: onnxgen.AttrInt, Int: 2}
+		e.g.Nodes = append(e.g.Nodes,
+			onnxgen.Node{Op: "Concat", Inputs: []string{fmt.Sprintf("past_key_values.%d.key", l), p + ".k_new"}, Outputs: []string{fmt.Sprintf("present.%d.key", l)}, Attrs: []onnxgen.Attr{axis2}},
+			onnxgen.Node{Op: "Concat", Inputs: []string{fmt.Sprintf("past_key_values.%d.value", l), p + ".v_new"}, Outputs: []string{fmt.Sprintf("present.%d.value", l)}, Attrs: []onnxgen.Attr{axis2}})
+		e.node("Transpose", []string{fmt.Sprintf("present.%d.key", l)}, p+".kT", perm(0, 1, 3, 2))
+		e.node("MatMul", []string{p + ".q", p + ".kT"}, p+".scores0")
+		e.node("Mul", []string{p + ".scores0", "scale"}, p+".scores1")
+		e.node("Add", []string{p + ".scores1", "attn_bias"}, p+".scores")
+		e.node("Softmax", []string{p + ".scores"}, p+".probs", onnxgen.Attr{Name: "axis", Kind: onnxgen.AttrInt, Int: -1})
+		e.node("MatMul", []string{p + ".probs", fmt.Sprintf("present.%d.value", l)}, p+".ctx0")
+		e.node("Transpose", []string{p + ".ctx0"}, p+".ctx1", perm(0, 2, 1, 3))
+		e.node("Reshape", []string{p + ".ctx1", "merged_shape"}, p+".ctx")
+		e.linear(p+".ctx", p+".attn.c_proj", decHidden, decHidden, p+".attn")
+		e.node("Add", []string{x, p + ".attn"}, p+".res1")
+		e.layerNorm(p+".res1", p+".ln_2", p+".mid")
+		e.linear(p+".mid", p+".mlp.c_fc", decHidden, 2*decHidden, p+".h")
+		e.node("Mul", []string{p + ".h", "rsqrt2"}, p+".hs")
+		e.node("Erf", []string{p + ".hs"}, p+".erf")
+		e.node("Add", []string{p + ".erf", "one_f"}, p+".erf1")
+		e.node("Mul", []string{p + ".h", p + ".erf1"}, p+".gelu0")
+		e.node("Mul", []string{p + ".gelu0", "half"}, p+".gelu")
+		e.linear(p+".gelu", p+".mlp.c_proj", 2*decHidden, decHidden, p+".ffn")
+		e.node("Add", []string{p + ".res1", p + ".ffn"}, p+".out")
+		x = p + ".out"
+	}
+	e.layerNorm(x, "ln_f", "final")
+	e.random("lm_head", []int64{w, v}, 0.5, false)
+	e.node("MatMul", []string{"final", "lm_head"}, "logits")
+	return e.g
+}
