@@ -40,6 +40,7 @@ type Config struct {
 	ContextTurns   int    // SOUS_CONTEXT_TURNS: earlier turns' texts put before the text
 	MaxBatchTokens int    // SOUS_MAX_BATCH_TOKENS: padded tokens in one batch
 	BatchOrder     string // SOUS_BATCH_ORDER: length (group similar lengths) or arrival
+	KVTokens       int    // SOUS_KV_TOKENS: decoder models: KV positions all generating sequences may hold
 }
 
 // Defaults.
@@ -123,11 +124,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.BatchState = oneOf("SOUS_STATE_BATCH", "true", "true", "false") == "true"
 	c.PubSub = str("SOUS_PUBSUB", "pubsub")
 	c.Topic = str("SOUS_TOPIC", "turns")
-	c.Task = oneOf("SOUS_TASK", "", "", "text-classification", "feature-extraction", "token-classification")
+	c.Task = oneOf("SOUS_TASK", "", "", "text-classification", "feature-extraction", "token-classification", "text-generation")
 	c.Aggregation = oneOf("SOUS_AGGREGATION", "simple", "none", "simple", "first", "average", "max")
 	c.ContextTurns = num("SOUS_CONTEXT_TURNS", 0, 0, 64)
 	c.MaxBatchTokens = num("SOUS_MAX_BATCH_TOKENS", 16384, 1, 1<<24)
 	c.BatchOrder = oneOf("SOUS_BATCH_ORDER", "length", "length", "arrival")
+	c.KVTokens = num("SOUS_KV_TOKENS", 65536, 16, 1<<24)
 	if c.Queue < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("SOUS_QUEUE=%d: must be at least SOUS_MAX_BATCH=%d", c.Queue, c.MaxBatch))
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/demo"
+	"github.com/sous-ai/sous/function/generate"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tasks"
@@ -108,6 +109,8 @@ type Function struct {
 	// hf, when SOUS_MODEL is a model directory, encodes text turns with the
 	// model's tokenizer and shapes their outputs (text is then nil).
 	hf *tasks.Model
+	// gen, for a decoder model directory, generates replies.
+	gen *generate.Engine
 	// onInputs, set by tests, sees the input ids of each text turn of a
 	// model directory as the model gets them.
 	onInputs func(ids []int64)
@@ -171,6 +174,12 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 			f.engine.Close()
 			return nil, err
 		}
+		if f.hf.Task == tasks.TextGeneration {
+			if f.gen, err = generate.New(f.engine, generate.Options{EOS: f.hf.EOS, MaxBatch: cfg.MaxBatch, KVTokens: cfg.KVTokens}); err != nil {
+				f.engine.Close()
+				return nil, err
+			}
+		}
 		o.logger.Info("model directory", "model", f.hf.Name, "task", f.hf.Task, "max_length", f.hf.MaxLength,
 			"labels", len(f.hf.Labels), "context_turns", cfg.ContextTurns)
 	} else {
@@ -223,10 +232,15 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		exec = o.wrapExec(exec)
 	}
 	if !o.noTelemetry {
-		f.metrics, err = telemetry.New(telemetry.Params{
+		tp := telemetry.Params{
 			Model: f.engine.Name(), Device: f.engine.Device(),
 			QueueDepth: func() int { return f.batcher.Len() },
-		})
+		}
+		if f.gen != nil {
+			tp.QueueDepth = f.gen.Waiting
+			tp.ActiveSequences, tp.KVUsage = f.gen.Active, f.gen.KVUsage
+		}
+		f.metrics, err = telemetry.New(tp)
 		if err != nil {
 			f.engine.Close()
 			return nil, fmt.Errorf("telemetry: %w", err)
@@ -261,7 +275,10 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		// answers it (reason expired).
 	}))...)
 
-	if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
+	if f.gen != nil {
+		// A decoder's first call is its warm-up; Warm's zero rows do not
+		// fit its past/present shapes.
+	} else if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
 		f.engine.Close()
 		return nil, fmt.Errorf("model: warm-up: %w", err)
 	}
@@ -341,6 +358,12 @@ func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
 	batchCtx, stopBatcher := context.WithCancel(context.Background())
 	batcherDone := make(chan error, 1)
 	go func() { batcherDone <- f.batcher.Run(batchCtx) }()
+	genDone := make(chan struct{})
+	if f.gen != nil {
+		go func() { f.gen.Run(batchCtx); close(genDone) }()
+	} else {
+		close(genDone)
+	}
 
 	srv := &http.Server{Handler: f.echo, ReadHeaderTimeout: 10 * time.Second}
 	serveDone := make(chan error, 1)
@@ -391,6 +414,7 @@ func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	stopBatcher()
 	<-batcherDone
+	<-genDone
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

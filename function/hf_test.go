@@ -36,6 +36,9 @@ func testModels(t *testing.T) string {
 		if modelsErr == nil {
 			modelsErr = testmodels.Write(modelsDir, tok)
 		}
+		if modelsErr == nil {
+			modelsErr = testmodels.Decoder(modelsDir, tok)
+		}
 	})
 	if modelsErr != nil {
 		t.Fatal(modelsErr)

@@ -162,10 +162,15 @@ type turnBody struct {
 	ID      string        `json:"id,omitempty"`
 	Text    *string       `json:"text"`
 	Inputs  []oipTensorIn `json:"inputs"`
+	genParams
 }
 
 func (b *turnBody) request() (turnRequest, error) {
 	req := turnRequest{Session: b.Session}
+	if b.genParams.any() {
+		g := b.genParams
+		req.gen = &g
+	}
 	if b.Text != nil {
 		if strings.TrimSpace(*b.Text) == "" {
 			return req, badRequest("text is empty")
@@ -211,6 +216,9 @@ func (f *Function) handleTurn(c echo.Context) error {
 	c.Set("session", req.Session)
 	ctx, span := f.startTurn(c.Request().Context(), c.Request().Header, nil)
 	defer span.End()
+	if tb.Stream {
+		return f.streamTurn(c, ctx, req)
+	}
 	reply, err := f.turn(ctx, req)
 	if err != nil {
 		spanErr(span, err)

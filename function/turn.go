@@ -39,6 +39,8 @@ type turnRequest struct {
 	HasInputs bool
 	// enc is the text's encoding, for a model directory's text turn.
 	enc *tokenizer.Encoding
+	// gen are generation settings (a decoder model's turn), if any.
+	gen *genParams
 }
 
 // Reply is a turn's answer: the reply event's data, and /turn's body.
@@ -72,6 +74,12 @@ func (f *Function) turn(ctx context.Context, req turnRequest) (Reply, error) {
 // prepare validates a turn before it runs: its session id and its model
 // inputs (built with a zero state in the state slot).
 func (f *Function) prepare(req *turnRequest) ([]model.Tensor, error) {
+	if f.gen != nil {
+		return nil, nil // generateTurn checks its turns
+	}
+	if req.gen != nil {
+		return nil, badRequest("model %s does not generate: max_tokens, temperature, top_k, top_p, seed, stop and stream are for decoder models", f.engine.Name())
+	}
 	if !sessionID.MatchString(req.Session) {
 		return nil, badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
 	}
@@ -80,6 +88,9 @@ func (f *Function) prepare(req *turnRequest) ([]model.Tensor, error) {
 
 // runTurn runs a turn that prepare accepted, with the inputs it built.
 func (f *Function) runTurn(ctx context.Context, req turnRequest, item []model.Tensor) (Reply, error) {
+	if f.gen != nil {
+		return f.generateTurn(ctx, req, nil)
+	}
 	if req.Event == "" {
 		// Every turn carries a key, so that a redo after a save whose
 		// outcome was unclear finds its own write instead of running twice.

@@ -85,8 +85,9 @@ type Engine struct {
 	mu      sync.Mutex // guards waiting, reserved, closed
 	waiting []*seq
 	// reserved is the KV positions admitted sequences reserve.
-	reserved int
-	closed   bool
+	reserved  int
+	admittedN int // sequences admitted, not yet retired
+	closed    bool
 	wake     chan struct{}
 }
 
@@ -243,6 +244,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			s := e.waiting[0]
 			e.waiting = e.waiting[1:]
 			e.reserved += s.reserve
+			e.admittedN++
 			s.held = s.reserve
 			admitted = append(admitted, s)
 		}
@@ -332,6 +334,9 @@ func (e *Engine) finished(s *seq) bool {
 
 func (e *Engine) retire(s *seq) {
 	e.mu.Lock()
+	if s.held > 0 {
+		e.admittedN--
+	}
 	e.reserved -= s.held
 	s.held = 0
 	e.mu.Unlock()
@@ -502,4 +507,25 @@ func sample(logits []float32, p Params, rng *rand.Rand) int64 {
 // String describes the engine, for logs.
 func (e *Engine) String() string {
 	return strings.Join([]string{e.m.Name(), strconv.Itoa(e.layers) + " layers", strconv.FormatInt(e.heads, 10) + " kv heads"}, ", ")
+}
+
+// Active is the number of sequences admitted and not finished.
+func (e *Engine) Active() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.admittedN
+}
+
+// KVUsage is the share of the KV budget admitted sequences reserve.
+func (e *Engine) KVUsage() float64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return float64(e.reserved) / float64(e.opt.KVTokens)
+}
+
+// Waiting is the number of sequences queued for admission.
+func (e *Engine) Waiting() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.waiting)
 }

@@ -26,6 +26,9 @@ const (
 	TextClassification  = "text-classification"
 	FeatureExtraction   = "feature-extraction"
 	TokenClassification = "token-classification"
+	// TextGeneration is a decoder-only model (Optimum's past/present form):
+	// package generate runs it.
+	TextGeneration = "text-generation"
 )
 
 // Aggregations of token classification, as Hugging Face's pipeline defines
@@ -44,6 +47,7 @@ type Model struct {
 	MultiLabel  bool     // config.json problem_type multi_label_classification: sigmoid
 	MaxLength   int      // tokens per input, special tokens included
 	Aggregation string
+	EOS         int64 // text generation: config.json eos_token_id, else [SEP]; -1 if neither
 
 	ids, mask, types int // input indexes; types -1 when the model has none
 	out              int // output index
@@ -67,8 +71,8 @@ func Open(dir, task, aggregation string) (*Model, error) {
 	if !slices.Contains(Aggregations, m.Aggregation) {
 		return nil, fmt.Errorf("SOUS_AGGREGATION %q: want one of %s", aggregation, strings.Join(Aggregations, ", "))
 	}
-	if task != "" && task != TextClassification && task != FeatureExtraction && task != TokenClassification {
-		return nil, fmt.Errorf("SOUS_TASK %q: want %s, %s or %s", task, TextClassification, FeatureExtraction, TokenClassification)
+	if task != "" && task != TextClassification && task != FeatureExtraction && task != TokenClassification && task != TextGeneration {
+		return nil, fmt.Errorf("SOUS_TASK %q: want %s, %s, %s or %s", task, TextClassification, FeatureExtraction, TokenClassification, TextGeneration)
 	}
 	for _, f := range []string{"model.onnx", filepath.Join("onnx", "model.onnx")} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
@@ -86,6 +90,7 @@ func Open(dir, task, aggregation string) (*Model, error) {
 
 	var cfg struct {
 		ID2Label              map[string]string `json:"id2label"`
+		EOSTokenID            *int64            `json:"eos_token_id"`
 		ProblemType           string            `json:"problem_type"`
 		MaxPositionEmbeddings int               `json:"max_position_embeddings"`
 	}
@@ -103,6 +108,13 @@ func Open(dir, task, aggregation string) (*Model, error) {
 		m.Labels[i] = v
 	}
 	m.MultiLabel = cfg.ProblemType == "multi_label_classification"
+	m.EOS = -1
+	if sep, ok := m.Tok.Special("[SEP]"); ok {
+		m.EOS = sep
+	}
+	if cfg.EOSTokenID != nil {
+		m.EOS = *cfg.EOSTokenID
+	}
 
 	var tc struct {
 		ModelMaxLength float64 `json:"model_max_length"`
@@ -144,6 +156,18 @@ func readJSON(path string, v any) error {
 // last_hidden_state [B, S, H] feature extraction.
 func (m *Model) Bind(ins, outs []model.Info) error {
 	m.ids, m.mask, m.types, m.out, m.inputs = -1, -1, -1, -1, len(ins)
+	for _, in := range ins {
+		if strings.HasPrefix(in.Name, "past_key_values.") {
+			if m.Task != "" && m.Task != TextGeneration {
+				return fmt.Errorf("model %s: SOUS_TASK %s, but the model is a decoder (it takes %s)", m.Name, m.Task, in.Name)
+			}
+			m.Task = TextGeneration // generate.New checks the rest
+			return nil
+		}
+	}
+	if m.Task == TextGeneration {
+		return fmt.Errorf("model %s: SOUS_TASK %s wants a decoder with past_key_values inputs", m.Name, m.Task)
+	}
 	for i, in := range ins {
 		if in.DType != model.INT64 || len(in.Shape) != 2 {
 			return fmt.Errorf("model %s: input %q is %s %v, want INT64 [batch, sequence]", m.Name, in.Name, in.DType, in.Shape)

@@ -40,6 +40,9 @@ type Metrics struct {
 	requests  metric.Int64Counter
 	rejected  metric.Int64Counter
 	tokens    metric.Int64Counter
+	ttft      metric.Float64Histogram
+	tpot      metric.Float64Histogram
+	generated metric.Int64Counter
 	tokenKind [2]metric.AddOption // real, padding
 	reasonSet map[string]metric.AddOption
 	stateOps  map[string]metric.RecordOption
@@ -50,6 +53,10 @@ type Params struct {
 	Model, Device string
 	// QueueDepth reports the number of queued items when scraped.
 	QueueDepth func() int
+	// Generation, for a decoder model: the sequences being generated and
+	// the share of the KV budget they hold, when scraped.
+	ActiveSequences func() int
+	KVUsage         func() float64
 }
 
 // New creates the instruments on a registry of their own.
@@ -80,6 +87,29 @@ func New(p Params) (*Metrics, error) {
 	m.inference = seconds("sous_inference_duration_seconds", "Duration of one batched ONNX Runtime call.")
 	m.turn = seconds("sous_turn_duration_seconds", "Duration of a turn, request in to reply out.")
 	m.state = seconds("sous_state_duration_seconds", "Duration of one state store call, by op.")
+	m.ttft = seconds("sous_time_to_first_token_seconds", "Generated turns: from the turn's arrival at the engine to its first token.")
+	m.tpot = seconds("sous_time_per_output_token_seconds", "Generated turns: mean time between output tokens after the first.")
+	if m.generated, err = meter.Int64Counter("sous_generated_tokens", metric.WithDescription("Tokens generated.")); err != nil {
+		return nil, err
+	}
+	if p.ActiveSequences != nil {
+		if _, err = meter.Int64ObservableGauge("sous_active_sequences", metric.WithDescription("Sequences being generated (prefilled, not finished)."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				o.Observe(int64(p.ActiveSequences()))
+				return nil
+			})); err != nil {
+			return nil, err
+		}
+	}
+	if p.KVUsage != nil {
+		if _, err = meter.Float64ObservableGauge("sous_kv_cache_usage_ratio", metric.WithDescription("Share of the KV budget (SOUS_KV_TOKENS) reserved by admitted sequences."),
+			metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+				o.Observe(p.KVUsage())
+				return nil
+			})); err != nil {
+			return nil, err
+		}
+	}
 	if m.batchSize, err = meter.Int64Histogram("sous_batch_size", metric.WithDescription("Items in one ONNX Runtime call."),
 		metric.WithExplicitBucketBoundaries(BatchBuckets...)); err != nil {
 		return nil, err
@@ -178,6 +208,22 @@ func (m *Metrics) Tokens(real, padding int64) {
 		m.tokens.Add(context.Background(), real, m.tokenKind[0])
 		m.tokens.Add(context.Background(), padding, m.tokenKind[1])
 	}
+}
+
+// Generated records one generation: time to its first token, mean time
+// per later token, and the tokens made.
+func (m *Metrics) Generated(ttft, tpot time.Duration, tokens int) {
+	if m == nil {
+		return
+	}
+	ctx := context.Background()
+	if tokens > 0 {
+		m.ttft.Record(ctx, ttft.Seconds())
+	}
+	if tokens > 1 {
+		m.tpot.Record(ctx, tpot.Seconds())
+	}
+	m.generated.Add(ctx, int64(tokens))
 }
 
 // Rejected counts one 503 by reason.

@@ -301,6 +301,58 @@ func template(items []map[string]json.RawMessage, specials map[string]struct {
 // Token returns the token string of an id ("" if unknown).
 func (t *Tokenizer) Token(id int64) string { return t.byID[id] }
 
+// IDs encodes text with no special tokens and no truncation (a prompt to
+// continue).
+func (t *Tokenizer) IDs(text string) []int64 {
+	toks := t.tokens(text)
+	out := make([]int64, len(toks))
+	for i, tok := range toks {
+		out[i] = tok.id
+	}
+	return out
+}
+
+// Decode turns ids back into text as the WordPiece decoder does: word
+// pieces (the continuing-subword prefix) joined to the word before, other
+// tokens separated by a space, special tokens left out.
+func (t *Tokenizer) Decode(ids []int64) string {
+	var b strings.Builder
+	for _, id := range ids {
+		tok, ok := t.byID[id]
+		if !ok || t.isAdded(id) {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(tok, t.prefix); ok && b.Len() > 0 {
+			b.WriteString(rest)
+			continue
+		}
+		if b.Len() > 0 && !(len(tok) == 1 && strings.ContainsAny(tok, ".,!?;:'")) {
+			b.WriteByte(' ')
+		}
+		b.WriteString(tok)
+	}
+	return b.String()
+}
+
+func (t *Tokenizer) isAdded(id int64) bool {
+	for _, a := range t.added {
+		if a.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Special returns the id of an added token, such as "[SEP]".
+func (t *Tokenizer) Special(content string) (int64, bool) {
+	for _, a := range t.added {
+		if a.content == content {
+			return a.id, true
+		}
+	}
+	return 0, false
+}
+
 // MaxLength is the file's truncation length, or 0.
 func (t *Tokenizer) MaxLength() int {
 	if t.Truncation == nil {

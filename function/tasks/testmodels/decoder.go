@@ -36,7 +36,7 @@ func Decoder(dir string, tokenizerJSON []byte) error {
 	}
 	g := decoder(v)
 	cfg, _ := json.MarshalIndent(map[string]any{"model_type": "gpt2", "n_layer": decLayers, "n_head": decHeads,
-		"n_embd": decHidden, "vocab_size": v, "n_positions": positions, "architectures": []string{"GPT2LMHeadModel"}}, "", "  ")
+		"n_embd": decHidden, "vocab_size": v, "eos_token_id": 102, "n_positions": positions, "architectures": []string{"GPT2LMHeadModel"}}, "", "  ")
 	for name, b := range map[string][]byte{"model.onnx": g.Marshal(), "tokenizer.json": tokenizerJSON, "config.json": cfg} {
 		if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
 			return err
