@@ -7,7 +7,9 @@
 // JSON, default bench/results.json), BENCH_PLOT (SVG, default
 // docs/latency-vs-load.svg), BENCH_PROFILE (a file: save a CPU profile of
 // sous during the first batch-32 saturation point), BENCH_ONLY=padding (only
-// the mixed-length text phase: length-aware against arrival-order batches).
+// the mixed-length text phase: length-aware against arrival-order batches),
+// BENCH_ONLY=generation (only the generation phase), BENCH_GEN_PLOT (SVG,
+// default docs/generation.svg).
 package main
 
 import (
@@ -208,6 +210,13 @@ func (h *harness) run() error {
 	}
 	fmt.Printf("sous bench: %s per point, %d CPUs\n\n", duration, cpus())
 
+	if os.Getenv("BENCH_ONLY") == "generation" {
+		points, err := h.generationCompare(root)
+		if err != nil {
+			return err
+		}
+		return reportGeneration(points)
+	}
 	if os.Getenv("BENCH_ONLY") == "padding" {
 		l, a, err := h.paddingCompare(root)
 		if err != nil {
@@ -292,6 +301,13 @@ func (h *harness) run() error {
 		return err
 	}
 
+	// 8. Generation: tokens/s at 1, 8 and 32 sessions, continuous batching
+	// against one sequence at a time.
+	genPoints, err := h.generationCompare(root)
+	if err != nil {
+		return err
+	}
+
 	// 6. The same ceilings and saturation with the servers on half the cores
 	// and the generator on the other half.
 	pinned, err := h.runPinned(self)
@@ -313,6 +329,9 @@ func (h *harness) run() error {
 	ratio("dapr_vs_memory_throughput", dp.Throughput/mem.Throughput, ">=0.5")
 	fmt.Printf("RATIO start_to_ready_ms %.0f <=500\n", h.ready[len(h.ready)/2])
 	printPadding(padLength, padArrival)
+	if err := reportGeneration(genPoints); err != nil {
+		return err
+	}
 	fmt.Println()
 	fmt.Printf("CPU per turn (µs), memory, unpinned: %s\n", formatCPU(mem.CPUPerTurnUs))
 	fmt.Printf("CPU per turn (µs), dapr, unpinned:   %s\n", formatCPU(dp.CPUPerTurnUs))

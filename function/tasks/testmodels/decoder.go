@@ -26,17 +26,24 @@ const (
 // its text is nonsense, but deterministic, which is what tests of batching
 // need.
 func Decoder(dir string, tokenizerJSON []byte) error {
+	return DecoderSized(dir, "text-generation", tokenizerJSON, decHidden, decLayers, decHeads)
+}
+
+// DecoderSized writes dir/name: the test decoder width wide, with layers
+// layers of heads heads (for benchmarks: a decoder whose weights do not
+// fit in cache, as a real one's do not).
+func DecoderSized(dir, name string, tokenizerJSON []byte, width, layers, heads int) error {
 	v, err := vocabSize(tokenizerJSON)
 	if err != nil {
 		return err
 	}
-	d := filepath.Join(dir, "text-generation")
+	d := filepath.Join(dir, name)
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}
-	g := decoder(v)
-	cfg, _ := json.MarshalIndent(map[string]any{"model_type": "gpt2", "n_layer": decLayers, "n_head": decHeads,
-		"n_embd": decHidden, "vocab_size": v, "eos_token_id": 102, "n_positions": positions, "architectures": []string{"GPT2LMHeadModel"}}, "", "  ")
+	g := decoder(v, width, layers, heads)
+	cfg, _ := json.MarshalIndent(map[string]any{"model_type": "gpt2", "n_layer": layers, "n_head": heads,
+		"n_embd": width, "vocab_size": v, "eos_token_id": 102, "n_positions": positions, "architectures": []string{"GPT2LMHeadModel"}}, "", "  ")
 	for name, b := range map[string][]byte{"model.onnx": g.Marshal(), "tokenizer.json": tokenizerJSON, "config.json": cfg} {
 		if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
 			return err
@@ -45,9 +52,9 @@ func Decoder(dir string, tokenizerJSON []byte) error {
 	return nil
 }
 
-func decoder(v int64) onnxgen.Graph {
-	hd := int64(decHidden / decHeads)
-	e := newEncoder("text-generation", v, decHidden, decLayers, decHeads, 51)
+func decoder(v int64, width, layers, heads int) onnxgen.Graph {
+	hd := int64(width / heads)
+	e := newEncoder("text-generation", v, width, layers, heads, 51)
 	e.std = 0.3 // attention and context matter: a batching bug changes tokens
 	for i := range e.word {
 		if e.word[i] == 0 {
@@ -60,17 +67,17 @@ func decoder(v int64) onnxgen.Graph {
 		{Name: "attention_mask", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("past_sequence_length + sequence_length")}},
 		{Name: "position_ids", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length")}},
 	}
-	kv := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(decHeads), dyn("past_sequence_length"), onnxgen.Fixed(hd)}
-	kvOut := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(decHeads), dyn("past_sequence_length + sequence_length"), onnxgen.Fixed(hd)}
+	kv := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(int64(heads)), dyn("past_sequence_length"), onnxgen.Fixed(hd)}
+	kvOut := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(int64(heads)), dyn("past_sequence_length + sequence_length"), onnxgen.Fixed(hd)}
 	e.g.Outputs = []onnxgen.Value{{Name: "logits", Type: onnxgen.Float, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length"), onnxgen.Fixed(v)}}}
-	for l := range decLayers {
+	for l := range layers {
 		for _, kind := range []string{"key", "value"} {
 			e.g.Inputs = append(e.g.Inputs, onnxgen.Value{Name: fmt.Sprintf("past_key_values.%d.%s", l, kind), Type: onnxgen.Float, Shape: kv})
 			e.g.Outputs = append(e.g.Outputs, onnxgen.Value{Name: fmt.Sprintf("present.%d.%s", l, kind), Type: onnxgen.Float, Shape: kvOut})
 		}
 	}
 
-	w := int64(decHidden)
+	w := int64(width)
 	i64 := func(name string, dims []int64, vals ...int64) {
 		e.g.Initializers = append(e.g.Initializers, onnxgen.Int64Tensor(name, dims, vals))
 	}
@@ -80,7 +87,7 @@ func decoder(v int64) onnxgen.Graph {
 	i64("axes0", []int64{1}, 0)
 	i64("axes1", []int64{1}, 1)
 	i64("axes12", []int64{2}, 1, 2)
-	i64("heads_shape", []int64{4}, 0, 0, decHeads, hd)
+	i64("heads_shape", []int64{4}, 0, 0, int64(heads), hd)
 	i64("merged_shape", []int64{3}, 0, 0, w)
 	e.constant("one_f", nil, 1)
 	e.constant("neg", nil, -10000)
@@ -118,11 +125,11 @@ func decoder(v int64) onnxgen.Graph {
 
 	perm := func(p ...int64) onnxgen.Attr { return onnxgen.Attr{Name: "perm", Kind: onnxgen.AttrInts, Ints: p} }
 	x := "x0"
-	for l := range decLayers {
+	for l := range layers {
 		p := fmt.Sprintf("h%d", l)
 		e.layerNorm(x, p+".ln_1", p+".in")
 		for _, m := range []string{"query", "key", "value"} {
-			e.linear(p+".in", p+"."+m, decHidden, decHidden, p+"."+m+".out")
+			e.linear(p+".in", p+"."+m, width, width, p+"."+m+".out")
 			e.node("Reshape", []string{p + "." + m + ".out", "heads_shape"}, p+"."+m+".heads")
 		}
 		e.node("Transpose", []string{p + ".query.heads"}, p+".q", perm(0, 2, 1, 3))
@@ -140,16 +147,16 @@ func decoder(v int64) onnxgen.Graph {
 		e.node("MatMul", []string{p + ".probs", fmt.Sprintf("present.%d.value", l)}, p+".ctx0")
 		e.node("Transpose", []string{p + ".ctx0"}, p+".ctx1", perm(0, 2, 1, 3))
 		e.node("Reshape", []string{p + ".ctx1", "merged_shape"}, p+".ctx")
-		e.linear(p+".ctx", p+".attn.c_proj", decHidden, decHidden, p+".attn")
+		e.linear(p+".ctx", p+".attn.c_proj", width, width, p+".attn")
 		e.node("Add", []string{x, p + ".attn"}, p+".res1")
 		e.layerNorm(p+".res1", p+".ln_2", p+".mid")
-		e.linear(p+".mid", p+".mlp.c_fc", decHidden, 2*decHidden, p+".h")
+		e.linear(p+".mid", p+".mlp.c_fc", width, 2*width, p+".h")
 		e.node("Mul", []string{p + ".h", "rsqrt2"}, p+".hs")
 		e.node("Erf", []string{p + ".hs"}, p+".erf")
 		e.node("Add", []string{p + ".erf", "one_f"}, p+".erf1")
 		e.node("Mul", []string{p + ".h", p + ".erf1"}, p+".gelu0")
 		e.node("Mul", []string{p + ".gelu0", "half"}, p+".gelu")
-		e.linear(p+".gelu", p+".mlp.c_proj", 2*decHidden, decHidden, p+".ffn")
+		e.linear(p+".gelu", p+".mlp.c_proj", 2*width, width, p+".ffn")
 		e.node("Add", []string{p + ".res1", p + ".ffn"}, p+".out")
 		x = p + ".out"
 	}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"image/color"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/sous-ai/sous/function/tasks/testmodels"
+)
+
+// GenPoint is one generation measurement: concurrent sessions, each a
+// closed-loop client streaming /turn replies of maxGenTokens tokens.
+type GenPoint struct {
+	Mode       string  `json:"mode"` // continuous (SOUS_MAX_BATCH=32) or one-at-a-time (1)
+	Sessions   int     `json:"sessions"`
+	TokensPerS float64 `json:"tokens_per_s"`
+	Turns      int     `json:"turns"`
+	TTFTp50ms  float64 `json:"ttft_p50_ms"`
+	TTFTp99ms  float64 `json:"ttft_p99_ms"`
+	TPOTp50ms  float64 `json:"tpot_p50_ms"`
+	TPOTp99ms  float64 `json:"tpot_p99_ms"`
+}
+
+const maxGenTokens = 32
+
+// generationCompare runs a test decoder (testmodels.DecoderSized) with 1, 8
+// and 32 concurrent sessions, decode steps batched across sessions
+// (continuous batching, SOUS_MAX_BATCH=32) against one sequence at a time
+// (SOUS_MAX_BATCH=1), side by side, and plots tokens/s.
+func (h *harness) generationCompare(root string) ([]GenPoint, error) {
+	tok, err := os.ReadFile(filepath.Join(root, "function", "tokenizer", "testdata", "tokenizers", "all-minilm-l6-v2.json"))
+	if err != nil {
+		return nil, err
+	}
+	dir := h.TempDir()
+	// 512 wide, 4 layers of 8 heads, the 30,522-token vocabulary: about
+	// 100 MB of weights, more than the caches hold, as any real decoder.
+	if err := testmodels.DecoderSized(dir, "text-generation", tok, 512, 4, 8); err != nil {
+		return nil, err
+	}
+	var points []GenPoint
+	for _, sessions := range []int{1, 8, 32} {
+		for _, mode := range []string{"continuous", "one-at-a-time"} {
+			mb := "32"
+			if mode == "one-at-a-time" {
+				mb = "1"
+			}
+			p := h.startSous("SOUS_MODEL="+filepath.Join(dir, "text-generation"), "SOUS_STATE=memory", "SOUS_MAX_BATCH="+mb)
+			g := streamLoad(p.url, sessions, duration)
+			p.stop()
+			g.Mode, g.Sessions = mode, sessions
+			points = append(points, g)
+			fmt.Printf("%-52s %8.0f tokens/s  TTFT p50 %7.1f p99 %7.1f ms  TPOT p50 %6.2f p99 %6.2f ms  (%d turns)\n",
+				fmt.Sprintf("generation/%s, %d sessions", mode, sessions), g.TokensPerS, g.TTFTp50ms, g.TTFTp99ms, g.TPOTp50ms, g.TPOTp99ms, g.Turns)
+		}
+	}
+	return points, nil
+}
+
+// streamLoad runs sessions closed-loop clients for d, each streaming /turn
+// replies (greedy, maxGenTokens, a new session per turn so that prompts
+// stay the same length). Tokens count when their event arrives within d
+// (turns still running at the end are cut off there); time to first token
+// is measured per turn from its request, time per output token from its
+// first token to its last one received.
+func streamLoad(url string, sessions int, d time.Duration) GenPoint {
+	var mu sync.Mutex
+	var ttft, tpot []float64
+	tokens, turns := 0, 0
+	start := time.Now()
+	deadline := start.Add(d)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	var wg sync.WaitGroup
+	for c := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ctx.Err() == nil; n++ {
+				body := fmt.Sprintf(`{"session":"gen-%d-%d","text":"hello there, can you help me with my order","max_tokens":%d,"stream":true}`, c, n, maxGenTokens)
+				sent := time.Now()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/turn", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					continue
+				}
+				var first, last time.Time
+				count := 0
+				sc := bufio.NewScanner(resp.Body)
+				for sc.Scan() {
+					if sc.Text() == "event: token" {
+						last = time.Now()
+						if first.IsZero() {
+							first = last
+						}
+						count++
+					}
+				}
+				resp.Body.Close()
+				mu.Lock()
+				tokens += count
+				if !first.IsZero() {
+					turns++
+					ttft = append(ttft, ms(first.Sub(sent)))
+				}
+				if count > 1 {
+					tpot = append(tpot, ms(last.Sub(first))/float64(count-1))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Float64s(ttft)
+	sort.Float64s(tpot)
+	q := func(xs []float64, p float64) float64 {
+		if len(xs) == 0 {
+			return 0
+		}
+		return xs[min(len(xs)-1, int(p*float64(len(xs))))]
+	}
+	return GenPoint{TokensPerS: float64(tokens) / d.Seconds(), Turns: turns,
+		TTFTp50ms: q(ttft, 0.5), TTFTp99ms: q(ttft, 0.99), TPOTp50ms: q(tpot, 0.5), TPOTp99ms: q(tpot, 0.99)}
+}
+
+// plotGeneration writes tokens/s against concurrent sessions, continuous
+// batching against one sequence at a time.
+func plotGeneration(path string, points []GenPoint) error {
+	p := plot.New()
+	p.Title.Text = "sous: generated tokens/s (test decoder 512 wide, 4 layers; 2 vCPU)"
+	p.X.Label.Text = "concurrent sessions"
+	p.Y.Label.Text = "generated tokens/s"
+	p.Legend.Top, p.Legend.Left = true, true
+	for _, m := range []struct {
+		mode string
+		c    color.RGBA
+	}{{"continuous", color.RGBA{R: 31, G: 119, B: 180, A: 255}}, {"one-at-a-time", color.RGBA{R: 214, G: 39, B: 40, A: 255}}} {
+		var xy plotter.XYs
+		for _, pt := range points {
+			if pt.Mode == m.mode {
+				xy = append(xy, plotter.XY{X: float64(pt.Sessions), Y: pt.TokensPerS})
+			}
+		}
+		line, pts, err := plotter.NewLinePoints(xy)
+		if err != nil {
+			return err
+		}
+		line.Color, pts.Color = m.c, m.c
+		p.Add(line, pts)
+		label := "continuous batching of decode steps"
+		if m.mode == "one-at-a-time" {
+			label = "one sequence at a time"
+		}
+		p.Legend.Add(label, line, pts)
+	}
+	return p.Save(7*vg.Inch, 4*vg.Inch, path)
+}
+
+// reportGeneration prints the continuous-batching ratio at 32 sessions and
+// plots the points.
+func reportGeneration(points []GenPoint) error {
+	by := map[string]GenPoint{}
+	for _, p := range points {
+		by[fmt.Sprint(p.Mode, p.Sessions)] = p
+	}
+	for _, n := range []int{1, 8, 32} {
+		c, o := by[fmt.Sprint("continuous", n)], by[fmt.Sprint("one-at-a-time", n)]
+		goal := ""
+		if n == 32 {
+			goal = ">=4"
+		}
+		fmt.Printf("RATIO continuous_vs_one_at_a_time_tokens_per_s_%d_sessions %.2f %s\n", n, c.TokensPerS/o.TokensPerS, goal)
+	}
+	path := env("BENCH_GEN_PLOT", "docs/generation.svg")
+	if err := plotGeneration(path, points); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s\n", path)
+	return nil
+}
