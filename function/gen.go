@@ -109,6 +109,9 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 	if err != nil {
 		return Reply{}, err
 	}
+	if params.MaxTokens >= f.hf.MaxLength {
+		return Reply{}, badRequest("max_tokens %d: the model holds %d positions, prompt included", params.MaxTokens, f.hf.MaxLength)
+	}
 	if req.Event == "" {
 		req.Event = "req#" + fmt.Sprint(rand.Uint64())
 	}

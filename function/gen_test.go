@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tokenizer"
@@ -147,4 +148,50 @@ func TestGeneratedTurnsOverCloudEventsAndErrors(t *testing.T) {
 	if code != 400 || !strings.Contains(string(b), "does not generate") {
 		t.Errorf("demo model with max_tokens: %d %s", code, b)
 	}
+}
+
+// SIGTERM while a reply is being generated: the generation finishes within
+// the drain and its caller gets the whole reply; new turns get 503.
+func TestSIGTERMFinishesGenerations(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Model = filepath.Join(testModels(t), "text-generation")
+	s, stop, done := serve(t, cfg)
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/turn", strings.NewReader(`{"session":"term","text":"hello there","max_tokens":200,"stream":true}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var doneData string
+	signalled := false
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "event: token" && !signalled {
+			signalled = true
+			stop() // SIGTERM after the first token
+			for s.f.ready.Load() {
+				time.Sleep(time.Millisecond)
+			}
+			code, h, _ := s.post(t, "/turn", map[string]string{"Content-Type": "application/json"}, `{"session":"late","text":"hi"}`)
+			if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
+				t.Errorf("a turn after SIGTERM: %d", code)
+			}
+		}
+		if strings.HasPrefix(line, "data: ") && strings.Contains(line, `"turn"`) {
+			doneData = strings.TrimPrefix(line, "data: ")
+		}
+	}
+	var r Reply
+	var out GenOutput
+	json.Unmarshal([]byte(doneData), &r)
+	json.Unmarshal(r.Output, &out)
+	if !signalled || out.FinishReason == "" || (out.FinishReason == "length" && out.CompletionTokens != 200) {
+		t.Fatalf("after SIGTERM the stream ended with %q", doneData)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGTERM after the first token: the reply finished (%s, %d tokens)", out.FinishReason, out.CompletionTokens)
 }

@@ -82,6 +82,10 @@ type Engine struct {
 	logits         int
 	present        [][2]int // per layer: key, value output index
 
+	// pastBuf holds each layer's batched past keys and values between
+	// steps (the loop's own).
+	pastBuf [][2][]float32
+
 	mu      sync.Mutex // guards waiting, reserved, closed
 	waiting []*seq
 	// reserved is the KV positions admitted sequences reserve.
@@ -400,27 +404,44 @@ func (e *Engine) step(ctx context.Context, active []*seq) error {
 	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, p + 1}, I64: mask}
 	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: pos}
 	rowSize := e.heads * p * e.hd
+	if len(e.pastBuf) != e.layers {
+		e.pastBuf = make([][2][]float32, e.layers)
+	}
 	for l := range e.layers {
 		for k := range 2 {
-			past := make([]float32, b*rowSize)
+			// One buffer per layer and kind, reused step after step (the
+			// loop is the only user; ONNX Runtime reads it during Run).
+			if int64(cap(e.pastBuf[l][k])) < b*rowSize {
+				e.pastBuf[l][k] = make([]float32, b*rowSize, 2*b*rowSize)
+			}
+			past := e.pastBuf[l][k][:b*rowSize]
 			for i, s := range active {
 				pad := p - int64(s.length)
 				for h := range e.heads {
-					dst := past[int64(i)*rowSize+h*p*e.hd+pad*e.hd:]
-					src := s.kv[l][k][h*int64(s.length)*e.hd : (h+1)*int64(s.length)*e.hd]
-					copy(dst, src)
+					row := past[int64(i)*rowSize+h*p*e.hd:]
+					clear(row[:pad*e.hd])
+					copy(row[pad*e.hd:], s.kv[l][k][h*int64(s.length)*e.hd:(h+1)*int64(s.length)*e.hd])
 				}
 			}
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, p, e.hd}, F32: past}
 		}
 	}
-	outs, err := e.m.RunWhole(ctx, ins)
+	err := e.m.RunView(ctx, ins, func(outs []model.Tensor) error {
+		e.takeStep(active, outs, p)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	if e.opt.OnStep != nil {
 		e.opt.OnStep(len(active))
 	}
+	return nil
+}
+
+// takeStep copies each row's present (less its padding) into its
+// sequence's KV and samples its next token.
+func (e *Engine) takeStep(active []*seq, outs []model.Tensor, p int64) {
 	outSize := e.heads * (p + 1) * e.hd
 	for i, s := range active {
 		pad := p - int64(s.length)
@@ -441,7 +462,6 @@ func (e *Engine) step(ctx context.Context, active []*seq) error {
 		v := int(logits.Shape[2])
 		e.emit(s, logits.F32[i*v:(i+1)*v])
 	}
-	return nil
 }
 
 // emit samples s's next token from logits and hands it over.

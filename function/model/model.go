@@ -593,6 +593,17 @@ func FindLibrary() string {
 // the decode engine does with its per-sequence KV cache; Run is the
 // batcher's path.
 func (e *Engine) RunWhole(ctx context.Context, ins []Tensor) ([]Tensor, error) {
+	return e.runWhole(ctx, ins, nil)
+}
+
+// RunView is RunWhole without copying the outputs: view sees them in ONNX
+// Runtime's own memory, valid only until it returns.
+func (e *Engine) RunView(ctx context.Context, ins []Tensor, view func(outs []Tensor) error) error {
+	_, err := e.runWhole(ctx, ins, view)
+	return err
+}
+
+func (e *Engine) runWhole(ctx context.Context, ins []Tensor, view func(outs []Tensor) error) ([]Tensor, error) {
 	if len(ins) != len(e.inputs) {
 		return nil, inputErr("want %d inputs, got %d", len(e.inputs), len(ins))
 	}
@@ -646,15 +657,23 @@ func (e *Engine) RunWhole(ctx context.Context, ins []Tensor) ([]Tensor, error) {
 		t := Tensor{Name: info.Name, DType: info.DType, Shape: []int64(outs[o].GetShape())}
 		switch v := outs[o].(type) {
 		case *ort.Tensor[float32]:
-			t.F32 = append([]float32(nil), v.GetData()...)
+			t.F32 = v.GetData()
 		case *ort.Tensor[int64]:
-			t.I64 = append([]int64(nil), v.GetData()...)
+			t.I64 = v.GetData()
 		case *ort.Tensor[int32]:
-			t.I32 = append([]int32(nil), v.GetData()...)
+			t.I32 = v.GetData()
 		default:
 			return nil, fmt.Errorf("%w: %s: output %q has unexpected type %T", ErrRun, e.name, info.Name, v)
 		}
 		res[o] = t
+	}
+	if view != nil {
+		return nil, view(res)
+	}
+	for o := range res { // copies that outlive the call's values
+		res[o].F32 = append([]float32(nil), res[o].F32...)
+		res[o].I64 = append([]int64(nil), res[o].I64...)
+		res[o].I32 = append([]int32(nil), res[o].I32...)
 	}
 	return res, nil
 }

@@ -93,6 +93,7 @@ func Open(dir, task, aggregation string) (*Model, error) {
 		EOSTokenID            *int64            `json:"eos_token_id"`
 		ProblemType           string            `json:"problem_type"`
 		MaxPositionEmbeddings int               `json:"max_position_embeddings"`
+		NPositions            int               `json:"n_positions"` // GPT-2's name for it
 	}
 	if err := readJSON(filepath.Join(dir, "config.json"), &cfg); err != nil {
 		return nil, err
@@ -123,7 +124,7 @@ func Open(dir, task, aggregation string) (*Model, error) {
 		return nil, err
 	}
 	m.MaxLength = 512
-	for _, n := range []int{m.Tok.MaxLength(), cfg.MaxPositionEmbeddings} {
+	for _, n := range []int{m.Tok.MaxLength(), cfg.MaxPositionEmbeddings, cfg.NPositions} {
 		if n > 0 {
 			m.MaxLength = min(m.MaxLength, n)
 		}
