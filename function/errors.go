@@ -8,6 +8,7 @@ import (
 
 	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/state"
 )
 
 // errBadRequest marks the caller's mistakes (400).
@@ -52,6 +53,10 @@ func classify(err error) (code int, msg, reason string) {
 		return http.StatusServiceUnavailable, "conversation state store unavailable, retry later", reasonStateUnavailable
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, batching.ErrDrainTimeout):
 		return http.StatusServiceUnavailable, "request expired before it could run", reasonExpired
+	case errors.Is(err, state.ErrConflict):
+		// Every retry lost a race for the session's next turn number
+		// (other pods kept winning): Knative Eventing retries 409.
+		return http.StatusConflict, "the conversation kept changing under this turn, retry", ""
 	case errors.Is(err, batching.ErrExecutorPanic):
 		return http.StatusInternalServerError, "internal error: the model executor failed", ""
 	case errors.Is(err, model.ErrRun):

@@ -157,7 +157,14 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 		errs := f.store.SaveBulk(sctx, []state.SaveItem{{ID: req.Session, Session: next, ETag: entry.ETag}}, f.cfg.SessionTTL)
 		cancel()
 		if errors.Is(errs[0], state.ErrConflict) && attempt < maxConflicts {
-			continue // another pod took this turn number: generate on the newer transcript
+			// Another pod took this turn number: generate again on the
+			// newer transcript, after a jittered backoff.
+			select {
+			case <-time.After(time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return Reply{}, ctx.Err()
+			}
 		}
 		if errs[0] != nil {
 			return Reply{}, f.stateErr(ctx, "save", errs[0])

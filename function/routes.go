@@ -439,7 +439,7 @@ func (f *Function) handleDaprEvent(c echo.Context) error {
 		f.metrics.Rejected(reason)
 	}
 	verdict := "RETRY"
-	if code < 500 {
+	if code < 500 && code != http.StatusConflict {
 		verdict = "DROP"
 	}
 	f.log.Warn("pub/sub delivery failed", "status", code, "verdict", verdict, "reason", reason, "err", err.Error())

@@ -54,8 +54,10 @@ type Reply struct {
 
 var sessionID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
-// maxConflicts bounds how often a turn is redone after losing an ETag race.
-const maxConflicts = 8
+// maxConflicts bounds how often a turn is redone after losing an ETag race
+// (each after a jittered backoff of up to 64 ms): enough for a session
+// that several pods serve at once under load.
+const maxConflicts = 32
 
 // turn runs one turn: it validates, takes the session's turn lock (turns of
 // one session run one at a time, in arrival order, so never share a batch)
