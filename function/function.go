@@ -174,12 +174,7 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 			f.engine.Close()
 			return nil, err
 		}
-		if f.hf.Task == tasks.TextGeneration {
-			if f.gen, err = generate.New(f.engine, generate.Options{EOS: f.hf.EOS, MaxBatch: cfg.MaxBatch, KVTokens: cfg.KVTokens}); err != nil {
-				f.engine.Close()
-				return nil, err
-			}
-		}
+
 		o.logger.Info("model directory", "model", f.hf.Name, "task", f.hf.Task, "max_length", f.hf.MaxLength,
 			"labels", len(f.hf.Labels), "context_turns", cfg.ContextTurns)
 	} else {
@@ -197,6 +192,13 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		o.tp, f.stopTracing = tp, shutdown
 	}
 	f.tracer = telemetry.Tracer(o.tp)
+	if f.hf != nil && f.hf.Task == tasks.TextGeneration {
+		if f.gen, err = generate.New(f.engine, generate.Options{EOS: f.hf.EOS, MaxBatch: cfg.MaxBatch, KVTokens: cfg.KVTokens,
+			Tracer: f.tracer}); err != nil {
+			f.engine.Close()
+			return nil, err
+		}
+	}
 
 	f.store = o.store
 	if f.store == nil {

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tokenizer"
 )
@@ -194,4 +197,33 @@ func TestSIGTERMFinishesGenerations(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("SIGTERM after the first token: the reply finished (%s, %d tokens)", out.FinishReason, out.CompletionTokens)
+}
+
+// A generated turn's trace has its prefill span under the turn and decode
+// step spans linked to it.
+func TestGenerationSpans(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	cfg := testConfig(t)
+	cfg.Model = filepath.Join(testModels(t), "text-generation")
+	s := startServer(t, cfg, WithTracerProvider(tp))
+	genTurn(t, s, `{"session":"sp","text":"hello there","max_tokens":4}`)
+	var turn, prefill sdktrace.ReadOnlySpan
+	steps := 0
+	for _, sp := range exp.GetSpans().Snapshots() {
+		switch sp.Name() {
+		case "sous.turn":
+			turn = sp
+		case "sous.generate.prefill":
+			prefill = sp
+		case "sous.generate.decode_step":
+			steps++
+			if len(sp.Links()) != 1 {
+				t.Errorf("decode step with %d links", len(sp.Links()))
+			}
+		}
+	}
+	if turn == nil || prefill == nil || prefill.Parent().SpanID() != turn.SpanContext().SpanID() || steps != 3 {
+		t.Fatalf("turn %v, prefill %v (parent %v), %d decode steps (want 3: 4 tokens, the first from the prefill)", turn != nil, prefill != nil, prefill, steps)
+	}
 }

@@ -28,6 +28,9 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sous-ai/sous/function/model"
 )
 
@@ -67,6 +70,9 @@ type Options struct {
 	KVTokens int
 	// OnStep, if set, is told each decode step's batch size.
 	OnStep func(batch int)
+	// Tracer, if set, gets a span per prefill (under the caller's span)
+	// and per decode step (linked to every sequence in it).
+	Tracer trace.Tracer
 }
 
 // Engine runs a decoder model's generations.
@@ -365,6 +371,10 @@ func (e *Engine) prefill(ctx context.Context, s *seq) error {
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, 0, e.hd}, F32: []float32{}}
 		}
 	}
+	if e.opt.Tracer != nil {
+		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt))))
+		defer span.End()
+	}
 	outs, err := e.m.RunWhole(ctx, ins)
 	if err != nil {
 		return err
@@ -425,6 +435,17 @@ func (e *Engine) step(ctx context.Context, active []*seq) error {
 			}
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, p, e.hd}, F32: past}
 		}
+	}
+	if e.opt.Tracer != nil {
+		links := make([]trace.Link, 0, len(active))
+		for _, s := range active {
+			if sc := trace.SpanContextFromContext(s.ctx); sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc})
+			}
+		}
+		_, span := e.opt.Tracer.Start(context.Background(), "sous.generate.decode_step",
+			trace.WithAttributes(attribute.Int("sous.batch_size", len(active)), attribute.Int64("sous.past_tokens", p)), trace.WithLinks(links...))
+		defer span.End()
 	}
 	err := e.m.RunView(ctx, ins, func(outs []model.Tensor) error {
 		e.takeStep(active, outs, p)
