@@ -13,7 +13,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/generate"
 	"github.com/sous-ai/sous/function/state"
 )
@@ -115,16 +114,11 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 	if req.Event == "" {
 		req.Event = "req#" + fmt.Sprint(rand.Uint64())
 	}
-	if f.turns.Add(1) > f.turnLimit {
-		f.turns.Add(-1)
-		return Reply{}, batching.ErrFull
-	}
-	defer f.turns.Add(-1)
-	unlock, err := f.locks.lock(ctx, req.Session)
+	release, err := f.admitTurn(ctx, req.Session)
 	if err != nil {
 		return Reply{}, err
 	}
-	defer unlock()
+	defer release()
 
 	for attempt := 0; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, f.cfg.StateTimeout)
@@ -158,13 +152,11 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 		cancel()
 		if errors.Is(errs[0], state.ErrConflict) && attempt < maxConflicts {
 			// Another pod took this turn number: generate again on the
-			// newer transcript, after a jittered backoff.
-			select {
-			case <-time.After(time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond):
-				continue
-			case <-ctx.Done():
-				return Reply{}, ctx.Err()
+			// newer transcript.
+			if err := conflictBackoff(ctx, attempt); err != nil {
+				return Reply{}, err
 			}
+			continue
 		}
 		if errs[0] != nil {
 			return Reply{}, f.stateErr(ctx, "save", errs[0])

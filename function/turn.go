@@ -99,20 +99,11 @@ func (f *Function) runTurn(ctx context.Context, req turnRequest, item []model.Te
 		req.Event = "req#" + strconv.FormatUint(rand.Uint64(), 36)
 	}
 
-	// A turn waiting behind its session's earlier turn holds a place as
-	// surely as one in the ring: count both, so that SOUS_QUEUE bounds every
-	// waiting turn and a hot session answers 503 instead of growing a line.
-	if f.turns.Add(1) > f.turnLimit {
-		f.turns.Add(-1)
-		return Reply{}, batching.ErrFull
-	}
-	defer f.turns.Add(-1)
-
-	unlock, err := f.locks.lock(ctx, req.Session)
+	release, err := f.admitTurn(ctx, req.Session)
 	if err != nil {
 		return Reply{}, err
 	}
-	defer unlock()
+	defer release()
 
 	for attempt := 0; ; attempt++ {
 		queued := time.Now()
@@ -122,21 +113,47 @@ func (f *Function) runTurn(ctx context.Context, req turnRequest, item []model.Te
 		}
 		f.traceBatch(ctx, queued, res)
 		if errors.Is(res.err, state.ErrConflict) && attempt < maxConflicts {
-			// Another pod took this turn number: back off with jitter and
-			// redo the turn on the session as it is now.
-			backoff := time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond
-			select {
-			case <-time.After(backoff):
-				continue
-			case <-ctx.Done():
-				return Reply{}, ctx.Err()
+			// Another pod took this turn number: redo the turn on the
+			// session as it is now.
+			if err := conflictBackoff(ctx, attempt); err != nil {
+				return Reply{}, err
 			}
+			continue
 		}
 		if res.err != nil {
 			return Reply{}, res.err
 		}
 		trace.SpanFromContext(ctx).SetAttributes(attribute.String("sous.session", req.Session), attribute.Int("sous.turn", res.reply.Turn))
 		return res.reply, nil
+	}
+}
+
+// admitTurn counts a turn in progress and takes its session's turn lock
+// (turns of one session run one at a time, in arrival order). A turn
+// waiting behind its session's earlier turn holds a place as surely as one
+// in the ring: both count, so that SOUS_QUEUE bounds every waiting turn and
+// a hot session answers 503 instead of growing a line.
+func (f *Function) admitTurn(ctx context.Context, session string) (release func(), err error) {
+	if f.turns.Add(1) > f.turnLimit {
+		f.turns.Add(-1)
+		return nil, batching.ErrFull
+	}
+	unlock, err := f.locks.lock(ctx, session)
+	if err != nil {
+		f.turns.Add(-1)
+		return nil, err
+	}
+	return func() { unlock(); f.turns.Add(-1) }, nil
+}
+
+// conflictBackoff waits a jittered, growing while before a turn that lost
+// an ETag race is redone.
+func conflictBackoff(ctx context.Context, attempt int) error {
+	select {
+	case <-time.After(time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -98,7 +98,7 @@ type Engine struct {
 	reserved  int
 	admittedN int // sequences admitted, not yet retired
 	closed    bool
-	wake     chan struct{}
+	wake      chan struct{}
 }
 
 type seq struct {

@@ -423,27 +423,11 @@ func (e *Engine) Run(ctx context.Context, items [][]Tensor) ([][]Tensor, error) 
 		values = append(values, v)
 	}
 
-	outs := make([]ort.Value, len(e.outputs))
-	defer func() {
-		for _, v := range outs {
-			if v != nil {
-				v.Destroy()
-			}
-		}
-	}()
-	opts, err := ort.NewRunOptions()
+	outs, err := e.call(ctx, values)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRun, err)
+		return nil, err
 	}
-	defer opts.Destroy()
-	stop := context.AfterFunc(ctx, func() { opts.Terminate() })
-	defer stop()
-	if err := e.session.RunWithOptions(values, outs, opts); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrRun, e.name, err)
-	}
+	defer destroy(outs)
 
 	results := make([][]Tensor, len(items))
 	for k := range results {
@@ -478,6 +462,35 @@ func (e *Engine) Run(ctx context.Context, items [][]Tensor) ([][]Tensor, error) 
 		}
 	}
 	return results, nil
+}
+
+// call runs the session once; ctx ending terminates the run. The caller
+// destroys the outputs.
+func (e *Engine) call(ctx context.Context, values []ort.Value) ([]ort.Value, error) {
+	outs := make([]ort.Value, len(e.outputs))
+	opts, err := ort.NewRunOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRun, err)
+	}
+	defer opts.Destroy()
+	stop := context.AfterFunc(ctx, func() { opts.Terminate() })
+	defer stop()
+	if err := e.session.RunWithOptions(values, outs, opts); err != nil {
+		destroy(outs)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrRun, e.name, err)
+	}
+	return outs, nil
+}
+
+func destroy(values []ort.Value) {
+	for _, v := range values {
+		if v != nil {
+			v.Destroy()
+		}
+	}
 }
 
 // splitRows copies rows [start, start+want[0]) of data (shape full) into a
@@ -631,27 +644,11 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, view func(outs []Te
 		}
 		values = append(values, v)
 	}
-	outs := make([]ort.Value, len(e.outputs))
-	defer func() {
-		for _, v := range outs {
-			if v != nil {
-				v.Destroy()
-			}
-		}
-	}()
-	opts, err := ort.NewRunOptions()
+	outs, err := e.call(ctx, values)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRun, err)
+		return nil, err
 	}
-	defer opts.Destroy()
-	stop := context.AfterFunc(ctx, func() { opts.Terminate() })
-	defer stop()
-	if err := e.session.RunWithOptions(values, outs, opts); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrRun, e.name, err)
-	}
+	defer destroy(outs)
 	res := make([]Tensor, len(outs))
 	for o, info := range e.outputs {
 		t := Tensor{Name: info.Name, DType: info.DType, Shape: []int64(outs[o].GetShape())}
