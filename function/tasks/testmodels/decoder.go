@@ -3,7 +3,6 @@ package testmodels
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 
@@ -81,19 +80,8 @@ func decoder(v int64, width, layers, heads int) onnxgen.Graph {
 	i64 := func(name string, dims []int64, vals ...int64) {
 		e.g.Initializers = append(e.g.Initializers, onnxgen.Int64Tensor(name, dims, vals))
 	}
-	i64("zero", nil, 0)
-	i64("one", nil, 1)
-	i64("two", nil, 2)
+	e.constants(hd)
 	i64("axes0", []int64{1}, 0)
-	i64("axes1", []int64{1}, 1)
-	i64("axes12", []int64{2}, 1, 2)
-	i64("heads_shape", []int64{4}, 0, 0, int64(heads), hd)
-	i64("merged_shape", []int64{3}, 0, 0, w)
-	e.constant("one_f", nil, 1)
-	e.constant("neg", nil, -10000)
-	e.constant("scale", nil, float32(1/math.Sqrt(float64(hd))))
-	e.constant("half", nil, 0.5)
-	e.constant("rsqrt2", nil, float32(1/math.Sqrt2))
 	e.g.Initializers = append(e.g.Initializers, onnxgen.FloatTensor("word_embeddings", []int64{v, w}, e.word))
 	e.random("position_embeddings", []int64{positions, w}, 0.1, false)
 

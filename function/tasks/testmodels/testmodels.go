@@ -218,18 +218,8 @@ func (e *encoder) build() {
 	i64 := func(name string, dims []int64, v ...int64) {
 		e.g.Initializers = append(e.g.Initializers, onnxgen.Int64Tensor(name, dims, v))
 	}
-	i64("zero", nil, 0)
-	i64("one", nil, 1)
-	i64("axes1", []int64{1}, 1)
+	e.constants(hd)
 	i64("axes2", []int64{1}, 2)
-	i64("axes12", []int64{2}, 1, 2)
-	i64("heads_shape", []int64{4}, 0, 0, int64(e.nHeads), hd)
-	i64("merged_shape", []int64{3}, 0, 0, w)
-	e.constant("one_f", nil, 1)
-	e.constant("neg", nil, -10000)
-	e.constant("scale", nil, float32(1/math.Sqrt(float64(hd))))
-	e.constant("half", nil, 0.5)
-	e.constant("rsqrt2", nil, float32(1/math.Sqrt2))
 
 	e.g.Initializers = append(e.g.Initializers, onnxgen.FloatTensor("word_embeddings", []int64{e.vocab, w}, e.word))
 	e.random("position_embeddings", []int64{positions, w}, 0.02, true)
@@ -284,6 +274,26 @@ func (e *encoder) build() {
 		x = p + ".out"
 	}
 	e.node("Identity", []string{x}, "hidden_out")
+}
+
+// constants adds the scalars and shapes both graphs use: zero, one,
+// axes1, axes12, the head split and merge shapes, and the float constants
+// of the mask, the attention scale and GELU.
+func (e *encoder) constants(hd int64) {
+	i64 := func(name string, dims []int64, v ...int64) {
+		e.g.Initializers = append(e.g.Initializers, onnxgen.Int64Tensor(name, dims, v))
+	}
+	i64("zero", nil, 0)
+	i64("one", nil, 1)
+	i64("axes1", []int64{1}, 1)
+	i64("axes12", []int64{2}, 1, 2)
+	i64("heads_shape", []int64{4}, 0, 0, int64(e.nHeads), hd)
+	i64("merged_shape", []int64{3}, 0, 0, int64(e.width))
+	e.constant("one_f", nil, 1)
+	e.constant("neg", nil, -10000)
+	e.constant("scale", nil, float32(1/math.Sqrt(float64(hd))))
+	e.constant("half", nil, 0.5)
+	e.constant("rsqrt2", nil, float32(1/math.Sqrt2))
 }
 
 func seqOut(name string, last int64) onnxgen.Value {
