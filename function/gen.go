@@ -135,6 +135,9 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 			return Reply{Session: req.Session, Turn: h.N, Output: h.Output, Model: f.engine.Name(), BatchSize: h.BatchSize}, nil
 		}
 		prompt := f.prompt(entry.Session.History, req.Text, params.MaxTokens)
+		if req.messages != nil {
+			prompt = f.chatPrompt(entry.Session.History, req.messages, params.MaxTokens)
+		}
 		out, err := f.generateText(ctx, prompt, params, g.Stop, onText)
 		if err != nil {
 			return Reply{}, err
@@ -269,50 +272,13 @@ func (f *Function) streamTurn(c echo.Context, ctx context.Context, req turnReque
 		w.Flush()
 	}
 	// Pieces come from the engine's loop, which must not wait on this
-	// client: they queue here and a writer sends them.
-	var mu sync.Mutex
-	var queue []string
-	more := make(chan struct{}, 1)
-	finished := make(chan struct{})
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		for {
-			select {
-			case <-more:
-			case <-finished:
-			}
-			mu.Lock()
-			pieces := queue
-			queue = nil
-			mu.Unlock()
-			for _, p := range pieces {
-				begin()
-				event("token", map[string]string{"text": p})
-			}
-			select {
-			case <-finished:
-				mu.Lock()
-				left := len(queue)
-				mu.Unlock()
-				if left == 0 {
-					return
-				}
-			default:
-			}
-		}
-	}()
-	reply, err := f.generateTurn(ctx, req, func(piece string) {
-		mu.Lock()
-		queue = append(queue, piece)
-		mu.Unlock()
-		select {
-		case more <- struct{}{}:
-		default:
-		}
+	// client: they queue and a writer sends them.
+	q := newPieceQueue(func(p string) {
+		begin()
+		event("token", map[string]string{"text": p})
 	})
-	close(finished)
-	<-written
+	reply, err := f.generateTurn(ctx, req, q.push)
+	q.close()
 	if err != nil {
 		if !started {
 			return err
@@ -323,4 +289,61 @@ func (f *Function) streamTurn(c echo.Context, ctx context.Context, req turnReque
 	begin()
 	event("done", reply)
 	return nil
+}
+
+// pieceQueue hands text pieces from the engine's loop (which must not wait
+// on a client) to a writer goroutine, in order, none lost.
+type pieceQueue struct {
+	mu      sync.Mutex
+	pieces  []string
+	more    chan struct{}
+	done    chan struct{}
+	written chan struct{}
+}
+
+func newPieceQueue(write func(string)) *pieceQueue {
+	q := &pieceQueue{more: make(chan struct{}, 1), done: make(chan struct{}), written: make(chan struct{})}
+	go func() {
+		defer close(q.written)
+		for {
+			select {
+			case <-q.more:
+			case <-q.done:
+			}
+			q.mu.Lock()
+			pieces := q.pieces
+			q.pieces = nil
+			q.mu.Unlock()
+			for _, p := range pieces {
+				write(p)
+			}
+			select {
+			case <-q.done:
+				q.mu.Lock()
+				left := len(q.pieces)
+				q.mu.Unlock()
+				if left == 0 {
+					return
+				}
+			default:
+			}
+		}
+	}()
+	return q
+}
+
+func (q *pieceQueue) push(p string) {
+	q.mu.Lock()
+	q.pieces = append(q.pieces, p)
+	q.mu.Unlock()
+	select {
+	case q.more <- struct{}{}:
+	default:
+	}
+}
+
+// close waits until every piece pushed is written.
+func (q *pieceQueue) close() {
+	close(q.done)
+	<-q.written
 }

@@ -52,6 +52,8 @@ func (f *Function) routes() *echo.Echo {
 	work.POST("/", f.handleCloudEvent)
 	work.POST("/turn", f.handleTurn)
 	work.POST("/v2/models/:name/infer", f.handleInfer)
+	work.POST("/v1/chat/completions", f.handleChat)
+	e.GET("/v1/models", f.handleModels)
 
 	e.GET("/v2", f.handleServerMetadata)
 	e.GET("/v2/models/:name", f.handleModelMetadata)

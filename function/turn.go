@@ -41,6 +41,9 @@ type turnRequest struct {
 	enc *tokenizer.Encoding
 	// gen are generation settings (a decoder model's turn), if any.
 	gen *genParams
+	// messages, for a chat completion, are the request's messages: the
+	// prompt is the transcript then these (Text is the last user one).
+	messages []chatMessage
 }
 
 // Reply is a turn's answer: the reply event's data, and /turn's body.
