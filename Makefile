@@ -45,6 +45,17 @@ $(ORT_LIB):
 	cp .cache/ort/$(ORT_MEMBER) $@.tmp && mv $@.tmp $@
 	rm -f .cache/ort/onnxruntime-node-$(ORT_VERSION).tgz
 
+# The official OpenAI JavaScript SDK, an independent client of
+# /v1/chat/completions in the tests (npm pack, no install scripts, no
+# dependencies needed: its peer dependencies are optional).
+OPENAI_SDK_VERSION := 6.49.0
+OPENAI_SDK := .cache/npm-openai/package/index.js
+$(OPENAI_SDK):
+	@mkdir -p .cache/npm-openai
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+	cd .cache/npm-openai && rm -rf package openai-*.tgz && npm pack --ignore-scripts --silent openai@$(OPENAI_SDK_VERSION) >/dev/null && \
+		tar -xzf openai-$(OPENAI_SDK_VERSION).tgz && rm openai-$(OPENAI_SDK_VERSION).tgz
+
 daprd: $(DAPRD)
 
 $(DAPRD): tools/daprd/go.mod tools/daprd/go.sum
@@ -69,7 +80,7 @@ model:
 validate:
 	cd tools/validate && $(GO) test -count=1 ./... && $(GO) run . ../../knative/*.yaml ../../func.yaml
 
-test: $(ORT_LIB) $(DAPRD) redis validate
+test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) redis validate
 	$(GO) vet ./...
 	$(GO) vet -tags image .
 	cd tools/e2e && $(GO) vet ./...
