@@ -125,7 +125,7 @@ fuzz: $(ORT_LIB)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
-		SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run XXX -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run XXX -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
 	done
 
 # The Go tokenizer on the command line: JSON lines {"text", "pair"} on
