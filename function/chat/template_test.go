@@ -1,0 +1,84 @@
+package chat
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"testing"
+)
+
+// Every committed conversation renders, with each template, exactly as
+// @huggingface/jinja renders it (testdata/gen.js wrote expected.jsonl).
+func TestRenderingsMatchHuggingFace(t *testing.T) {
+	var templates map[string]struct {
+		ChatTemplate string  `json:"chat_template"`
+		BOS          *string `json:"bos_token"`
+		EOS          *string `json:"eos_token"`
+	}
+	b, err := os.ReadFile("testdata/templates.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &templates); err != nil {
+		t.Fatal(err)
+	}
+	var convs []struct {
+		Messages            []Message `json:"messages"`
+		AddGenerationPrompt bool      `json:"add_generation_prompt"`
+	}
+	lines := func(path string, fn func([]byte)) {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<22)
+		for sc.Scan() {
+			fn(sc.Bytes())
+		}
+	}
+	lines("testdata/conversations.jsonl", func(l []byte) {
+		var c struct {
+			Messages            []Message `json:"messages"`
+			AddGenerationPrompt bool      `json:"add_generation_prompt"`
+		}
+		json.Unmarshal(l, &c)
+		convs = append(convs, c)
+	})
+	compiled := map[string]*Template{}
+	for name, tc := range templates {
+		str := func(p *string) string {
+			if p == nil {
+				return ""
+			}
+			return *p
+		}
+		tmpl, err := Compile(tc.ChatTemplate, str(tc.BOS), str(tc.EOS))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		compiled[name] = tmpl
+	}
+	same, all := 0, 0
+	lines("testdata/expected.jsonl", func(l []byte) {
+		var want struct {
+			Template     string
+			Conversation int
+			Text         string
+		}
+		json.Unmarshal(l, &want)
+		all++
+		c := convs[want.Conversation]
+		got, err := compiled[want.Template].Render(c.Messages, c.AddGenerationPrompt)
+		if err != nil || got != want.Text {
+			t.Errorf("%s, conversation %d: %v\ngot  %q\nwant %q", want.Template, want.Conversation, err, got, want.Text)
+			return
+		}
+		same++
+	})
+	if all < 21 {
+		t.Fatalf("%d expected renderings, want 21", all)
+	}
+	t.Logf("%d of %d renderings equal to @huggingface/jinja's (%d templates × %d conversations)", same, all, len(templates), len(convs))
+}
