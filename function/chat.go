@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/sous-ai/sous/function/chat"
 	"github.com/sous-ai/sous/function/state"
 )
 
@@ -92,8 +93,12 @@ func (f *Function) handleChat(c echo.Context) error {
 		if err == nil && params.MaxTokens >= f.hf.MaxLength {
 			err = badRequest("max_tokens %d: the model holds %d positions, prompt included", params.MaxTokens, f.hf.MaxLength)
 		}
+		var prompt []int64
 		if err == nil {
-			out, err = f.generateText(ctx, f.chatPrompt(nil, req.Messages, params.MaxTokens), params, g.Stop, onText)
+			prompt, err = f.chatPrompt(nil, req.Messages, params.MaxTokens)
+		}
+		if err == nil {
+			out, err = f.generateText(ctx, prompt, params, g.Stop, onText)
 		}
 		if err != nil {
 			return stream.fail(c, err)
@@ -159,29 +164,43 @@ func (r *chatRequest) settings() (*genParams, string, error) {
 	return g, user, nil
 }
 
-// chatPrompt lays out the stored transcript, then the request's messages,
-// as "role: content", ending with "assistant:", the oldest tokens dropped
-// to leave room for maxTokens.
-func (f *Function) chatPrompt(history []state.Turn, messages []chatMessage, maxTokens int) []int64 {
-	var b strings.Builder
+// chatPrompt lays out the stored transcript, then messages, for the
+// model: with its chat template (add_generation_prompt) when it has one,
+// else as "role: content … assistant:". The oldest tokens go first when it
+// would not leave room for maxTokens.
+func (f *Function) chatPrompt(history []state.Turn, messages []chatMessage, maxTokens int) ([]int64, error) {
+	var all []chat.Message
 	for _, h := range history {
 		var out GenOutput
 		json.Unmarshal(h.Output, &out)
-		fmt.Fprintf(&b, "user: %s assistant: %s ", h.Text, out.Text)
+		all = append(all, chat.Message{Role: "user", Content: h.Text}, chat.Message{Role: "assistant", Content: out.Text})
 	}
 	for _, m := range messages {
 		role := m.Role
 		if role == "developer" {
 			role = "system"
 		}
-		fmt.Fprintf(&b, "%s: %s ", role, m.Content)
+		all = append(all, chat.Message{Role: role, Content: m.Content})
 	}
-	b.WriteString("assistant:")
-	ids := f.hf.Tok.IDs(b.String())
+	var text string
+	if f.hf.Chat != nil {
+		var err error
+		if text, err = f.hf.Chat.Render(all, true); err != nil {
+			return nil, badRequest("%v", err)
+		}
+	} else {
+		var b strings.Builder
+		for _, m := range all {
+			fmt.Fprintf(&b, "%s: %s ", m.Role, m.Content)
+		}
+		b.WriteString("assistant:")
+		text = b.String()
+	}
+	ids := f.hf.Tok.IDs(text)
 	if room := f.hf.MaxLength - maxTokens; room > 0 && len(ids) > room {
 		ids = ids[len(ids)-room:]
 	}
-	return ids
+	return ids, nil
 }
 
 // chatStream writes OpenAI's streaming form: data: {chunk} lines, then

@@ -134,9 +134,13 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 		if h := findEvent(entry.Session.History, req.Event); h != nil {
 			return Reply{Session: req.Session, Turn: h.N, Output: h.Output, Model: f.engine.Name(), BatchSize: h.BatchSize}, nil
 		}
-		prompt := f.prompt(entry.Session.History, req.Text, params.MaxTokens)
-		if req.messages != nil {
-			prompt = f.chatPrompt(entry.Session.History, req.messages, params.MaxTokens)
+		messages := req.messages
+		if messages == nil {
+			messages = []chatMessage{{Role: "user", Content: req.Text}}
+		}
+		prompt, err := f.chatPrompt(entry.Session.History, messages, params.MaxTokens)
+		if err != nil {
+			return Reply{}, err
 		}
 		out, err := f.generateText(ctx, prompt, params, g.Stop, onText)
 		if err != nil {
@@ -166,24 +170,6 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 		}
 		return Reply{Session: req.Session, Turn: next.Turn, Output: output, Model: f.engine.Name(), BatchSize: 1}, nil
 	}
-}
-
-// prompt lays the conversation out for the model: each earlier exchange
-// as "user: … assistant: …", then the new text and "assistant:". The
-// oldest tokens go first when it would not leave room for maxTokens.
-func (f *Function) prompt(history []state.Turn, text string, maxTokens int) []int64 {
-	var b strings.Builder
-	for _, h := range history {
-		var out GenOutput
-		json.Unmarshal(h.Output, &out)
-		fmt.Fprintf(&b, "user: %s assistant: %s ", h.Text, out.Text)
-	}
-	fmt.Fprintf(&b, "user: %s assistant:", text)
-	ids := f.hf.Tok.IDs(b.String())
-	if room := f.hf.MaxLength - maxTokens; room > 0 && len(ids) > room {
-		ids = ids[len(ids)-room:]
-	}
-	return ids
 }
 
 // generateText runs one generation and decodes it, ending it at the first

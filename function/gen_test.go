@@ -12,6 +12,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/sous-ai/sous/function/chat"
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tokenizer"
 )
@@ -58,9 +59,18 @@ func TestGeneratedTurnsContinueFromTheStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := len(tok.IDs("user: hello there assistant: " + o1.Text + " user: and then? assistant:"))
+	tmpl, err := chat.Load(filepath.Join(testModels(t), "text-generation", "tokenizer_config.json"))
+	if err != nil || tmpl == nil {
+		t.Fatalf("chat template: %v", err)
+	}
+	rendered, err := tmpl.Render([]chat.Message{{Role: "user", Content: "hello there"}, {Role: "assistant", Content: o1.Text},
+		{Role: "user", Content: "and then?"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(tok.IDs(rendered))
 	if r2.Turn != 2 || o2.PromptTokens != want {
-		t.Fatalf("turn 2: turn %d, prompt %d tokens, want %d (the first exchange and the new text)", r2.Turn, o2.PromptTokens, want)
+		t.Fatalf("turn 2: turn %d, prompt %d tokens, want %d (the chat template over the first exchange and the new text)", r2.Turn, o2.PromptTokens, want)
 	}
 	got, err := store.GetBulk(t.Context(), []string{"g1"})
 	if err != nil || len(got[0].Session.History) != 2 || !strings.Contains(string(got[0].Session.History[0].Output), o1.Text) {

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sous-ai/sous/function/chat"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/tokenizer"
 )
@@ -48,6 +49,8 @@ type Model struct {
 	MaxLength   int      // tokens per input, special tokens included
 	Aggregation string
 	EOS         int64 // text generation: config.json eos_token_id, else [SEP]; -1 if neither
+	// Chat is tokenizer_config.json's chat template, nil if it has none.
+	Chat *chat.Template
 
 	ids, mask, types int // input indexes; types -1 when the model has none
 	out              int // output index
@@ -117,6 +120,9 @@ func Open(dir, task, aggregation string) (*Model, error) {
 		m.EOS = *cfg.EOSTokenID
 	}
 
+	if m.Chat, err = chat.Load(filepath.Join(dir, "tokenizer_config.json")); err != nil {
+		return nil, fmt.Errorf("model directory %s: %w", dir, err)
+	}
 	var tc struct {
 		ModelMaxLength float64 `json:"model_max_length"`
 	}

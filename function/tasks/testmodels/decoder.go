@@ -43,7 +43,10 @@ func DecoderSized(dir, name string, tokenizerJSON []byte, width, layers, heads i
 	g := decoder(v, width, layers, heads)
 	cfg, _ := json.MarshalIndent(map[string]any{"model_type": "gpt2", "n_layer": layers, "n_head": heads,
 		"n_embd": width, "vocab_size": v, "eos_token_id": 102, "n_positions": positions, "architectures": []string{"GPT2LMHeadModel"}}, "", "  ")
-	for name, b := range map[string][]byte{"model.onnx": g.Marshal(), "tokenizer.json": tokenizerJSON, "config.json": cfg} {
+	// ChatML, as many chat models ship it: prompts are rendered with it.
+	tc, _ := json.MarshalIndent(map[string]any{"model_max_length": positions, "eos_token": "[SEP]",
+		"chat_template": "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"}, "", "  ")
+	for name, b := range map[string][]byte{"model.onnx": g.Marshal(), "tokenizer.json": tokenizerJSON, "config.json": cfg, "tokenizer_config.json": tc} {
 		if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
 			return err
 		}
