@@ -210,3 +210,52 @@ func TestSeededSampling(t *testing.T) {
 		t.Errorf("seeds 7 and 8 gave the same tokens %v", a)
 	}
 }
+
+// Sequences admitted together are prefilled as one left-padded batch of
+// different prompt lengths; each generates what it generates alone.
+func TestBatchedPrefillEqualsAlone(t *testing.T) {
+	m := decoderModel(t)
+	ps := prompts()
+	alone := make([][]int64, len(ps))
+	{
+		e := startEngine(t, m, Options{EOS: -1})
+		for i, p := range ps {
+			r, err := e.Generate(context.Background(), p, Params{MaxTokens: 10}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			alone[i] = r.Tokens
+		}
+	}
+	e, err := New(m, Options{EOS: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([][]int64, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.Generate(context.Background(), p, Params{MaxTokens: 10}, nil)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = r.Tokens
+		}()
+	}
+	for e.Waiting() < len(ps) { // all queued before the loop starts
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	wg.Wait()
+	cancel()
+	<-done
+	for i := range ps {
+		if fmt.Sprint(got[i]) != fmt.Sprint(alone[i]) {
+			t.Errorf("prompt %d (%d tokens), prefilled in a batch: %v, alone %v", i, len(ps[i]), got[i], alone[i])
+		}
+	}
+}
