@@ -263,27 +263,19 @@ func (e *Engine) Run(ctx context.Context) error {
 			s.finish = FinishCancelled
 			e.retire(s)
 		}
-		live := admitted[:0]
 		for _, s := range admitted {
 			if s.ctx.Err() != nil {
 				s.finish = FinishCancelled
 				e.retire(s)
 				continue
 			}
-			live = append(live, s)
-		}
-		if len(live) > 0 {
-			if err := e.prefill(ctx, live); err != nil {
-				for _, s := range live {
-					s.err = err
-					e.retire(s)
-				}
-			} else {
-				for _, s := range live {
-					if !e.finished(s) {
-						active = append(active, s)
-					}
-				}
+			if err := e.prefill(ctx, s); err != nil {
+				s.err = err
+				e.retire(s)
+				continue
+			}
+			if !e.finished(s) {
+				active = append(active, s)
 			}
 		}
 		// Leave: callers gone.
@@ -363,66 +355,41 @@ func (e *Engine) retire(s *seq) {
 	e.poke()
 }
 
-// prefill runs the prompts of the sequences admitted together as one
-// batch (past length 0), left-padded to the longest with the attention
-// mask zero on the padding, takes each row's present without its padding
-// as the sequence's KV, and its first token.
-func (e *Engine) prefill(ctx context.Context, seqs []*seq) error {
-	b := int64(len(seqs))
-	n := int64(0)
-	for _, s := range seqs {
-		n = max(n, int64(len(s.prompt)))
-	}
-	ids, mask, pos := make([]int64, b*n), make([]int64, b*n), make([]int64, b*n)
-	for i, s := range seqs {
-		pad := n - int64(len(s.prompt))
-		row := int64(i) * n
-		copy(ids[row+pad:], s.prompt)
-		for j := range int64(len(s.prompt)) {
-			mask[row+pad+j], pos[row+pad+j] = 1, j
-		}
-	}
+// prefill runs s's prompt alone (past length 0) and takes its first token.
+func (e *Engine) prefill(ctx context.Context, s *seq) error {
+	n := int64(len(s.prompt))
 	ins := make([]model.Tensor, 3+2*e.layers)
-	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{b, n}, I64: ids}
-	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, n}, I64: mask}
-	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, n}, I64: pos}
+	ones, pos := make([]int64, n), make([]int64, n)
+	for i := range ones {
+		ones[i], pos[i] = 1, int64(i)
+	}
+	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: s.prompt}
+	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: ones}
+	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: pos}
 	for l := range e.layers {
 		for k := range 2 {
-			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, 0, e.hd}, F32: []float32{}}
+			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, 0, e.hd}, F32: []float32{}}
 		}
 	}
 	if e.opt.Tracer != nil {
-		for _, s := range seqs {
-			_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(
-				attribute.Int("sous.prompt_tokens", len(s.prompt)), attribute.Int("sous.batch_size", len(seqs))))
-			defer span.End()
+		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt))))
+		defer span.End()
+	}
+	outs, err := e.m.RunWhole(ctx, ins)
+	if err != nil {
+		return err
+	}
+	s.kv = make([][2][]float32, e.layers)
+	for l := range e.layers {
+		for k := range 2 {
+			s.kv[l][k] = outs[e.present[l][k]].F32
 		}
 	}
-	return e.m.RunView(ctx, ins, func(outs []model.Tensor) error {
-		rowSize := e.heads * n * e.hd
-		for i, s := range seqs {
-			l := int64(len(s.prompt))
-			pad := n - l
-			s.kv = make([][2][]float32, e.layers)
-			for layer := range e.layers {
-				for k := range 2 {
-					present := outs[e.present[layer][k]].F32
-					kv := make([]float32, e.heads*l*e.hd)
-					for h := range e.heads {
-						src := present[int64(i)*rowSize+h*n*e.hd+pad*e.hd : int64(i)*rowSize+(h+1)*n*e.hd]
-						copy(kv[h*l*e.hd:], src)
-					}
-					s.kv[layer][k] = kv
-				}
-			}
-			s.length = int(l)
-			logits := outs[e.logits]
-			v := int64(logits.Shape[2])
-			last := (int64(i)*n + n - 1) * v
-			e.emit(s, logits.F32[last:last+v])
-		}
-		return nil
-	})
+	s.length = int(n)
+	logits := outs[e.logits]
+	v := int(logits.Shape[2])
+	e.emit(s, logits.F32[(int(n)-1)*v:int(n)*v])
+	return nil
 }
 
 // step runs one decode call for every active sequence.
