@@ -62,9 +62,10 @@ func (f *Function) handleChat(c echo.Context) error {
 		code, msg, _ := classify(err)
 		return openAIError(c, code, msg, "invalid_request_error")
 	}
+	// Not decodeJSON's strict form: OpenAI clients send fields sous does
+	// not use (stream_options, logprobs, tools...).
 	var req chatRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	if err := dec.Decode(&req); err != nil {
+	if err := json.Unmarshal(body, &req); err != nil {
 		return openAIError(c, http.StatusBadRequest, "invalid JSON: "+err.Error(), "invalid_request_error")
 	}
 	g, user, err := req.settings()
@@ -89,10 +90,7 @@ func (f *Function) handleChat(c echo.Context) error {
 	}
 	var out GenOutput
 	if session == "" {
-		params, err := g.params()
-		if err == nil && params.MaxTokens >= f.hf.MaxLength {
-			err = badRequest("max_tokens %d: the model holds %d positions, prompt included", params.MaxTokens, f.hf.MaxLength)
-		}
+		params, err := f.genParams(g)
 		var prompt []int64
 		if err == nil {
 			prompt, err = f.chatPrompt(nil, req.Messages, params.MaxTokens)
@@ -204,9 +202,8 @@ func (f *Function) chatPrompt(history []state.Turn, messages []chatMessage, maxT
 }
 
 // chatStream writes OpenAI's streaming form: data: {chunk} lines, then
-// data: [DONE]. Pieces arrive from the engine's loop; they are written
-// from it here, as generateTurn's callers are (see streamTurn for the
-// queueing writer a slow client needs).
+// data: [DONE]. Pieces arrive from the engine's loop, which must not wait
+// on the client: a pieceQueue writes them.
 type chatStream struct {
 	c       echo.Context
 	id      string

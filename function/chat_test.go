@@ -58,8 +58,8 @@ func TestChatCompletions(t *testing.T) {
 		t.Errorf("/v1/models: %d %s", gcode, gb)
 	}
 	for body, want := range map[string]string{
-		`{"messages":[{"role":"user","content":"hi"}],"n":2}`:            "n: only 1",
-		`{"messages":[]}`:                                                "at least one",
+		`{"messages":[{"role":"user","content":"hi"}],"n":2}`: "n: only 1",
+		`{"messages":[]}`: "at least one",
 		`{"messages":[{"role":"robot","content":"hi"}]}`:                 "role \"robot\"",
 		`{"messages":[{"role":"user","content":"hi"}],"temperature":-1}`: "temperature",
 		`{"messages":[{"role":"user","content":"hi"}],"stop":3}`:         "stop",

@@ -174,7 +174,6 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 			f.engine.Close()
 			return nil, err
 		}
-
 		o.logger.Info("model directory", "model", f.hf.Name, "task", f.hf.Task, "max_length", f.hf.MaxLength,
 			"labels", len(f.hf.Labels), "context_turns", cfg.ContextTurns)
 	} else {
@@ -277,12 +276,13 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		// answers it (reason expired).
 	}))...)
 
-	if f.gen != nil {
-		// A decoder's first call is its warm-up; Warm's zero rows do not
-		// fit its past/present shapes.
-	} else if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
-		f.engine.Close()
-		return nil, fmt.Errorf("model: warm-up: %w", err)
+	// A decoder's first call is its own warm-up: Warm's zero rows do not
+	// fit its past/present shapes.
+	if f.gen == nil {
+		if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
+			f.engine.Close()
+			return nil, fmt.Errorf("model: warm-up: %w", err)
+		}
 	}
 	f.echo = f.routes()
 	return f, nil
@@ -343,6 +343,22 @@ func (f *Function) execute(ctx context.Context, in []job, out []result) error {
 	})
 }
 
+// waitQuiet returns once no work request has arrived for DrainQuiet since
+// the later of signalled (Unix ns) and the latest request, or at deadline.
+func (f *Function) waitQuiet(signalled int64, deadline <-chan time.Time) {
+	for {
+		quiet := time.Duration(time.Now().UnixNano() - max(signalled, f.lastRequest.Load()))
+		if quiet >= f.cfg.DrainQuiet {
+			return
+		}
+		select {
+		case <-time.After(f.cfg.DrainQuiet - quiet):
+		case <-deadline:
+			return
+		}
+	}
+}
+
 // Handler returns the HTTP handler serving every route.
 func (f *Function) Handler() http.Handler { return f.echo }
 
@@ -395,17 +411,7 @@ func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
 	// request has come for DrainQuiet since the signal: a proxy in front (Knative's
 	// queue-proxy) may still forward a few after the signal, and a closed
 	// listener would make those 502s instead of answers to retry.
-	for quiet := time.Duration(0); quiet < f.cfg.DrainQuiet; {
-		quiet = time.Duration(time.Now().UnixNano() - max(signalled, f.lastRequest.Load()))
-		if quiet >= f.cfg.DrainQuiet {
-			break
-		}
-		select {
-		case <-time.After(f.cfg.DrainQuiet - quiet):
-		case <-deadline:
-			quiet = f.cfg.DrainQuiet
-		}
-	}
+	f.waitQuiet(signalled, deadline)
 	// Every admitted turn has been answered; what is left are idle
 	// connections and ones that never sent a request (Shutdown would wait
 	// 5s for those), so close after a short grace.

@@ -1,13 +1,13 @@
 package function
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -77,6 +77,16 @@ func (g *genParams) params() (generate.Params, error) {
 	return p, nil
 }
 
+// genParams checks g against the served model too: max_tokens must leave
+// room for a prompt in the model's positions.
+func (f *Function) genParams(g *genParams) (generate.Params, error) {
+	p, err := g.params()
+	if err == nil && p.MaxTokens >= f.hf.MaxLength {
+		err = badRequest("max_tokens %d: the model holds %d positions, prompt included", p.MaxTokens, f.hf.MaxLength)
+	}
+	return p, err
+}
+
 // GenOutput is a generated turn's output.
 type GenOutput struct {
 	Text             string `json:"text"`
@@ -91,25 +101,22 @@ type GenOutput struct {
 // saved back (ETag: a conflict regenerates on the newer transcript), as
 // every turn is. onText, if set, gets the reply's text as it grows.
 func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText func(string)) (Reply, error) {
-	if !sessionID.MatchString(req.Session) {
-		return Reply{}, badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
+	if err := checkSession(req.Session); err != nil {
+		return Reply{}, err
 	}
 	if req.Text == "" || req.HasInputs {
 		return Reply{}, badRequest("model %s generates from text: send text, not tensors", f.engine.Name())
 	}
-	if len(req.Text) > MaxText {
-		return Reply{}, badRequest("text is %d bytes, the limit is %d", len(req.Text), MaxText)
+	if err := checkText(req.Text); err != nil {
+		return Reply{}, err
 	}
 	g := req.gen
 	if g == nil {
 		g = &genParams{}
 	}
-	params, err := g.params()
+	params, err := f.genParams(g)
 	if err != nil {
 		return Reply{}, err
-	}
-	if params.MaxTokens >= f.hf.MaxLength {
-		return Reply{}, badRequest("max_tokens %d: the model holds %d positions, prompt included", params.MaxTokens, f.hf.MaxLength)
 	}
 	if req.Event == "" {
 		req.Event = "req#" + fmt.Sprint(rand.Uint64())
@@ -177,7 +184,9 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 func (f *Function) generateText(ctx context.Context, prompt []int64, p generate.Params, stops []string, onText func(string)) (GenOutput, error) {
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var tokens []int64
+	// This callback runs in the engine's loop, once per token: the text
+	// grows by one token's piece, and a stop string can only end in it.
+	var text []byte
 	stopped := -1 // byte offset of a stop string in the text
 	start := time.Now()
 	var first time.Time
@@ -189,20 +198,22 @@ func (f *Function) generateText(ctx context.Context, prompt []int64, p generate.
 		if stopped >= 0 {
 			return
 		}
-		tokens = append(tokens, t)
-		text := f.hf.Tok.Decode(tokens)
+		before := len(text)
+		text = f.hf.Tok.AppendDecoded(text, t)
 		for _, s := range stops {
-			if i := strings.Index(text, s); i >= 0 && (stopped < 0 || i < stopped) {
-				stopped = i
+			from := max(0, before-len(s)+1)
+			if i := bytes.Index(text[from:], []byte(s)); i >= 0 && (stopped < 0 || from+i < stopped) {
+				stopped = from + i
 			}
 		}
+		end := len(text)
 		if stopped >= 0 {
-			text = text[:stopped]
+			end = stopped
 			cancel()
 		}
-		if onText != nil && len(text) > sent {
-			onText(text[sent:])
-			sent = len(text)
+		if onText != nil && end > sent {
+			onText(string(text[sent:end]))
+			sent = end
 		}
 	})
 	if err != nil {

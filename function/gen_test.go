@@ -237,3 +237,21 @@ func TestGenerationSpans(t *testing.T) {
 		t.Fatalf("turn %v, prefill %v (parent %v), %d decode steps (want 3: 4 tokens, the first from the prefill)", turn != nil, prefill != nil, prefill, steps)
 	}
 }
+
+// A stop string ends the reply before it, with finish_reason stop, and the
+// streamed text stops there too.
+func TestStopString(t *testing.T) {
+	s := genServer(t, nil)
+	_, full := genTurn(t, s, `{"session":"stop-a","text":"hello there","max_tokens":10}`)
+	words := strings.Fields(full.Text)
+	if len(words) < 4 {
+		t.Fatalf("reply too short to cut: %q", full.Text)
+	}
+	stop := " " + words[2]
+	want := full.Text[:strings.Index(full.Text, stop)]
+	body, _ := json.Marshal(map[string]any{"session": "stop-b", "text": "hello there", "max_tokens": 10, "stop": []string{"never", stop}})
+	_, cut := genTurn(t, s, string(body))
+	if cut.Text != want || cut.FinishReason != "stop" {
+		t.Fatalf("stop %q: %q (%s), want %q (stop)", stop, cut.Text, cut.FinishReason, want)
+	}
+}

@@ -85,8 +85,8 @@ func (f *Function) prepare(req *turnRequest) ([]model.Tensor, error) {
 	if req.gen != nil {
 		return nil, badRequest("model %s does not generate: max_tokens, temperature, top_k, top_p, seed, stop and stream are for decoder models", f.engine.Name())
 	}
-	if !sessionID.MatchString(req.Session) {
-		return nil, badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(req.Session, 140))
+	if err := checkSession(req.Session); err != nil {
+		return nil, err
 	}
 	return f.buildInputs(req)
 }
@@ -312,8 +312,8 @@ func (f *Function) buildInputs(req *turnRequest) ([]model.Tensor, error) {
 	case req.Text != "" && req.HasInputs:
 		return nil, badRequest("give either text or inputs, not both")
 	case req.Text != "" && f.hf != nil:
-		if len(req.Text) > MaxText {
-			return nil, badRequest("text is %d bytes, the limit is %d", len(req.Text), MaxText)
+		if err := checkText(req.Text); err != nil {
+			return nil, err
 		}
 		// Encoded without context here (to check it and to cost it in the
 		// batcher); with SOUS_CONTEXT_TURNS the executor encodes it again
@@ -325,8 +325,8 @@ func (f *Function) buildInputs(req *turnRequest) ([]model.Tensor, error) {
 		if f.text == nil {
 			return nil, badRequest("model %s does not take text; send OIP inputs instead", f.engine.Name())
 		}
-		if len(req.Text) > MaxText {
-			return nil, badRequest("text is %d bytes, the limit is %d", len(req.Text), MaxText)
+		if err := checkText(req.Text); err != nil {
+			return nil, err
 		}
 		if len(f.engine.Inputs()) != 2 || !stateful {
 			return nil, badRequest("model %s takes more than text", f.engine.Name())
@@ -557,6 +557,22 @@ func (l *sessionLocks) unlock(id string, q *sessionQueue) {
 	if q.refs == 0 {
 		delete(l.m, id)
 	}
+}
+
+// checkSession refuses a session id outside 1-128 of A-Za-z0-9._:-.
+func checkSession(id string) error {
+	if !sessionID.MatchString(id) {
+		return badRequest("session id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(id, 140))
+	}
+	return nil
+}
+
+// checkText refuses a turn's text over MaxText.
+func checkText(text string) error {
+	if len(text) > MaxText {
+		return badRequest("text is %d bytes, the limit is %d", len(text), MaxText)
+	}
+	return nil
 }
 
 func truncate(s string, n int) string {

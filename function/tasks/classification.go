@@ -26,10 +26,10 @@ func (m *Model) classify(logits []float32) Classification {
 		if v > p[best] {
 			best = i
 		}
-		c.Scores[m.label(i)] = v
+		c.Scores[m.LabelName(i)] = v
 	}
 	if len(p) > 0 {
-		c.Label, c.Score = m.label(best), p[best]
+		c.Label, c.Score = m.LabelName(best), p[best]
 	}
 	return c
 }

@@ -61,7 +61,7 @@ func (m *Model) entities(text string, e tokenizer.Encoding, logits model.Tensor)
 	case "none", "simple":
 		for _, p := range pre {
 			best := argmax(p.scores)
-			ents = append(ents, Entity{Entity: m.label(best), Score: p.scores[best], Start: p.start, End: p.end, Word: word(p.start, p.end), Index: p.index})
+			ents = append(ents, Entity{Entity: m.LabelName(best), Score: p.scores[best], Start: p.start, End: p.end, Word: word(p.start, p.end), Index: p.index})
 		}
 	default:
 		var group []preEntity
@@ -119,7 +119,7 @@ func (m *Model) aggregateWord(toks []preEntity, word func(int, int) string) Enti
 	}
 	best := argmax(scores)
 	start, end := toks[0].start, toks[len(toks)-1].end
-	return Entity{Entity: m.label(best), Score: scores[best], Start: start, End: end, Word: word(start, end)}
+	return Entity{Entity: m.LabelName(best), Score: scores[best], Start: start, End: end, Word: word(start, end)}
 }
 
 // tag splits B-X and I-X; a label in neither form continues (I).

@@ -271,10 +271,7 @@ func (m *Model) Render(text string, e tokenizer.Encoding, outs []model.Tensor) (
 }
 
 // LabelName names label i: config.json's id2label, else LABEL_i.
-func (m *Model) LabelName(i int) string { return m.label(i) }
-
-// label names label i.
-func (m *Model) label(i int) string {
+func (m *Model) LabelName(i int) string {
 	if i < len(m.Labels) && m.Labels[i] != "" {
 		return m.Labels[i]
 	}

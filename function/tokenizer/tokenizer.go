@@ -316,22 +316,28 @@ func (t *Tokenizer) IDs(text string) []int64 {
 // pieces (the continuing-subword prefix) joined to the word before, other
 // tokens separated by a space, special tokens left out.
 func (t *Tokenizer) Decode(ids []int64) string {
-	var b strings.Builder
+	var b []byte
 	for _, id := range ids {
-		tok, ok := t.byID[id]
-		if !ok || t.isAdded(id) {
-			continue
-		}
-		if rest, ok := strings.CutPrefix(tok, t.prefix); ok && b.Len() > 0 {
-			b.WriteString(rest)
-			continue
-		}
-		if b.Len() > 0 && !(len(tok) == 1 && strings.ContainsAny(tok, ".,!?;:'")) {
-			b.WriteByte(' ')
-		}
-		b.WriteString(tok)
+		b = t.AppendDecoded(b, id)
 	}
-	return b.String()
+	return string(b)
+}
+
+// AppendDecoded appends one token to text decoded so far, as Decode would:
+// a generator decodes its reply a token at a time without decoding it all
+// again.
+func (t *Tokenizer) AppendDecoded(text []byte, id int64) []byte {
+	tok, ok := t.byID[id]
+	if !ok || t.isAdded(id) {
+		return text
+	}
+	if rest, ok := strings.CutPrefix(tok, t.prefix); ok && len(text) > 0 {
+		return append(text, rest...)
+	}
+	if len(text) > 0 && !(len(tok) == 1 && strings.ContainsAny(tok, ".,!?;:'")) {
+		text = append(text, ' ')
+	}
+	return append(text, tok...)
 }
 
 func (t *Tokenizer) isAdded(id int64) bool {
