@@ -192,7 +192,7 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	}
 	f.tracer = telemetry.Tracer(o.tp)
 	if f.hf != nil && f.hf.Task == tasks.TextGeneration {
-		if f.gen, err = generate.New(f.engine, generate.Options{EOS: f.hf.EOS, MaxBatch: cfg.MaxBatch, KVTokens: cfg.KVTokens,
+		if f.gen, err = generate.New(f.engine, generate.Options{EOS: f.hf.EOS, MaxBatch: cfg.MaxBatch, KVTokens: cfg.KVTokens, SharedKV: f.hf.SharedKV,
 			Tracer: f.tracer}); err != nil {
 			f.engine.Close()
 			return nil, err

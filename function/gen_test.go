@@ -19,8 +19,14 @@ import (
 
 func genServer(t *testing.T, store state.Store) *server {
 	t.Helper()
+	return genServerModel(t, store, "text-generation")
+}
+
+// genServerModel serves the test model directory name.
+func genServerModel(t *testing.T, store state.Store, name string) *server {
+	t.Helper()
 	cfg := testConfig(t)
-	cfg.Model = filepath.Join(testModels(t), "text-generation")
+	cfg.Model = filepath.Join(testModels(t), name)
 	var opts []Option
 	if store != nil {
 		opts = append(opts, WithStore(store))
@@ -45,21 +51,28 @@ func genTurn(t *testing.T, s *server, body string) (Reply, GenOutput) {
 
 // A decoder model directory makes each turn a generated reply; the
 // conversation continues from the transcript in the store: the second
-// turn's prompt is the first exchange plus the new text.
+// turn's prompt is the first exchange plus the new text. Both model forms:
+// Optimum's and GroupQueryAttention's.
 func TestGeneratedTurnsContinueFromTheStore(t *testing.T) {
+	for _, name := range []string{"text-generation", "text-generation-gqa"} {
+		t.Run(name, func(t *testing.T) { testGeneratedTurnsContinueFromTheStore(t, name) })
+	}
+}
+
+func testGeneratedTurnsContinueFromTheStore(t *testing.T, name string) {
 	store := state.NewMemory(nil)
-	s := genServer(t, store)
+	s := genServerModel(t, store, name)
 	r1, o1 := genTurn(t, s, `{"session":"g1","text":"hello there","max_tokens":8}`)
 	if r1.Turn != 1 || o1.Text == "" || o1.CompletionTokens == 0 || o1.CompletionTokens > 8 ||
-		(o1.FinishReason != "length" && o1.FinishReason != "stop") || r1.Model != "text-generation" {
+		(o1.FinishReason != "length" && o1.FinishReason != "stop") || r1.Model != name {
 		t.Fatalf("turn 1: %+v %+v", r1, o1)
 	}
 	r2, o2 := genTurn(t, s, `{"session":"g1","text":"and then?","max_tokens":8}`)
-	tok, err := tokenizer.Load(filepath.Join(testModels(t), "text-generation", "tokenizer.json"))
+	tok, err := tokenizer.Load(filepath.Join(testModels(t), name, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := chat.Load(filepath.Join(testModels(t), "text-generation", "tokenizer_config.json"))
+	tmpl, err := chat.Load(filepath.Join(testModels(t), name, "tokenizer_config.json"))
 	if err != nil || tmpl == nil {
 		t.Fatalf("chat template: %v", err)
 	}

@@ -39,6 +39,9 @@ func testModels(t *testing.T) string {
 		if modelsErr == nil {
 			modelsErr = testmodels.Decoder(modelsDir, tok)
 		}
+		if modelsErr == nil {
+			modelsErr = testmodels.DecoderGQA(modelsDir, tok)
+		}
 	})
 	if modelsErr != nil {
 		t.Fatal(modelsErr)

@@ -1,20 +1,34 @@
-// Package generate is the decode engine for decoder-only models exported
-// as Optimum exports them (past_key_values.{i}.key/value in,
-// present.{i}.key/value out): continuous batching of decode steps. New
+// Package generate is the decode engine for decoder-only models, in either
+// of two forms: Optimum's export (past_key_values.{i}.key/value in,
+// present.{i}.key/value out, the present one position longer than the
+// past) or ONNX Runtime GenAI's GroupQueryAttention form (past and present
+// are one fixed buffer per sequence, written in place). It does continuous
+// batching of decode steps. New
 // sequences wait in a queue; each step of the engine's loop admits waiting
 // sequences while the KV budget allows (and prefills each), runs ONE
 // batched decode call for every active sequence, hands each its token, and
 // retires the finished (end of sequence, max tokens) and those whose
 // caller left. Sequences join and leave between steps.
 //
-// KV cache: each sequence holds its own keys and values per layer as a
-// dense [heads, length, head_dim] slice that grows by one position a step.
-// A step lays the batch's pasts out left-padded to the longest, with the
-// attention mask zero on the padding, and takes each row's present back
-// without it. Holding KV per sequence (not in one shared padded buffer)
-// lets sequences of any length join or leave at any step with no
-// re-layout of the others; the price is a copy of the pasts per step,
-// which for the model sizes a CPU serves is small against the step itself.
+// KV cache, Optimum's form: each sequence holds its own keys and values
+// per layer as a dense [heads, length, head_dim] slice that grows by one
+// position a step. A step lays the batch's pasts out left-padded to the
+// longest, with the attention mask zero on the padding, and takes each
+// row's present back without it. The graph concatenates past and new and
+// returns a new present every step, so a copy per step is unavoidable;
+// holding KV per sequence (not in one shared padded buffer) lets sequences
+// of any length join or leave at any step with no re-layout of the others,
+// and a sequence holds only the positions it has.
+//
+// KV cache, GroupQueryAttention form: one slab per layer of fixed-length
+// buffers [slots, kv_heads, buffer, head_dim], where active sequence i
+// owns slot i. A step passes the first len(active) slots as past and binds
+// the same memory as present: the operator appends each row's new
+// position at its own length (seqlens_k, from the right-padded attention
+// mask), so nothing is copied per step. A sequence that leaves gives its
+// slot to the last active one (one sequence's KV copied, once). The price
+// is memory: each sequence reserves a whole buffer however short it is, so
+// SOUS_KV_TOKENS / buffer bounds the sequences in flight.
 package generate
 
 import (
@@ -68,6 +82,11 @@ type Options struct {
 	// KVTokens bounds the positions all active sequences may hold, each
 	// reserving its prompt plus MaxTokens on admission (default 65536).
 	KVTokens int
+	// SharedKV, if positive, says the model takes the GroupQueryAttention
+	// form with past and present sharing a buffer of this many positions
+	// per sequence (genai_config.json's search.max_length with
+	// past_present_share_buffer).
+	SharedKV int
 	// OnStep, if set, is told each decode step's batch size.
 	OnStep func(batch int)
 	// Tracer, if set, gets a span per prefill (under the caller's span)
@@ -89,8 +108,13 @@ type Engine struct {
 	present        [][2]int // per layer: key, value output index
 
 	// pastBuf holds each layer's batched past keys and values between
-	// steps (the loop's own).
+	// steps (the loop's own; Optimum's form).
 	pastBuf [][2][]float32
+	// slab holds each layer's keys and values, slot after slot of shared
+	// buffers [kv_heads, shared, hd] (the GroupQueryAttention form).
+	slab   [][2][]float32
+	shared int64 // positions per slot; 0 for Optimum's form
+	slots  int
 
 	mu      sync.Mutex // guards waiting, reserved, closed
 	waiting []*seq
@@ -113,8 +137,9 @@ type seq struct {
 	done    chan Result
 	err     error
 	finish  string
-	reserve int // KV positions it needs: prompt + MaxTokens
+	reserve int // KV positions it needs: prompt + MaxTokens (a whole slot when shared)
 	held    int // of them reserved in the engine (once admitted)
+	slot    int // its slot in the slab (the GroupQueryAttention form)
 }
 
 // New binds an Engine to a decoder model loaded with model.New.
@@ -167,6 +192,21 @@ func New(m *model.Engine, opt Options) (*Engine, error) {
 		return nil, fmt.Errorf("generate: model %s: past keys have shape %v, want [batch, heads, past, head_dim] with fixed heads and head_dim", m.Name(), shape)
 	}
 	e.heads, e.hd = shape[1], shape[3]
+	if opt.SharedKV > 0 {
+		e.shared = int64(opt.SharedKV)
+		e.slots = min(opt.MaxBatch, opt.KVTokens/opt.SharedKV)
+		if e.slots == 0 {
+			return nil, fmt.Errorf("generate: model %s: a sequence's KV buffer is %d positions, more than SOUS_KV_TOKENS %d", m.Name(), opt.SharedKV, opt.KVTokens)
+		}
+		e.opt.MaxBatch = e.slots
+		// Allocated once; pages are touched only as slots fill.
+		e.slab = make([][2][]float32, e.layers)
+		for l := range e.slab {
+			for k := range 2 {
+				e.slab[l][k] = make([]float32, int64(e.slots)*e.heads*e.shared*e.hd)
+			}
+		}
+	}
 	return e, nil
 }
 
@@ -182,7 +222,14 @@ func (e *Engine) Generate(ctx context.Context, prompt []int64, p Params, onToken
 	if len(prompt) == 0 {
 		return Result{}, errors.New("generate: empty prompt")
 	}
-	if len(prompt)+p.MaxTokens > e.opt.KVTokens {
+	reserve := len(prompt) + p.MaxTokens
+	if e.shared > 0 {
+		if int64(reserve) > e.shared {
+			return Result{}, ErrTooLong
+		}
+		reserve = int(e.shared)
+	}
+	if reserve > e.opt.KVTokens {
 		return Result{}, ErrTooLong
 	}
 	seed := p.Seed
@@ -190,7 +237,7 @@ func (e *Engine) Generate(ctx context.Context, prompt []int64, p Params, onToken
 		seed = rand.Uint64()
 	}
 	s := &seq{ctx: ctx, prompt: prompt, p: p, onToken: onToken, rng: rand.New(rand.NewPCG(seed, seed>>1|1)),
-		done: make(chan Result, 1), reserve: len(prompt) + p.MaxTokens}
+		done: make(chan Result, 1), reserve: reserve}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -269,6 +316,7 @@ func (e *Engine) Run(ctx context.Context) error {
 				e.retire(s)
 				continue
 			}
+			s.slot = len(active)
 			if err := e.prefill(ctx, s); err != nil {
 				s.err = err
 				e.retire(s)
@@ -279,7 +327,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 		}
 		// Leave: callers gone.
-		active = e.sweep(active)
+		active = e.prune(active, e.gone)
 		if len(active) == 0 {
 			e.mu.Lock()
 			idle := len(e.waiting) == 0
@@ -304,28 +352,58 @@ func (e *Engine) Run(ctx context.Context) error {
 			active = nil
 			continue
 		}
-		next := active[:0]
-		for _, s := range active {
-			if !e.finished(s) {
-				next = append(next, s)
-			}
-		}
-		active = next
+		active = e.prune(active, e.finished)
 	}
 }
 
-// sweep retires the sequences whose caller left.
-func (e *Engine) sweep(active []*seq) []*seq {
-	out := active[:0]
-	for _, s := range active {
-		if s.ctx.Err() != nil {
-			s.finish = FinishCancelled
-			e.retire(s)
+// prune drops the sequences done says are done (done retires them). The
+// last active sequence takes a dropped one's place, and its slot.
+func (e *Engine) prune(active []*seq, done func(*seq) bool) []*seq {
+	for i := 0; i < len(active); {
+		if !done(active[i]) {
+			i++
 			continue
 		}
-		out = append(out, s)
+		last := len(active) - 1
+		if i != last {
+			e.moveSlot(active[last], i)
+			active[i] = active[last]
+		}
+		active = active[:last]
 	}
-	return out
+	return active
+}
+
+// gone retires s if its caller left.
+func (e *Engine) gone(s *seq) bool {
+	if s.ctx.Err() == nil {
+		return false
+	}
+	s.finish = FinishCancelled
+	e.retire(s)
+	return true
+}
+
+// moveSlot moves s's KV to slot to (the GroupQueryAttention form): its
+// positions, per layer and head.
+func (e *Engine) moveSlot(s *seq, to int) {
+	if e.shared == 0 || s.slot == to {
+		s.slot = to
+		return
+	}
+	row := e.heads * e.shared * e.hd
+	n := int64(s.length) * e.hd
+	for l := range e.layers {
+		for k := range 2 {
+			buf := e.slab[l][k]
+			for h := range e.heads {
+				src := int64(s.slot)*row + h*e.shared*e.hd
+				dst := int64(to)*row + h*e.shared*e.hd
+				copy(buf[dst:dst+n], buf[src:src+n])
+			}
+		}
+	}
+	s.slot = to
 }
 
 // finished retires s if its last token ended it.
@@ -357,6 +435,13 @@ func (e *Engine) retire(s *seq) {
 
 // prefill runs s's prompt alone (past length 0) and takes its first token.
 func (e *Engine) prefill(ctx context.Context, s *seq) error {
+	if e.opt.Tracer != nil {
+		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt))))
+		defer span.End()
+	}
+	if e.shared > 0 {
+		return e.prefillShared(ctx, s)
+	}
 	n := int64(len(s.prompt))
 	ins := make([]model.Tensor, 3+2*e.layers)
 	ones, pos := make([]int64, n), make([]int64, n)
@@ -370,10 +455,6 @@ func (e *Engine) prefill(ctx context.Context, s *seq) error {
 		for k := range 2 {
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, 0, e.hd}, F32: []float32{}}
 		}
-	}
-	if e.opt.Tracer != nil {
-		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt))))
-		defer span.End()
 	}
 	outs, err := e.m.RunWhole(ctx, ins)
 	if err != nil {
@@ -392,8 +473,112 @@ func (e *Engine) prefill(ctx context.Context, s *seq) error {
 	return nil
 }
 
+// prefillShared is prefill in the GroupQueryAttention form: the prompt's
+// keys and values go straight into s's slot.
+func (e *Engine) prefillShared(ctx context.Context, s *seq) error {
+	n := int64(len(s.prompt))
+	ins := make([]model.Tensor, 3+2*e.layers)
+	ones, pos := make([]int64, n), make([]int64, n)
+	for i := range ones {
+		ones[i], pos[i] = 1, int64(i)
+	}
+	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: s.prompt}
+	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: ones}
+	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: pos}
+	row := e.heads * e.shared * e.hd
+	for l := range e.layers {
+		for k := range 2 {
+			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, e.shared, e.hd},
+				F32: e.slab[l][k][int64(s.slot)*row : int64(s.slot+1)*row]}
+		}
+	}
+	return e.m.RunShared(ctx, ins, e.bound(), func(outs []model.Tensor) error {
+		s.length = int(n)
+		logits := outs[e.logits]
+		v := int(logits.Shape[2])
+		e.emit(s, logits.F32[(int(n)-1)*v:int(n)*v])
+		return nil
+	})
+}
+
+// bound maps each present output to its past input (the shared form).
+func (e *Engine) bound() map[int]int {
+	b := make(map[int]int, 2*e.layers)
+	for l := range e.layers {
+		for k := range 2 {
+			b[e.present[l][k]] = e.past[l][k]
+		}
+	}
+	return b
+}
+
+// stepShared is step in the GroupQueryAttention form: active sequence i
+// is row and slot i; the mask is right-padded (row i's ones are its
+// positions and the new one), which is what the graph turns into
+// seqlens_k; the slab's first len(active) slots are past and present.
+func (e *Engine) stepShared(ctx context.Context, active []*seq) error {
+	b := int64(len(active))
+	longest := 0
+	for _, s := range active {
+		longest = max(longest, s.length)
+	}
+	t := int64(longest) + 1
+	ids, pos := make([]int64, b), make([]int64, b)
+	mask := make([]int64, b*t)
+	for i, s := range active {
+		ids[i] = s.out[len(s.out)-1]
+		pos[i] = int64(s.length)
+		for j := range int64(s.length) + 1 {
+			mask[int64(i)*t+j] = 1
+		}
+	}
+	ins := make([]model.Tensor, 3+2*e.layers)
+	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: ids}
+	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, t}, I64: mask}
+	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: pos}
+	row := e.heads * e.shared * e.hd
+	for l := range e.layers {
+		for k := range 2 {
+			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, e.shared, e.hd}, F32: e.slab[l][k][:b*row]}
+		}
+	}
+	return e.m.RunShared(ctx, ins, e.bound(), func(outs []model.Tensor) error {
+		logits := outs[e.logits]
+		v := int(logits.Shape[2])
+		for i, s := range active {
+			s.length++
+			e.emit(s, logits.F32[i*v:(i+1)*v])
+		}
+		return nil
+	})
+}
+
 // step runs one decode call for every active sequence.
-func (e *Engine) step(ctx context.Context, active []*seq) error {
+func (e *Engine) step(ctx context.Context, active []*seq) (err error) {
+	if e.opt.Tracer != nil {
+		links := make([]trace.Link, 0, len(active))
+		for _, s := range active {
+			if sc := trace.SpanContextFromContext(s.ctx); sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc})
+			}
+		}
+		_, span := e.opt.Tracer.Start(context.Background(), "sous.generate.decode_step",
+			trace.WithAttributes(attribute.Int("sous.batch_size", len(active))), trace.WithLinks(links...))
+		defer span.End()
+	}
+	if e.shared > 0 {
+		err = e.stepShared(ctx, active)
+	} else {
+		err = e.stepPast(ctx, active)
+	}
+	if err == nil && e.opt.OnStep != nil {
+		e.opt.OnStep(len(active))
+	}
+	return err
+}
+
+// stepPast is step in Optimum's form.
+func (e *Engine) stepPast(ctx context.Context, active []*seq) error {
 	b := int64(len(active))
 	longest := 0
 	for _, s := range active {
@@ -436,28 +621,10 @@ func (e *Engine) step(ctx context.Context, active []*seq) error {
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, p, e.hd}, F32: past}
 		}
 	}
-	if e.opt.Tracer != nil {
-		links := make([]trace.Link, 0, len(active))
-		for _, s := range active {
-			if sc := trace.SpanContextFromContext(s.ctx); sc.IsValid() {
-				links = append(links, trace.Link{SpanContext: sc})
-			}
-		}
-		_, span := e.opt.Tracer.Start(context.Background(), "sous.generate.decode_step",
-			trace.WithAttributes(attribute.Int("sous.batch_size", len(active)), attribute.Int64("sous.past_tokens", p)), trace.WithLinks(links...))
-		defer span.End()
-	}
-	err := e.m.RunView(ctx, ins, func(outs []model.Tensor) error {
+	return e.m.RunView(ctx, ins, func(outs []model.Tensor) error {
 		e.takeStep(active, outs, p)
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if e.opt.OnStep != nil {
-		e.opt.OnStep(len(active))
-	}
-	return nil
 }
 
 // takeStep copies each row's present (less its padding) into its

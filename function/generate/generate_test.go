@@ -13,24 +13,62 @@ import (
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 )
 
-// decoderModel writes the test decoder (testmodels.Decoder) and loads it.
-func decoderModel(t *testing.T) *model.Engine {
+// form is one of the two model forms the engine runs.
+type form struct {
+	name   string
+	dir    string // what write writes
+	shared int    // Options.SharedKV
+	write  func(dir string, tokenizerJSON []byte) error
+}
+
+var forms = []form{
+	{"optimum", "text-generation", 0, testmodels.Decoder},
+	{"gqa", "text-generation-gqa", 256, testmodels.DecoderGQA},
+}
+
+// eachForm runs test once per model form, with the test decoder in that
+// form loaded.
+func eachForm(t *testing.T, test func(t *testing.T, f form, m *model.Engine)) {
+	for _, f := range forms {
+		t.Run(f.name, func(t *testing.T) { test(t, f, decoderModel(t, f.dir, f.write)) })
+	}
+}
+
+// decoderModel writes a test decoder with write and loads dir/name from it.
+func decoderModel(t *testing.T, name string, write func(dir string, tokenizerJSON []byte) error) *model.Engine {
 	t.Helper()
 	tok, err := os.ReadFile("../tokenizer/testdata/tokenizers/all-minilm-l6-v2.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := testmodels.Decoder(dir, tok); err != nil {
+	if err := write(dir, tok); err != nil {
 		t.Fatal(err)
 	}
-	m, err := model.New(model.Params{Library: model.FindLibrary(), Model: filepath.Join(dir, "text-generation", "model.onnx"),
+	m, err := model.New(model.Params{Library: model.FindLibrary(), Model: filepath.Join(dir, name, "model.onnx"),
 		Device: "cpu", Workers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// greedy generates each prompt alone, greedily, max tokens 12, 15, 18...
+func greedy(t *testing.T, e *Engine, ps [][]int64) [][]int64 {
+	t.Helper()
+	out := make([][]int64, len(ps))
+	for i, p := range ps {
+		r, err := e.Generate(context.Background(), p, Params{MaxTokens: 12 + i*3}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Finish != FinishLength || len(r.Tokens) != 12+i*3 {
+			t.Fatalf("alone %d: %d tokens, finish %s", i, len(r.Tokens), r.Finish)
+		}
+		out[i] = r.Tokens
+	}
+	return out
 }
 
 func startEngine(t *testing.T, m *model.Engine, opt Options) *Engine {
@@ -62,26 +100,14 @@ func prompts() [][]int64 {
 // Greedy generation with continuous batching is token for token what
 // generating each sequence alone gives, for prompts of different lengths
 // that join and leave mid-flight.
-func TestContinuousBatchingEqualsAlone(t *testing.T) {
-	m := decoderModel(t)
+func TestContinuousBatchingEqualsAlone(t *testing.T) { eachForm(t, testContinuousBatchingEqualsAlone) }
+
+func testContinuousBatchingEqualsAlone(t *testing.T, f form, m *model.Engine) {
 	ps := prompts()
-	alone := make([][]int64, len(ps))
-	{
-		e := startEngine(t, m, Options{EOS: -1})
-		for i, p := range ps {
-			r, err := e.Generate(context.Background(), p, Params{MaxTokens: 12 + i*3}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Finish != FinishLength || len(r.Tokens) != 12+i*3 {
-				t.Fatalf("alone %d: %d tokens, finish %s", i, len(r.Tokens), r.Finish)
-			}
-			alone[i] = r.Tokens
-		}
-	}
+	alone := greedy(t, startEngine(t, m, Options{EOS: -1, SharedKV: f.shared}), ps)
 	var mu sync.Mutex
 	var batches []int
-	e := startEngine(t, m, Options{EOS: -1, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
+	e := startEngine(t, m, Options{EOS: -1, SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
 	// Staggered: each sequence starts when the previous one has made 4
 	// tokens, so they join while others are mid-flight, and their
 	// different max_tokens make them leave at different steps.
@@ -121,20 +147,42 @@ func TestContinuousBatchingEqualsAlone(t *testing.T) {
 	if peak < 3 {
 		t.Errorf("decode steps ran at most %d sequences together: the sequences did not overlap", peak)
 	}
-	t.Logf("%d sequences, %d decode steps, up to %d sequences a step; every token equal to the sequence alone", len(ps), len(batches), peak)
+	if !t.Failed() {
+		t.Logf("%d sequences, %d decode steps, up to %d sequences a step; every token equal to the sequence alone", len(ps), len(batches), peak)
+	}
+}
+
+// The GroupQueryAttention form, with as many key/value heads as query
+// heads, has the Optimum form's weights: greedy generation, alone and
+// batched, gives the same tokens through either.
+func TestFormsAgree(t *testing.T) {
+	ps := prompts()
+	opt := decoderModel(t, "text-generation", testmodels.Decoder)
+	gqa := decoderModel(t, "gqa-mha", func(dir string, tok []byte) error {
+		return testmodels.DecoderForm(dir, "gqa-mha", tok, 32, 2, 2, 2, true)
+	})
+	want := greedy(t, startEngine(t, opt, Options{EOS: -1}), ps)
+	got := greedy(t, startEngine(t, gqa, Options{EOS: -1, SharedKV: 256}), ps)
+	for i := range ps {
+		if fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
+			t.Errorf("prompt %d: GroupQueryAttention form %v, Optimum form %v", i, got[i], want[i])
+		}
+	}
 }
 
 // A caller that goes away frees its sequence within a step; the others
 // carry on.
-func TestCallerLeavingFreesItsSequence(t *testing.T) {
-	m := decoderModel(t)
-	e := startEngine(t, m, Options{EOS: -1, KVTokens: 400})
+func TestCallerLeavingFreesItsSequence(t *testing.T) { eachForm(t, testCallerLeavingFreesItsSequence) }
+
+func testCallerLeavingFreesItsSequence(t *testing.T, f form, m *model.Engine) {
+	// Room for one sequence of up to 256 positions.
+	e := startEngine(t, m, Options{EOS: -1, KVTokens: 256, SharedKV: f.shared})
 	ps := prompts()
 	ctx, cancel := context.WithCancel(context.Background())
 	var made int
 	leaving := make(chan Result, 1)
 	go func() {
-		r, _ := e.Generate(ctx, ps[0], Params{MaxTokens: 300}, func(int64) {
+		r, _ := e.Generate(ctx, ps[0], Params{MaxTokens: 200}, func(int64) {
 			if made++; made == 3 {
 				cancel()
 			}
@@ -145,11 +193,11 @@ func TestCallerLeavingFreesItsSequence(t *testing.T) {
 	if r.Finish != FinishCancelled || len(r.Tokens) > 5 {
 		t.Fatalf("left after 3 tokens: finish %s with %d tokens", r.Finish, len(r.Tokens))
 	}
-	// Its 303 reserved positions are free again: a sequence needing most
-	// of the budget is admitted at once.
+	// Its reserved positions are free again: a sequence needing most of
+	// the budget is admitted at once.
 	done := make(chan Result, 1)
 	go func() {
-		r, _ := e.Generate(context.Background(), ps[1], Params{MaxTokens: 380}, nil)
+		r, _ := e.Generate(context.Background(), ps[1], Params{MaxTokens: 240}, nil)
 		done <- r
 	}()
 	select {
@@ -164,20 +212,38 @@ func TestCallerLeavingFreesItsSequence(t *testing.T) {
 
 // When the KV budget is full, new sequences wait and start as soon as
 // room is made; one too large for the budget is refused.
-func TestKVBudgetBackPressure(t *testing.T) {
-	m := decoderModel(t)
-	e := startEngine(t, m, Options{EOS: -1, KVTokens: 100})
+func TestKVBudgetBackPressure(t *testing.T) { eachForm(t, testKVBudgetBackPressure) }
+
+func testKVBudgetBackPressure(t *testing.T, f form, m *model.Engine) {
+	// Optimum's form: each sequence below reserves 3+140=143 of 256
+	// positions; the GroupQueryAttention form: one 256-position buffer.
+	// Either way one at a time.
+	e := startEngine(t, m, Options{EOS: -1, KVTokens: 256, SharedKV: f.shared})
 	ps := prompts()
-	if _, err := e.Generate(context.Background(), ps[0], Params{MaxTokens: 200}, nil); err != ErrTooLong {
+	if _, err := e.Generate(context.Background(), ps[0], Params{MaxTokens: 300}, nil); err != ErrTooLong {
 		t.Fatalf("over the budget: %v", err)
 	}
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	running, peak := 0, 0
 	order := make(chan int, 3)
-	for i := range 3 { // each reserves 3+60=63: one at a time
+	for i := range 3 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := e.Generate(context.Background(), ps[0], Params{MaxTokens: 60}, nil)
+			first := true
+			r, err := e.Generate(context.Background(), ps[0], Params{MaxTokens: 140}, func(int64) {
+				if first {
+					first = false
+					mu.Lock()
+					running++
+					peak = max(peak, running)
+					mu.Unlock()
+				}
+			})
+			mu.Lock()
+			running--
+			mu.Unlock()
 			if err != nil || r.Finish != FinishLength {
 				t.Errorf("%d: %v %s", i, err, r.Finish)
 			}
@@ -188,11 +254,14 @@ func TestKVBudgetBackPressure(t *testing.T) {
 	if len(order) != 3 {
 		t.Fatal("not every waiting sequence ran")
 	}
+	if peak != 1 {
+		t.Errorf("%d sequences ran at once in a budget for one", peak)
+	}
 }
 
 // Sampling with a seed is reproducible; different seeds differ.
 func TestSeededSampling(t *testing.T) {
-	m := decoderModel(t)
+	m := decoderModel(t, "text-generation", testmodels.Decoder)
 	e := startEngine(t, m, Options{EOS: -1})
 	p := prompts()[2]
 	gen := func(seed uint64) []int64 {

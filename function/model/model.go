@@ -467,7 +467,12 @@ func (e *Engine) Run(ctx context.Context, items [][]Tensor) ([][]Tensor, error) 
 // call runs the session once; ctx ending terminates the run. The caller
 // destroys the outputs.
 func (e *Engine) call(ctx context.Context, values []ort.Value) ([]ort.Value, error) {
-	outs := make([]ort.Value, len(e.outputs))
+	return e.callInto(ctx, values, make([]ort.Value, len(e.outputs)))
+}
+
+// callInto is call with outputs that are not nil bound beforehand: ONNX
+// Runtime writes those in place.
+func (e *Engine) callInto(ctx context.Context, values, outs []ort.Value) ([]ort.Value, error) {
 	opts, err := ort.NewRunOptions()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRun, err)
@@ -606,17 +611,28 @@ func FindLibrary() string {
 // the decode engine does with its per-sequence KV cache; Run is the
 // batcher's path.
 func (e *Engine) RunWhole(ctx context.Context, ins []Tensor) ([]Tensor, error) {
-	return e.runWhole(ctx, ins, nil)
+	return e.runWhole(ctx, ins, nil, nil)
 }
 
 // RunView is RunWhole without copying the outputs: view sees them in ONNX
 // Runtime's own memory, valid only until it returns.
 func (e *Engine) RunView(ctx context.Context, ins []Tensor, view func(outs []Tensor) error) error {
-	_, err := e.runWhole(ctx, ins, view)
+	_, err := e.runWhole(ctx, ins, nil, view)
 	return err
 }
 
-func (e *Engine) runWhole(ctx context.Context, ins []Tensor, view func(outs []Tensor) error) ([]Tensor, error) {
+// RunShared is RunView with outputs written in place into inputs' memory:
+// shared maps an output's index to the input whose buffer it is (the
+// output takes that input's shape). It is for a KV cache that past and
+// present share, as GroupQueryAttention's is: ONNX Runtime sees the same
+// memory on both sides and appends the new positions to it, nothing
+// copied. view sees the other outputs.
+func (e *Engine) RunShared(ctx context.Context, ins []Tensor, shared map[int]int, view func(outs []Tensor) error) error {
+	_, err := e.runWhole(ctx, ins, shared, view)
+	return err
+}
+
+func (e *Engine) runWhole(ctx context.Context, ins []Tensor, shared map[int]int, view func(outs []Tensor) error) ([]Tensor, error) {
 	if len(ins) != len(e.inputs) {
 		return nil, inputErr("want %d inputs, got %d", len(e.inputs), len(ins))
 	}
@@ -644,7 +660,20 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, view func(outs []Te
 		}
 		values = append(values, v)
 	}
-	outs, err := e.call(ctx, values)
+	bound := make([]ort.Value, len(e.outputs))
+	for o, i := range shared {
+		if o < 0 || o >= len(bound) || i < 0 || i >= len(ins) || ins[i].DType != FP32 {
+			destroy(bound)
+			return nil, inputErr("output %d cannot share input %d", o, i)
+		}
+		v, err := ort.NewTensor(ort.Shape(ins[i].Shape), ins[i].F32)
+		if err != nil {
+			destroy(bound)
+			return nil, fmt.Errorf("model: output %q: %w", e.outputs[o].Name, err)
+		}
+		bound[o] = v
+	}
+	outs, err := e.callInto(ctx, values, bound) // destroys bound on error
 	if err != nil {
 		return nil, err
 	}

@@ -27,8 +27,9 @@ const (
 	TextClassification  = "text-classification"
 	FeatureExtraction   = "feature-extraction"
 	TokenClassification = "token-classification"
-	// TextGeneration is a decoder-only model (Optimum's past/present form):
-	// package generate runs it.
+	// TextGeneration is a decoder-only model (Optimum's past/present form,
+	// or the GroupQueryAttention form with a shared buffer): package
+	// generate runs it.
 	TextGeneration = "text-generation"
 )
 
@@ -51,6 +52,11 @@ type Model struct {
 	EOS         int64 // text generation: config.json eos_token_id, else [SEP]; -1 if neither
 	// Chat is tokenizer_config.json's chat template, nil if it has none.
 	Chat *chat.Template
+	// SharedKV is the KV buffer per sequence of a decoder whose past and
+	// present share it (the GroupQueryAttention form: genai_config.json's
+	// search.past_present_share_buffer, with search.max_length or
+	// model.context_length); 0 for Optimum's form.
+	SharedKV int
 
 	ids, mask, types int // input indexes; types -1 when the model has none
 	out              int // output index
@@ -123,6 +129,27 @@ func Open(dir, task, aggregation string) (*Model, error) {
 	if m.Chat, err = chat.Load(filepath.Join(dir, "tokenizer_config.json")); err != nil {
 		return nil, fmt.Errorf("model directory %s: %w", dir, err)
 	}
+	var genai struct {
+		Model struct {
+			ContextLength int `json:"context_length"`
+		} `json:"model"`
+		Search struct {
+			MaxLength   int  `json:"max_length"`
+			ShareBuffer bool `json:"past_present_share_buffer"`
+		} `json:"search"`
+	}
+	if err := readJSON(filepath.Join(dir, "genai_config.json"), &genai); err != nil {
+		return nil, err
+	}
+	if genai.Search.ShareBuffer {
+		m.SharedKV = genai.Search.MaxLength
+		if m.SharedKV <= 0 {
+			m.SharedKV = genai.Model.ContextLength
+		}
+		if m.SharedKV <= 0 {
+			return nil, fmt.Errorf("model directory %s: genai_config.json shares past and present but gives no search.max_length or model.context_length", dir)
+		}
+	}
 	var tc struct {
 		ModelMaxLength float64 `json:"model_max_length"`
 	}
@@ -137,6 +164,9 @@ func Open(dir, task, aggregation string) (*Model, error) {
 	}
 	if tc.ModelMaxLength > 0 && tc.ModelMaxLength < 1e6 {
 		m.MaxLength = min(m.MaxLength, int(tc.ModelMaxLength))
+	}
+	if m.SharedKV > 0 {
+		m.MaxLength = min(m.MaxLength, m.SharedKV) // a sequence cannot outgrow its buffer
 	}
 	return m, nil
 }

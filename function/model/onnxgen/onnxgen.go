@@ -64,7 +64,15 @@ type Node struct {
 	Inputs  []string
 	Outputs []string
 	Attrs   []Attr
+	// Domain is the operator set's domain: "" for ONNX's own, MSDomain for
+	// ONNX Runtime's contrib operators.
+	Domain string
 }
+
+// MSDomain is the domain of ONNX Runtime's contrib operators
+// (com.microsoft.GroupQueryAttention and others); a graph that uses it
+// imports version 1 of it.
+const MSDomain = "com.microsoft"
 
 // Tensor is an initializer: float32 or int64 data, row-major.
 type Tensor struct {
@@ -134,6 +142,17 @@ func (g *Graph) Marshal() []byte {
 	opset = protowire.AppendVarint(opset, uint64(g.Opset))
 	m = protowire.AppendTag(m, 8, protowire.BytesType)
 	m = protowire.AppendBytes(m, opset)
+	for _, n := range g.Nodes {
+		if n.Domain == MSDomain {
+			var ms []byte
+			ms = appendString(ms, 1, MSDomain)
+			ms = protowire.AppendTag(ms, 2, protowire.VarintType)
+			ms = protowire.AppendVarint(ms, 1)
+			m = protowire.AppendTag(m, 8, protowire.BytesType)
+			m = protowire.AppendBytes(m, ms)
+			break
+		}
+	}
 	for _, kv := range g.Metadata {
 		var e []byte
 		e = appendString(e, 1, kv[0])
@@ -162,6 +181,9 @@ func (n Node) marshal() []byte {
 	for _, a := range n.Attrs {
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
 		b = protowire.AppendBytes(b, a.marshal())
+	}
+	if n.Domain != "" {
+		b = appendString(b, 7, n.Domain)
 	}
 	return b
 }

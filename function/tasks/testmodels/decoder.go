@@ -28,25 +28,59 @@ func Decoder(dir string, tokenizerJSON []byte) error {
 	return DecoderSized(dir, "text-generation", tokenizerJSON, decHidden, decLayers, decHeads)
 }
 
+// DecoderGQA writes dir/text-generation-gqa: the test decoder in the form
+// ONNX Runtime GenAI's model builder gives (com.microsoft.GroupQueryAttention
+// with 4 query heads sharing 2 key/value heads, past and present sharing one
+// fixed buffer per sequence, seqlens_k and total_sequence_length computed
+// from the attention mask in the graph), with a genai_config.json that says
+// the buffer is shared and how long it is.
+func DecoderGQA(dir string, tokenizerJSON []byte) error {
+	return DecoderForm(dir, "text-generation-gqa", tokenizerJSON, decHidden, decLayers, 2*decHeads, decHeads, true)
+}
+
 // DecoderSized writes dir/name: the test decoder width wide, with layers
 // layers of heads heads (for benchmarks: a decoder whose weights do not
 // fit in cache, as a real one's do not).
 func DecoderSized(dir, name string, tokenizerJSON []byte, width, layers, heads int) error {
+	return DecoderForm(dir, name, tokenizerJSON, width, layers, heads, heads, false)
+}
+
+// DecoderForm writes dir/name: the test decoder with heads query heads and
+// kvHeads key/value heads, in Optimum's form or (gqa) the
+// GroupQueryAttention form. With kvHeads == heads both forms have the same
+// weights, so they must generate the same tokens.
+func DecoderForm(dir, name string, tokenizerJSON []byte, width, layers, heads, kvHeads int, gqa bool) error {
 	v, err := vocabSize(tokenizerJSON)
 	if err != nil {
 		return err
+	}
+	if heads%kvHeads != 0 || width%heads != 0 || (!gqa && kvHeads != heads) {
+		return fmt.Errorf("testmodels: width %d, %d heads, %d kv heads (gqa %v) do not fit", width, heads, kvHeads, gqa)
 	}
 	d := filepath.Join(dir, name)
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}
-	g := decoder(v, width, layers, heads)
+	g := decoder(v, width, layers, heads, kvHeads, gqa)
 	cfg, _ := json.MarshalIndent(map[string]any{"model_type": "gpt2", "n_layer": layers, "n_head": heads,
 		"n_embd": width, "vocab_size": v, "eos_token_id": 102, "n_positions": positions, "architectures": []string{"GPT2LMHeadModel"}}, "", "  ")
 	// ChatML, as many chat models ship it: prompts are rendered with it.
 	tc, _ := json.MarshalIndent(map[string]any{"model_max_length": positions, "eos_token": "[SEP]",
 		"chat_template": "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"}, "", "  ")
-	for name, b := range map[string][]byte{"model.onnx": g.Marshal(), "tokenizer.json": tokenizerJSON, "config.json": cfg, "tokenizer_config.json": tc} {
+	files := map[string][]byte{"model.onnx": g.Marshal(), "tokenizer.json": tokenizerJSON, "config.json": cfg, "tokenizer_config.json": tc}
+	if gqa {
+		// As ONNX Runtime GenAI's builder writes it (the fields sous reads,
+		// and the ones that describe the graph).
+		files["genai_config.json"], _ = json.MarshalIndent(map[string]any{
+			"model": map[string]any{"type": "gpt2", "context_length": positions, "eos_token_id": 102, "vocab_size": v,
+				"decoder": map[string]any{"filename": "model.onnx", "head_size": width / heads, "hidden_size": width,
+					"num_attention_heads": heads, "num_key_value_heads": kvHeads, "num_hidden_layers": layers,
+					"inputs": map[string]any{"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
+						"past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
+					"outputs": map[string]any{"logits": "logits", "present_key_names": "present.%d.key", "present_value_names": "present.%d.value"}}},
+			"search": map[string]any{"max_length": gqaBuffer, "past_present_share_buffer": true}}, "", "  ")
+	}
+	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
 			return err
 		}
@@ -54,7 +88,10 @@ func DecoderSized(dir, name string, tokenizerJSON []byte, width, layers, heads i
 	return nil
 }
 
-func decoder(v int64, width, layers, heads int) onnxgen.Graph {
+// gqaBuffer is the GQA test decoder's KV buffer per sequence, in positions.
+const gqaBuffer = 256
+
+func decoder(v int64, width, layers, heads, kvHeads int, gqa bool) onnxgen.Graph {
 	hd := int64(width / heads)
 	e := newEncoder("text-generation", v, width, layers, heads, 51)
 	e.std = 0.3 // attention and context matter: a batching bug changes tokens
@@ -69,8 +106,12 @@ func decoder(v int64, width, layers, heads int) onnxgen.Graph {
 		{Name: "attention_mask", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("past_sequence_length + sequence_length")}},
 		{Name: "position_ids", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length")}},
 	}
-	kv := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(int64(heads)), dyn("past_sequence_length"), onnxgen.Fixed(hd)}
-	kvOut := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(int64(heads)), dyn("past_sequence_length + sequence_length"), onnxgen.Fixed(hd)}
+	kv := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(int64(kvHeads)), dyn("past_sequence_length"), onnxgen.Fixed(hd)}
+	kvOut := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(int64(kvHeads)), dyn("past_sequence_length + sequence_length"), onnxgen.Fixed(hd)}
+	if gqa { // one buffer, past and present
+		kv = []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(int64(kvHeads)), dyn("max_sequence_length"), onnxgen.Fixed(hd)}
+		kvOut = kv
+	}
 	e.g.Outputs = []onnxgen.Value{{Name: "logits", Type: onnxgen.Float, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length"), onnxgen.Fixed(v)}}}
 	for l := range layers {
 		for _, kind := range []string{"key", "value"} {
@@ -92,52 +133,77 @@ func decoder(v int64, width, layers, heads int) onnxgen.Graph {
 	e.node("Gather", []string{"position_embeddings", "position_ids"}, "positions")
 	e.node("Add", []string{"words", "positions"}, "x0")
 
-	// Padding: -10000 on every key position the attention mask zeroes,
-	// past or new. [B, 1, 1, P+S]
-	e.node("Cast", []string{"attention_mask"}, "maskf", onnxgen.Attr{Name: "to", Kind: onnxgen.AttrInt, Int: onnxgen.Float})
-	e.node("Sub", []string{"one_f", "maskf"}, "unmask")
-	e.node("Mul", []string{"unmask", "neg"}, "pad_bias2")
-	e.node("Unsqueeze", []string{"pad_bias2", "axes12"}, "pad_bias")
-	// Causality: new token i (at key position P+i) sees keys 0..P+i.
-	// [S, P+S], broadcast over batch and heads.
-	e.node("Shape", []string{"input_ids"}, "ids_shape")
-	e.node("Gather", []string{"ids_shape", "one"}, "seq_len")
-	e.node("Shape", []string{"attention_mask"}, "mask_shape")
-	e.node("Gather", []string{"mask_shape", "one"}, "total_len")
-	e.node("Sub", []string{"total_len", "seq_len"}, "past_len")
-	e.node("Range", []string{"past_len", "total_len", "one"}, "q_pos")
-	e.node("Unsqueeze", []string{"q_pos", "axes1"}, "q_pos2") // [S, 1]
-	e.node("Range", []string{"zero", "total_len", "one"}, "k_pos")
-	e.node("Unsqueeze", []string{"k_pos", "axes0"}, "k_pos2") // [1, P+S]
-	e.node("Greater", []string{"k_pos2", "q_pos2"}, "future")
-	e.node("Cast", []string{"future"}, "futuref", onnxgen.Attr{Name: "to", Kind: onnxgen.AttrInt, Int: onnxgen.Float})
-	e.node("Mul", []string{"futuref", "neg"}, "causal_bias")
-	e.node("Add", []string{"pad_bias", "causal_bias"}, "attn_bias") // [B, 1, S, P+S]
+	if gqa {
+		// What GroupQueryAttention takes besides Q, K, V: each row's last
+		// position (its ones in the mask, less one) and the batch's total
+		// length, as the GenAI builder computes them.
+		e.node("ReduceSum", []string{"attention_mask", "axes1"}, "mask_sum", onnxgen.Attr{Name: "keepdims", Kind: onnxgen.AttrInt, Int: 0})
+		e.node("Sub", []string{"mask_sum", "one"}, "seqlens64")
+		e.node("Cast", []string{"seqlens64"}, "seqlens_k", onnxgen.Attr{Name: "to", Kind: onnxgen.AttrInt, Int: onnxgen.Int32})
+		e.node("Shape", []string{"attention_mask"}, "mask_shape")
+		e.node("Gather", []string{"mask_shape", "one"}, "total_len")
+		e.node("Cast", []string{"total_len"}, "total_sequence_length", onnxgen.Attr{Name: "to", Kind: onnxgen.AttrInt, Int: onnxgen.Int32})
+	} else {
+		// Padding: -10000 on every key position the attention mask zeroes,
+		// past or new. [B, 1, 1, P+S]
+		e.node("Cast", []string{"attention_mask"}, "maskf", onnxgen.Attr{Name: "to", Kind: onnxgen.AttrInt, Int: onnxgen.Float})
+		e.node("Sub", []string{"one_f", "maskf"}, "unmask")
+		e.node("Mul", []string{"unmask", "neg"}, "pad_bias2")
+		e.node("Unsqueeze", []string{"pad_bias2", "axes12"}, "pad_bias")
+		// Causality: new token i (at key position P+i) sees keys 0..P+i.
+		// [S, P+S], broadcast over batch and heads.
+		e.node("Shape", []string{"input_ids"}, "ids_shape")
+		e.node("Gather", []string{"ids_shape", "one"}, "seq_len")
+		e.node("Shape", []string{"attention_mask"}, "mask_shape")
+		e.node("Gather", []string{"mask_shape", "one"}, "total_len")
+		e.node("Sub", []string{"total_len", "seq_len"}, "past_len")
+		e.node("Range", []string{"past_len", "total_len", "one"}, "q_pos")
+		e.node("Unsqueeze", []string{"q_pos", "axes1"}, "q_pos2") // [S, 1]
+		e.node("Range", []string{"zero", "total_len", "one"}, "k_pos")
+		e.node("Unsqueeze", []string{"k_pos", "axes0"}, "k_pos2") // [1, P+S]
+		e.node("Greater", []string{"k_pos2", "q_pos2"}, "future")
+		e.node("Cast", []string{"future"}, "futuref", onnxgen.Attr{Name: "to", Kind: onnxgen.AttrInt, Int: onnxgen.Float})
+		e.node("Mul", []string{"futuref", "neg"}, "causal_bias")
+		e.node("Add", []string{"pad_bias", "causal_bias"}, "attn_bias") // [B, 1, S, P+S]
+	}
 
 	perm := func(p ...int64) onnxgen.Attr { return onnxgen.Attr{Name: "perm", Kind: onnxgen.AttrInts, Ints: p} }
 	x := "x0"
+	kvWidth := kvHeads * int(hd)
 	for l := range layers {
 		p := fmt.Sprintf("h%d", l)
+		pastK, pastV := fmt.Sprintf("past_key_values.%d.key", l), fmt.Sprintf("past_key_values.%d.value", l)
+		presentK, presentV := fmt.Sprintf("present.%d.key", l), fmt.Sprintf("present.%d.value", l)
 		e.layerNorm(x, p+".ln_1", p+".in")
-		for _, m := range []string{"query", "key", "value"} {
-			e.linear(p+".in", p+"."+m, width, width, p+"."+m+".out")
-			e.node("Reshape", []string{p + "." + m + ".out", "heads_shape"}, p+"."+m+".heads")
+		e.linear(p+".in", p+".query", width, width, p+".query.out")
+		e.linear(p+".in", p+".key", width, kvWidth, p+".key.out")
+		e.linear(p+".in", p+".value", width, kvWidth, p+".value.out")
+		if gqa {
+			e.g.Nodes = append(e.g.Nodes, onnxgen.Node{Op: "GroupQueryAttention", Domain: onnxgen.MSDomain,
+				Inputs:  []string{p + ".query.out", p + ".key.out", p + ".value.out", pastK, pastV, "seqlens_k", "total_sequence_length"},
+				Outputs: []string{p + ".ctx", presentK, presentV},
+				Attrs: []onnxgen.Attr{{Name: "num_heads", Kind: onnxgen.AttrInt, Int: int64(heads)},
+					{Name: "kv_num_heads", Kind: onnxgen.AttrInt, Int: int64(kvHeads)}}})
+		} else {
+			for _, m := range []string{"query", "key", "value"} {
+				e.node("Reshape", []string{p + "." + m + ".out", "heads_shape"}, p+"."+m+".heads")
+			}
+			e.node("Transpose", []string{p + ".query.heads"}, p+".q", perm(0, 2, 1, 3))
+			e.node("Transpose", []string{p + ".key.heads"}, p+".k_new", perm(0, 2, 1, 3))
+			e.node("Transpose", []string{p + ".value.heads"}, p+".v_new", perm(0, 2, 1, 3))
+			axis2 := onnxgen.Attr{Name: "axis", Kind: onnxgen.AttrInt, Int: 2}
+			e.g.Nodes = append(e.g.Nodes,
+				onnxgen.Node{Op: "Concat", Inputs: []string{pastK, p + ".k_new"}, Outputs: []string{presentK}, Attrs: []onnxgen.Attr{axis2}},
+				onnxgen.Node{Op: "Concat", Inputs: []string{pastV, p + ".v_new"}, Outputs: []string{presentV}, Attrs: []onnxgen.Attr{axis2}})
+			e.node("Transpose", []string{presentK}, p+".kT", perm(0, 1, 3, 2))
+			e.node("MatMul", []string{p + ".q", p + ".kT"}, p+".scores0")
+			e.node("Mul", []string{p + ".scores0", "scale"}, p+".scores1")
+			e.node("Add", []string{p + ".scores1", "attn_bias"}, p+".scores")
+			e.node("Softmax", []string{p + ".scores"}, p+".probs", onnxgen.Attr{Name: "axis", Kind: onnxgen.AttrInt, Int: -1})
+			e.node("MatMul", []string{p + ".probs", presentV}, p+".ctx0")
+			e.node("Transpose", []string{p + ".ctx0"}, p+".ctx1", perm(0, 2, 1, 3))
+			e.node("Reshape", []string{p + ".ctx1", "merged_shape"}, p+".ctx")
 		}
-		e.node("Transpose", []string{p + ".query.heads"}, p+".q", perm(0, 2, 1, 3))
-		e.node("Transpose", []string{p + ".key.heads"}, p+".k_new", perm(0, 2, 1, 3))
-		e.node("Transpose", []string{p + ".value.heads"}, p+".v_new", perm(0, 2, 1, 3))
-		axis2 := onnxgen.Attr{Name: "axis", Kind: onnxgen.AttrInt, Int: 2}
-		e.g.Nodes = append(e.g.Nodes,
-			onnxgen.Node{Op: "Concat", Inputs: []string{fmt.Sprintf("past_key_values.%d.key", l), p + ".k_new"}, Outputs: []string{fmt.Sprintf("present.%d.key", l)}, Attrs: []onnxgen.Attr{axis2}},
-			onnxgen.Node{Op: "Concat", Inputs: []string{fmt.Sprintf("past_key_values.%d.value", l), p + ".v_new"}, Outputs: []string{fmt.Sprintf("present.%d.value", l)}, Attrs: []onnxgen.Attr{axis2}})
-		e.node("Transpose", []string{fmt.Sprintf("present.%d.key", l)}, p+".kT", perm(0, 1, 3, 2))
-		e.node("MatMul", []string{p + ".q", p + ".kT"}, p+".scores0")
-		e.node("Mul", []string{p + ".scores0", "scale"}, p+".scores1")
-		e.node("Add", []string{p + ".scores1", "attn_bias"}, p+".scores")
-		e.node("Softmax", []string{p + ".scores"}, p+".probs", onnxgen.Attr{Name: "axis", Kind: onnxgen.AttrInt, Int: -1})
-		e.node("MatMul", []string{p + ".probs", fmt.Sprintf("present.%d.value", l)}, p+".ctx0")
-		e.node("Transpose", []string{p + ".ctx0"}, p+".ctx1", perm(0, 2, 1, 3))
-		e.node("Reshape", []string{p + ".ctx1", "merged_shape"}, p+".ctx")
 		e.linear(p+".ctx", p+".attn.c_proj", width, width, p+".attn")
 		e.node("Add", []string{x, p + ".attn"}, p+".res1")
 		e.layerNorm(p+".res1", p+".ln_2", p+".mid")

@@ -24,4 +24,7 @@ func main() {
 	if err := testmodels.Decoder(*out, b); err != nil {
 		log.Fatal(err)
 	}
+	if err := testmodels.DecoderGQA(*out, b); err != nil {
+		log.Fatal(err)
+	}
 }
