@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 // GenPoint is one generation measurement: concurrent sessions, each a
 // closed-loop client streaming /turn replies of maxGenTokens tokens.
 type GenPoint struct {
+	Form       string  `json:"form"` // optimum (past/present) or gqa (GroupQueryAttention, shared buffer)
 	Mode       string  `json:"mode"` // continuous (SOUS_MAX_BATCH=32) or one-at-a-time (1)
 	Sessions   int     `json:"sessions"`
 	TokensPerS float64 `json:"tokens_per_s"`
@@ -35,9 +37,13 @@ type GenPoint struct {
 
 const maxGenTokens = 32
 
-// generationCompare runs a test decoder (testmodels.DecoderSized) with 1, 8
-// and 32 concurrent sessions, decode steps batched across sessions
-// (continuous batching, SOUS_MAX_BATCH=32) against one sequence at a time
+// genForms are the decoder forms benchmarked, by model directory name.
+var genForms = []string{"optimum", "gqa"}
+
+// generationCompare runs a test decoder (testmodels.DecoderForm) in each
+// form, Optimum's and GroupQueryAttention's (same weights), with 1, 8 and
+// 32 concurrent sessions, decode steps batched across sessions (continuous
+// batching, SOUS_MAX_BATCH=32) against one sequence at a time
 // (SOUS_MAX_BATCH=1), side by side, and plots tokens/s.
 func (h *harness) generationCompare(root string) ([]GenPoint, error) {
 	tok, err := os.ReadFile(filepath.Join(root, "function", "tokenizer", "testdata", "tokenizers", "all-minilm-l6-v2.json"))
@@ -47,23 +53,38 @@ func (h *harness) generationCompare(root string) ([]GenPoint, error) {
 	dir := h.TempDir()
 	// 512 wide, 4 layers of 8 heads, the 30,522-token vocabulary: about
 	// 100 MB of weights, more than the caches hold, as any real decoder.
-	if err := testmodels.DecoderSized(dir, "text-generation", tok, 512, 4, 8); err != nil {
-		return nil, err
+	for _, f := range genForms {
+		if err := testmodels.DecoderForm(dir, f, tok, 512, 4, 8, 8, f == "gqa"); err != nil {
+			return nil, err
+		}
 	}
 	var points []GenPoint
 	for _, sessions := range []int{1, 8, 32} {
-		for _, mode := range []string{"continuous", "one-at-a-time"} {
-			mb := "32"
-			if mode == "one-at-a-time" {
-				mb = "1"
+		for _, f := range genForms {
+			for _, mode := range []string{"continuous", "one-at-a-time"} {
+				mb := "32"
+				if mode == "one-at-a-time" {
+					mb = "1"
+				}
+				env := []string{"SOUS_MODEL=" + filepath.Join(dir, f), "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
+				// BENCH_PROFILE: a CPU profile of sous at the last point
+				// with continuous batching.
+				profile := os.Getenv("BENCH_PROFILE") != "" && sessions == 32 && f == genForms[len(genForms)-1] && mode == "continuous"
+				pprofAddr := "127.0.0.1:" + strconv.Itoa(freePort())
+				if profile {
+					env = append(env, "SOUS_PPROF_ADDR="+pprofAddr)
+				}
+				p := h.startSous(env...)
+				if profile {
+					go fetchProfile(pprofAddr, os.Getenv("BENCH_PROFILE"))
+				}
+				g := streamLoad(p.url, sessions, duration)
+				p.stop()
+				g.Form, g.Mode, g.Sessions = f, mode, sessions
+				points = append(points, g)
+				fmt.Printf("%-52s %8.0f tokens/s  TTFT p50 %7.1f p99 %7.1f ms  TPOT p50 %6.2f p99 %6.2f ms  (%d turns)\n",
+					fmt.Sprintf("generation/%s/%s, %d sessions", f, mode, sessions), g.TokensPerS, g.TTFTp50ms, g.TTFTp99ms, g.TPOTp50ms, g.TPOTp99ms, g.Turns)
 			}
-			p := h.startSous("SOUS_MODEL="+filepath.Join(dir, "text-generation"), "SOUS_STATE=memory", "SOUS_MAX_BATCH="+mb)
-			g := streamLoad(p.url, sessions, duration)
-			p.stop()
-			g.Mode, g.Sessions = mode, sessions
-			points = append(points, g)
-			fmt.Printf("%-52s %8.0f tokens/s  TTFT p50 %7.1f p99 %7.1f ms  TPOT p50 %6.2f p99 %6.2f ms  (%d turns)\n",
-				fmt.Sprintf("generation/%s, %d sessions", mode, sessions), g.TokensPerS, g.TTFTp50ms, g.TTFTp99ms, g.TPOTp50ms, g.TPOTp99ms, g.Turns)
 		}
 	}
 	return points, nil
@@ -145,26 +166,34 @@ func plotGeneration(path string, points []GenPoint) error {
 	p.Y.Label.Text = "generated tokens/s"
 	p.Legend.Top, p.Legend.Left = true, true
 	for _, m := range []struct {
-		mode string
-		c    color.RGBA
-	}{{"continuous", color.RGBA{R: 31, G: 119, B: 180, A: 255}}, {"one-at-a-time", color.RGBA{R: 214, G: 39, B: 40, A: 255}}} {
+		form, mode, label string
+		c             color.RGBA
+		dashed        bool
+	}{
+		{"optimum", "continuous", "continuous batching (Optimum past/present)", color.RGBA{R: 31, G: 119, B: 180, A: 255}, false},
+		{"gqa", "continuous", "continuous batching (GroupQueryAttention, shared buffer)", color.RGBA{R: 44, G: 160, B: 44, A: 255}, false},
+		{"optimum", "one-at-a-time", "one sequence at a time (Optimum)", color.RGBA{R: 214, G: 39, B: 40, A: 255}, true},
+		{"gqa", "one-at-a-time", "one sequence at a time (GroupQueryAttention)", color.RGBA{R: 255, G: 127, B: 14, A: 255}, true},
+	} {
 		var xy plotter.XYs
 		for _, pt := range points {
-			if pt.Mode == m.mode {
+			if pt.Form == m.form && pt.Mode == m.mode {
 				xy = append(xy, plotter.XY{X: float64(pt.Sessions), Y: pt.TokensPerS})
 			}
+		}
+		if len(xy) == 0 {
+			continue
 		}
 		line, pts, err := plotter.NewLinePoints(xy)
 		if err != nil {
 			return err
 		}
 		line.Color, pts.Color = m.c, m.c
-		p.Add(line, pts)
-		label := "continuous batching of decode steps"
-		if m.mode == "one-at-a-time" {
-			label = "one sequence at a time"
+		if m.dashed {
+			line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 		}
-		p.Legend.Add(label, line, pts)
+		p.Add(line, pts)
+		p.Legend.Add(m.label, line, pts)
 	}
 	return p.Save(7*vg.Inch, 4*vg.Inch, path)
 }
@@ -174,15 +203,21 @@ func plotGeneration(path string, points []GenPoint) error {
 func reportGeneration(points []GenPoint) error {
 	by := map[string]GenPoint{}
 	for _, p := range points {
-		by[fmt.Sprint(p.Mode, p.Sessions)] = p
+		by[fmt.Sprint(p.Form, p.Mode, p.Sessions)] = p
+	}
+	for _, f := range genForms {
+		for _, n := range []int{1, 8, 32} {
+			c, o := by[fmt.Sprint(f, "continuous", n)], by[fmt.Sprint(f, "one-at-a-time", n)]
+			goal := ""
+			if n == 32 {
+				goal = ">=4"
+			}
+			fmt.Printf("RATIO continuous_vs_one_at_a_time_tokens_per_s_%s_%d_sessions %.2f %s\n", f, n, c.TokensPerS/o.TokensPerS, goal)
+		}
 	}
 	for _, n := range []int{1, 8, 32} {
-		c, o := by[fmt.Sprint("continuous", n)], by[fmt.Sprint("one-at-a-time", n)]
-		goal := ""
-		if n == 32 {
-			goal = ">=4"
-		}
-		fmt.Printf("RATIO continuous_vs_one_at_a_time_tokens_per_s_%d_sessions %.2f %s\n", n, c.TokensPerS/o.TokensPerS, goal)
+		g, o := by[fmt.Sprint("gqa", "continuous", n)], by[fmt.Sprint("optimum", "continuous", n)]
+		fmt.Printf("RATIO gqa_vs_optimum_continuous_tokens_per_s_%d_sessions %.2f\n", n, g.TokensPerS/o.TokensPerS)
 	}
 	path := env("BENCH_GEN_PLOT", "docs/generation.svg")
 	if err := plotGeneration(path, points); err != nil {

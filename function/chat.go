@@ -119,8 +119,9 @@ func (f *Function) handleChat(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{
 		"id": id, "object": "chat.completion", "created": created, "model": f.engine.Name(),
 		"choices": []map[string]any{{"index": 0, "message": chatMessage{Role: "assistant", Content: out.Text}, "finish_reason": finish}},
-		"usage": map[string]int{"prompt_tokens": out.PromptTokens, "completion_tokens": out.CompletionTokens,
-			"total_tokens": out.PromptTokens + out.CompletionTokens},
+		"usage": map[string]any{"prompt_tokens": out.PromptTokens, "completion_tokens": out.CompletionTokens,
+			"total_tokens":          out.PromptTokens + out.CompletionTokens,
+			"prompt_tokens_details": map[string]int{"cached_tokens": out.CachedTokens}},
 	})
 }
 

@@ -41,6 +41,7 @@ type Config struct {
 	MaxBatchTokens int    // SOUS_MAX_BATCH_TOKENS: padded tokens in one batch
 	BatchOrder     string // SOUS_BATCH_ORDER: length (group similar lengths) or arrival
 	KVTokens       int    // SOUS_KV_TOKENS: decoder models: KV positions all generating sequences may hold
+	PrefixCache    int64  // SOUS_PREFIX_CACHE_BYTES: decoder models: bytes of recent sessions' KV kept (0: none)
 }
 
 // Defaults.
@@ -130,6 +131,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.MaxBatchTokens = num("SOUS_MAX_BATCH_TOKENS", 16384, 1, 1<<24)
 	c.BatchOrder = oneOf("SOUS_BATCH_ORDER", "length", "length", "arrival")
 	c.KVTokens = num("SOUS_KV_TOKENS", 65536, 16, 1<<24)
+	c.PrefixCache = int64(num("SOUS_PREFIX_CACHE_BYTES", 128<<20, 0, 1<<40))
 	if c.Queue < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("SOUS_QUEUE=%d: must be at least SOUS_MAX_BATCH=%d", c.Queue, c.MaxBatch))
 	}

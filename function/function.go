@@ -193,7 +193,8 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	f.tracer = telemetry.Tracer(o.tp)
 	if f.hf != nil && f.hf.Task == tasks.TextGeneration {
 		if f.gen, err = generate.New(f.engine, generate.Options{EOS: f.hf.EOS, MaxBatch: cfg.MaxBatch, KVTokens: cfg.KVTokens, SharedKV: f.hf.SharedKV,
-			Tracer: f.tracer}); err != nil {
+			PrefixCacheBytes: cfg.PrefixCache,
+			Tracer:           f.tracer}); err != nil {
 			f.engine.Close()
 			return nil, err
 		}
@@ -240,6 +241,7 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		if f.gen != nil {
 			tp.QueueDepth = f.gen.Waiting
 			tp.ActiveSequences, tp.KVUsage = f.gen.Active, f.gen.KVUsage
+			tp.PrefixCacheBytes = func() int64 { return f.gen.CacheStats().Bytes }
 		}
 		f.metrics, err = telemetry.New(tp)
 		if err != nil {

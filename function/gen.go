@@ -93,6 +93,21 @@ type GenOutput struct {
 	FinishReason     string `json:"finish_reason"`
 	PromptTokens     int    `json:"prompt_tokens"`
 	CompletionTokens int    `json:"completion_tokens"`
+	// CachedTokens are the prompt's tokens whose KV this pod's prefix
+	// cache held (not prefilled again).
+	CachedTokens int `json:"cached_tokens,omitempty"`
+}
+
+// transcriptVersion names a version of a session's transcript for the
+// prefix cache: its turn number and the event of its last turn. Dapr's
+// save does not return the new ETag, but sous knows, before saving, the
+// turn number and event its exchange is saved with; another pod's turn
+// changes them.
+func transcriptVersion(s state.Session) string {
+	if len(s.History) == 0 {
+		return fmt.Sprint(s.Turn)
+	}
+	return fmt.Sprint(s.Turn, "/", s.History[len(s.History)-1].Event)
 }
 
 // generateTurn runs a turn of a decoder model: the session's transcript
@@ -149,15 +164,17 @@ func (f *Function) generateTurn(ctx context.Context, req turnRequest, onText fun
 		if err != nil {
 			return Reply{}, err
 		}
+		next := state.Session{Version: 1, Turn: entry.Session.Turn + 1}
+		next.History = append(append([]state.Turn(nil), entry.Session.History...), state.Turn{
+			N: next.Turn, Event: req.Event, Text: req.Text, BatchSize: 1, At: f.now().UTC(),
+		})
+		params.Session, params.Prev, params.Next = req.Session, transcriptVersion(entry.Session), transcriptVersion(next)
 		out, err := f.generateText(ctx, prompt, params, g.Stop, onText)
 		if err != nil {
 			return Reply{}, err
 		}
 		output, _ := json.Marshal(out)
-		next := state.Session{Version: 1, Turn: entry.Session.Turn + 1}
-		next.History = append(append([]state.Turn(nil), entry.Session.History...), state.Turn{
-			N: next.Turn, Event: req.Event, Text: req.Text, Output: output, BatchSize: 1, At: f.now().UTC(),
-		})
+		next.History[len(next.History)-1].Output = output
 		if over := len(next.History) - f.cfg.History; over > 0 {
 			next.History = next.History[over:]
 		}
@@ -222,7 +239,7 @@ func (f *Function) generateText(ctx context.Context, prompt []int64, p generate.
 		}
 		return GenOutput{}, err
 	}
-	out := GenOutput{FinishReason: res.Finish, PromptTokens: res.PromptTokens, CompletionTokens: len(res.Tokens)}
+	out := GenOutput{FinishReason: res.Finish, PromptTokens: res.PromptTokens, CompletionTokens: len(res.Tokens), CachedTokens: res.CachedTokens}
 	ids := res.Tokens
 	if res.Finish == generate.FinishStop && len(ids) > 0 {
 		ids = ids[:len(ids)-1] // the end-of-sequence token
@@ -239,7 +256,7 @@ func (f *Function) generateText(ctx context.Context, prompt []int64, p generate.
 	if n := len(res.Tokens); n > 1 {
 		tpot = time.Since(first) / time.Duration(n-1)
 	}
-	f.metrics.Generated(first.Sub(start), tpot, len(res.Tokens))
+	f.metrics.Generated(first.Sub(start), tpot, len(res.Tokens), res.PromptTokens, res.CachedTokens)
 	return out, nil
 }
 

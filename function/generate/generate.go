@@ -55,6 +55,11 @@ type Params struct {
 	TopK        int     // 0: all
 	TopP        float64 // 0 or 1: all
 	Seed        uint64  // for sampling; 0 picks one
+	// Session names the conversation for the prefix cache ("": none).
+	// Prev is the version of its transcript the prompt was built from,
+	// Next the version this generation's exchange is saved as: the next
+	// turn, built from Next, starts from this one's KV.
+	Session, Prev, Next string
 }
 
 // Finish reasons.
@@ -69,6 +74,7 @@ type Result struct {
 	Tokens       []int64
 	Finish       string
 	PromptTokens int
+	CachedTokens int // of the prompt's, those whose KV came from the prefix cache
 }
 
 // ErrTooLong is returned for a prompt that with MaxTokens cannot fit the KV
@@ -87,6 +93,9 @@ type Options struct {
 	// per sequence (genai_config.json's search.max_length with
 	// past_present_share_buffer).
 	SharedKV int
+	// PrefixCacheBytes bounds the prefix cache of recent sessions' KV (0:
+	// no cache).
+	PrefixCacheBytes int64
 	// OnStep, if set, is told each decode step's batch size.
 	OnStep func(batch int)
 	// Tracer, if set, gets a span per prefill (under the caller's span)
@@ -116,6 +125,8 @@ type Engine struct {
 	shared int64 // positions per slot; 0 for Optimum's form
 	slots  int
 
+	cache *prefixCache // nil: none
+
 	mu      sync.Mutex // guards waiting, reserved, closed
 	waiting []*seq
 	// reserved is the KV positions admitted sequences reserve.
@@ -140,6 +151,7 @@ type seq struct {
 	reserve int // KV positions it needs: prompt + MaxTokens (a whole slot when shared)
 	held    int // of them reserved in the engine (once admitted)
 	slot    int // its slot in the slab (the GroupQueryAttention form)
+	cached  int // prompt tokens whose KV came from the prefix cache
 }
 
 // New binds an Engine to a decoder model loaded with model.New.
@@ -192,6 +204,9 @@ func New(m *model.Engine, opt Options) (*Engine, error) {
 		return nil, fmt.Errorf("generate: model %s: past keys have shape %v, want [batch, heads, past, head_dim] with fixed heads and head_dim", m.Name(), shape)
 	}
 	e.heads, e.hd = shape[1], shape[3]
+	if opt.PrefixCacheBytes > 0 {
+		e.cache = newPrefixCache(opt.PrefixCacheBytes)
+	}
 	if opt.SharedKV > 0 {
 		e.shared = int64(opt.SharedKV)
 		e.slots = min(opt.MaxBatch, opt.KVTokens/opt.SharedKV)
@@ -428,8 +443,9 @@ func (e *Engine) retire(s *seq) {
 	e.reserved -= s.held
 	s.held = 0
 	e.mu.Unlock()
+	e.remember(s)
 	s.kv = nil
-	s.done <- Result{Tokens: s.out, Finish: s.finish, PromptTokens: len(s.prompt)}
+	s.done <- Result{Tokens: s.out, Finish: s.finish, PromptTokens: len(s.prompt), CachedTokens: s.cached}
 	e.poke()
 }
 
@@ -439,21 +455,18 @@ func (e *Engine) prefill(ctx context.Context, s *seq) error {
 		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt))))
 		defer span.End()
 	}
+	past, pkv := e.lookup(s)
+	ins := e.prefillInputs(s, past)
 	if e.shared > 0 {
-		return e.prefillShared(ctx, s)
+		return e.prefillShared(ctx, s, ins, past, pkv)
 	}
-	n := int64(len(s.prompt))
-	ins := make([]model.Tensor, 3+2*e.layers)
-	ones, pos := make([]int64, n), make([]int64, n)
-	for i := range ones {
-		ones[i], pos[i] = 1, int64(i)
-	}
-	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: s.prompt}
-	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: ones}
-	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: pos}
 	for l := range e.layers {
 		for k := range 2 {
-			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, 0, e.hd}, F32: []float32{}}
+			t := model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, int64(past), e.hd}, F32: []float32{}}
+			if past > 0 {
+				t.F32 = pkv[l][k]
+			}
+			ins[e.past[l][k]] = t
 		}
 	}
 	outs, err := e.m.RunWhole(ctx, ins)
@@ -466,37 +479,127 @@ func (e *Engine) prefill(ctx context.Context, s *seq) error {
 			s.kv[l][k] = outs[e.present[l][k]].F32
 		}
 	}
-	s.length = int(n)
-	logits := outs[e.logits]
-	v := int(logits.Shape[2])
-	e.emit(s, logits.F32[(int(n)-1)*v:int(n)*v])
+	s.length = len(s.prompt)
+	e.emitLast(s, outs[e.logits])
 	return nil
 }
 
-// prefillShared is prefill in the GroupQueryAttention form: the prompt's
-// keys and values go straight into s's slot.
-func (e *Engine) prefillShared(ctx context.Context, s *seq) error {
+// prefillInputs lays out the prompt's tokens from past on: ids, positions,
+// and the mask over the whole prompt; the KV inputs are left to the form.
+func (e *Engine) prefillInputs(s *seq, past int) []model.Tensor {
 	n := int64(len(s.prompt))
-	ins := make([]model.Tensor, 3+2*e.layers)
-	ones, pos := make([]int64, n), make([]int64, n)
+	ones, pos := make([]int64, n), make([]int64, n-int64(past))
 	for i := range ones {
-		ones[i], pos[i] = 1, int64(i)
+		ones[i] = 1
 	}
-	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: s.prompt}
+	for i := range pos {
+		pos[i] = int64(past + i)
+	}
+	ins := make([]model.Tensor, 3+2*e.layers)
+	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(len(pos))}, I64: s.prompt[past:]}
 	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: ones}
-	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: pos}
+	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(len(pos))}, I64: pos}
+	return ins
+}
+
+// emitLast samples s's next token from the last row of a prefill's logits
+// [1, S, vocab].
+func (e *Engine) emitLast(s *seq, logits model.Tensor) {
+	rows, v := int(logits.Shape[1]), int(logits.Shape[2])
+	e.emit(s, logits.F32[(rows-1)*v:rows*v])
+}
+
+// lookup finds s's session in the prefix cache: how many of the prompt's
+// tokens it already holds KV for (at least one token is left to prefill,
+// for its logits), and that KV, per layer [heads, past, hd].
+func (e *Engine) lookup(s *seq) (int, [][2][]float32) {
+	if e.cache == nil || s.p.Session == "" {
+		return 0, nil
+	}
+	c := e.cache.take(s.p.Session, s.p.Prev)
+	if c == nil {
+		return 0, nil
+	}
+	past := min(commonPrefix(c.ids, s.prompt), len(s.prompt)-1)
+	if past <= 0 {
+		return 0, nil
+	}
+	s.cached = past
+	if past == len(c.ids) {
+		return past, c.kv
+	}
+	kv := make([][2][]float32, e.layers)
+	for l := range kv {
+		for k := range 2 {
+			kv[l][k] = headsPrefix(c.kv[l][k], e.heads, int64(len(c.ids)), int64(past), e.hd)
+		}
+	}
+	return past, kv
+}
+
+// headsPrefix copies the first n of length positions of each head of kv
+// [heads, length, hd].
+func headsPrefix(kv []float32, heads, length, n, hd int64) []float32 {
+	out := make([]float32, heads*n*hd)
+	for h := range heads {
+		copy(out[h*n*hd:(h+1)*n*hd], kv[h*length*hd:])
+	}
+	return out
+}
+
+// remember keeps a finished sequence's KV in the prefix cache, for the
+// session's next turn: the tokens fed (the prompt and all generated but
+// the last) and their keys and values.
+func (e *Engine) remember(s *seq) {
+	if e.cache == nil || s.p.Session == "" || s.err != nil || s.length == 0 {
+		return
+	}
+	n := len(s.prompt)
+	ids := append(s.prompt[:n:n], s.out[:s.length-n]...)
+	kv := s.kv
+	if e.shared > 0 {
+		row := e.heads * e.shared * e.hd
+		kv = make([][2][]float32, e.layers)
+		for l := range kv {
+			for k := range 2 {
+				kv[l][k] = headsPrefix(e.slab[l][k][int64(s.slot)*row:(int64(s.slot)+1)*row], e.heads, e.shared, int64(s.length), e.hd)
+			}
+		}
+	}
+	if len(kv) != e.layers {
+		return
+	}
+	e.cache.put(&prefix{session: s.p.Session, version: s.p.Next, ids: ids, kv: kv,
+		bytes: int64(e.layers) * 2 * e.heads * int64(s.length) * e.hd * 4})
+}
+
+// CacheStats reports the prefix cache's counters (zero without one).
+func (e *Engine) CacheStats() CacheStats {
+	if e.cache == nil {
+		return CacheStats{}
+	}
+	return e.cache.snapshot()
+}
+
+// prefillShared is prefill in the GroupQueryAttention form: the cached
+// prefix's KV, if any, is copied into s's slot; the prompt's keys and
+// values go straight into it.
+func (e *Engine) prefillShared(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]float32) error {
 	row := e.heads * e.shared * e.hd
 	for l := range e.layers {
 		for k := range 2 {
-			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, e.shared, e.hd},
-				F32: e.slab[l][k][int64(s.slot)*row : int64(s.slot+1)*row]}
+			slot := e.slab[l][k][int64(s.slot)*row : int64(s.slot+1)*row]
+			for h := range e.heads {
+				if n := int64(past) * e.hd; n > 0 {
+					copy(slot[h*e.shared*e.hd:h*e.shared*e.hd+n], pkv[l][k][h*n:(h+1)*n])
+				}
+			}
+			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, e.shared, e.hd}, F32: slot}
 		}
 	}
 	return e.m.RunShared(ctx, ins, e.bound(), func(outs []model.Tensor) error {
-		s.length = int(n)
-		logits := outs[e.logits]
-		v := int(logits.Shape[2])
-		e.emit(s, logits.F32[(int(n)-1)*v:int(n)*v])
+		s.length = len(s.prompt)
+		e.emitLast(s, outs[e.logits])
 		return nil
 	})
 }

@@ -35,7 +35,7 @@ func eachForm(t *testing.T, test func(t *testing.T, f form, m *model.Engine)) {
 }
 
 // decoderModel writes a test decoder with write and loads dir/name from it.
-func decoderModel(t *testing.T, name string, write func(dir string, tokenizerJSON []byte) error) *model.Engine {
+func decoderModel(t testing.TB, name string, write func(dir string, tokenizerJSON []byte) error) *model.Engine {
 	t.Helper()
 	tok, err := os.ReadFile("../tokenizer/testdata/tokenizers/all-minilm-l6-v2.json")
 	if err != nil {
@@ -71,7 +71,7 @@ func greedy(t *testing.T, e *Engine, ps [][]int64) [][]int64 {
 	return out
 }
 
-func startEngine(t *testing.T, m *model.Engine, opt Options) *Engine {
+func startEngine(t testing.TB, m *model.Engine, opt Options) *Engine {
 	t.Helper()
 	e, err := New(m, opt)
 	if err != nil {
@@ -277,5 +277,96 @@ func TestSeededSampling(t *testing.T) {
 	}
 	if fmt.Sprint(a) == fmt.Sprint(c) {
 		t.Errorf("seeds 7 and 8 gave the same tokens %v", a)
+	}
+}
+
+// A session's next turn starts from the KV its last turn left in the
+// prefix cache: only the new tokens are prefilled, and greedy generation
+// gives the tokens a whole prefill gives. A turn built from another
+// version of the transcript does not use it.
+func TestPrefixCache(t *testing.T) { eachForm(t, testPrefixCache) }
+
+func testPrefixCache(t *testing.T, f form, m *model.Engine) {
+	cached := startEngine(t, m, Options{EOS: -1, SharedKV: f.shared, PrefixCacheBytes: 1 << 20})
+	plain := startEngine(t, m, Options{EOS: -1, SharedKV: f.shared})
+	ps := prompts()
+	gen := func(e *Engine, prompt []int64, session, prev, next string) Result {
+		t.Helper()
+		r, err := e.Generate(context.Background(), prompt, Params{MaxTokens: 10, Session: session, Prev: prev, Next: next}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	prompt := ps[3]
+	r := gen(cached, prompt, "s", "0", "1")
+	if r.CachedTokens != 0 {
+		t.Fatalf("first turn: %d cached tokens", r.CachedTokens)
+	}
+	for turn := 2; turn <= 4; turn++ {
+		// The next prompt: the last one, its reply, and a new message.
+		prompt = append(append(append([]int64(nil), prompt...), r.Tokens...), ps[turn]...)
+		want := gen(plain, prompt, "", "", "")
+		r = gen(cached, prompt, "s", fmt.Sprint(turn-1), fmt.Sprint(turn))
+		if fed := len(prompt) - len(ps[turn]) - 1; r.CachedTokens != fed {
+			t.Errorf("turn %d: %d of %d prompt tokens cached, want %d (all the last turn fed)", turn, r.CachedTokens, len(prompt), fed)
+		}
+		if fmt.Sprint(r.Tokens) != fmt.Sprint(want.Tokens) {
+			t.Errorf("turn %d: from the cache %v, whole prefill %v", turn, r.Tokens, want.Tokens)
+		}
+	}
+	// Another pod took turn 5: the transcript's version is not the one
+	// this entry was saved as.
+	prompt = append(append(append([]int64(nil), prompt...), r.Tokens...), ps[5]...)
+	want := gen(plain, prompt, "", "", "")
+	r = gen(cached, prompt, "s", "5-elsewhere", "6")
+	if r.CachedTokens != 0 || fmt.Sprint(r.Tokens) != fmt.Sprint(want.Tokens) {
+		t.Errorf("version mismatch: %d cached tokens, tokens %v, want 0 and %v", r.CachedTokens, r.Tokens, want.Tokens)
+	}
+	// A prompt that shares only part of the cached tokens (the transcript
+	// was cut at the front, or the reply re-tokenized differently) reuses
+	// the common prefix.
+	cut := append(append([]int64(nil), prompt[:20]...), 999, 1000, 1001)
+	want = gen(plain, cut, "", "", "")
+	r = gen(cached, cut, "s", "6", "7")
+	if r.CachedTokens != 20 || fmt.Sprint(r.Tokens) != fmt.Sprint(want.Tokens) {
+		t.Errorf("common prefix of 20: %d cached tokens, tokens %v, want 20 and %v", r.CachedTokens, r.Tokens, want.Tokens)
+	}
+	st := cached.CacheStats()
+	if st.Hits != 4 || st.Misses != 2 || st.Entries != 1 || st.Bytes == 0 {
+		t.Errorf("stats %+v: want 4 hits, 2 misses, 1 entry", st)
+	}
+}
+
+// The cache holds at most its bytes: least recently used out first; an
+// entry is taken out when used.
+func TestPrefixCacheBound(t *testing.T) {
+	c := newPrefixCache(100)
+	put := func(session string, bytes int64) {
+		c.put(&prefix{session: session, version: "v", bytes: bytes})
+	}
+	put("a", 40)
+	put("b", 40)
+	put("c", 40) // evicts a
+	if c.take("a", "v") != nil || c.snapshot().Bytes != 80 {
+		t.Fatalf("a should be gone, %+v", c.snapshot())
+	}
+	put("b", 50) // replaces b, now the most recent: 90 bytes
+	put("d", 20) // evicts c, the least recent
+	if st := c.snapshot(); st.Bytes != 70 || st.Entries != 2 || c.by["c"] != nil {
+		t.Fatalf("after d: %+v, want b and d", st)
+	}
+	put("huge", 101) // larger than the bound: not kept, nothing evicted
+	if c.take("huge", "v") != nil || c.snapshot().Entries != 2 {
+		t.Fatalf("after huge: %+v", c.snapshot())
+	}
+	if c.take("b", "w") != nil || c.take("b", "v") != nil {
+		t.Fatal("a mismatched take drops the entry")
+	}
+	if c.take("d", "v") == nil || c.take("d", "v") != nil {
+		t.Fatal("a take takes the entry out")
+	}
+	if st := c.snapshot(); st.Bytes != 0 || st.Entries != 0 {
+		t.Fatalf("left %+v, want nothing", st)
 	}
 }

@@ -43,6 +43,8 @@ type Metrics struct {
 	ttft      metric.Float64Histogram
 	tpot      metric.Float64Histogram
 	generated metric.Int64Counter
+	prompt    metric.Int64Counter
+	promptSrc [2]metric.AddOption // cache, computed
 	tokenKind [2]metric.AddOption // real, padding
 	reasonSet map[string]metric.AddOption
 	stateOps  map[string]metric.RecordOption
@@ -57,6 +59,8 @@ type Params struct {
 	// the share of the KV budget they hold, when scraped.
 	ActiveSequences func() int
 	KVUsage         func() float64
+	// PrefixCacheBytes reports the bytes of KV the prefix cache holds.
+	PrefixCacheBytes func() int64
 }
 
 // New creates the instruments on a registry of their own.
@@ -91,6 +95,21 @@ func New(p Params) (*Metrics, error) {
 	m.tpot = seconds("sous_time_per_output_token_seconds", "Generated turns: mean time between output tokens after the first.")
 	if m.generated, err = meter.Int64Counter("sous_generated_tokens", metric.WithDescription("Tokens generated.")); err != nil {
 		return nil, err
+	}
+	if m.prompt, err = meter.Int64Counter("sous_prompt_tokens", metric.WithDescription(
+		"Prompt tokens of generated turns, by source: KV from the prefix cache, or computed (prefilled).")); err != nil {
+		return nil, err
+	}
+	m.promptSrc[0] = metric.WithAttributeSet(attribute.NewSet(attribute.String("source", "cache")))
+	m.promptSrc[1] = metric.WithAttributeSet(attribute.NewSet(attribute.String("source", "computed")))
+	if p.PrefixCacheBytes != nil {
+		if _, err = meter.Int64ObservableGauge("sous_prefix_cache_bytes", metric.WithDescription("Bytes of KV the prefix cache holds (SOUS_PREFIX_CACHE_BYTES bounds it)."),
+			metric.WithUnit("By"), metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				o.Observe(p.PrefixCacheBytes())
+				return nil
+			})); err != nil {
+			return nil, err
+		}
 	}
 	if p.ActiveSequences != nil {
 		if _, err = meter.Int64ObservableGauge("sous_active_sequences", metric.WithDescription("Sequences being generated (prefilled, not finished)."),
@@ -211,8 +230,9 @@ func (m *Metrics) Tokens(real, padding int64) {
 }
 
 // Generated records one generation: time to its first token, mean time
-// per later token, and the tokens made.
-func (m *Metrics) Generated(ttft, tpot time.Duration, tokens int) {
+// per later token, the tokens made, and its prompt's tokens, cached of
+// them from the prefix cache.
+func (m *Metrics) Generated(ttft, tpot time.Duration, tokens, prompt, cached int) {
 	if m == nil {
 		return
 	}
@@ -224,6 +244,8 @@ func (m *Metrics) Generated(ttft, tpot time.Duration, tokens int) {
 		m.tpot.Record(ctx, tpot.Seconds())
 	}
 	m.generated.Add(ctx, int64(tokens))
+	m.prompt.Add(ctx, int64(cached), m.promptSrc[0])
+	m.prompt.Add(ctx, int64(prompt-cached), m.promptSrc[1])
 }
 
 // Rejected counts one 503 by reason.
