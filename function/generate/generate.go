@@ -126,6 +126,10 @@ type Engine struct {
 	slots  int
 
 	cache *prefixCache // nil: none
+	// logitsBuf and presentBuf take the logits and (Optimum's form) the
+	// presents of decode steps: the loop's own, reused.
+	logitsBuf  []float32
+	presentBuf [][2][]float32
 
 	mu      sync.Mutex // guards waiting, reserved, closed
 	waiting []*seq
@@ -597,20 +601,30 @@ func (e *Engine) prefillShared(ctx context.Context, s *seq, ins []model.Tensor, 
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, e.shared, e.hd}, F32: slot}
 		}
 	}
-	return e.m.RunShared(ctx, ins, e.bound(), func(outs []model.Tensor) error {
+	return e.m.RunBound(ctx, ins, e.bound(1, int64(len(s.prompt)-past)), func(outs []model.Tensor) error {
 		s.length = len(s.prompt)
 		e.emitLast(s, outs[e.logits])
 		return nil
 	})
 }
 
-// bound maps each present output to its past input (the shared form).
-func (e *Engine) bound() map[int]int {
-	b := make(map[int]int, 2*e.layers)
+// bound binds each present output to its past input (the shared form),
+// and the logits [rows, seq, vocab] to the engine's buffer when the
+// vocabulary's size is fixed.
+func (e *Engine) bound(rows, seq int64) model.Bind {
+	b := model.Bind{Shared: make(map[int]int, 2*e.layers)}
 	for l := range e.layers {
 		for k := range 2 {
-			b[e.present[l][k]] = e.past[l][k]
+			b.Shared[e.present[l][k]] = e.past[l][k]
 		}
+	}
+	b.Into = map[int]model.Tensor{}
+	if v := e.m.Outputs()[e.logits].Shape; len(v) == 3 && v[2] > 0 {
+		n := rows * seq * v[2]
+		if int64(cap(e.logitsBuf)) < n {
+			e.logitsBuf = make([]float32, n)
+		}
+		b.Into[e.logits] = model.Tensor{DType: model.FP32, Shape: []int64{rows, seq, v[2]}, F32: e.logitsBuf[:n]}
 	}
 	return b
 }
@@ -645,7 +659,7 @@ func (e *Engine) stepShared(ctx context.Context, active []*seq) error {
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, e.shared, e.hd}, F32: e.slab[l][k][:b*row]}
 		}
 	}
-	return e.m.RunShared(ctx, ins, e.bound(), func(outs []model.Tensor) error {
+	return e.m.RunBound(ctx, ins, e.bound(b, 1), func(outs []model.Tensor) error {
 		logits := outs[e.logits]
 		v := int(logits.Shape[2])
 		for i, s := range active {
@@ -724,7 +738,23 @@ func (e *Engine) stepPast(ctx context.Context, active []*seq) error {
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, p, e.hd}, F32: past}
 		}
 	}
-	return e.m.RunView(ctx, ins, func(outs []model.Tensor) error {
+	// Presents [b, heads, p+1, hd] and logits go into the loop's own
+	// buffers, not ONNX Runtime's (which would be copied out again).
+	bind := e.bound(b, 1)
+	bind.Shared = nil
+	if len(e.presentBuf) != e.layers {
+		e.presentBuf = make([][2][]float32, e.layers)
+	}
+	n := b * e.heads * (p + 1) * e.hd
+	for l := range e.layers {
+		for k := range 2 {
+			if int64(cap(e.presentBuf[l][k])) < n {
+				e.presentBuf[l][k] = make([]float32, n, 2*n)
+			}
+			bind.Into[e.present[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, p + 1, e.hd}, F32: e.presentBuf[l][k][:n]}
+		}
+	}
+	return e.m.RunBound(ctx, ins, bind, func(outs []model.Tensor) error {
 		e.takeStep(active, outs, p)
 		return nil
 	})

@@ -611,28 +611,38 @@ func FindLibrary() string {
 // the decode engine does with its per-sequence KV cache; Run is the
 // batcher's path.
 func (e *Engine) RunWhole(ctx context.Context, ins []Tensor) ([]Tensor, error) {
-	return e.runWhole(ctx, ins, nil, nil)
+	return e.runWhole(ctx, ins, Bind{}, nil)
 }
 
 // RunView is RunWhole without copying the outputs: view sees them in ONNX
 // Runtime's own memory, valid only until it returns.
 func (e *Engine) RunView(ctx context.Context, ins []Tensor, view func(outs []Tensor) error) error {
-	_, err := e.runWhole(ctx, ins, nil, view)
+	_, err := e.runWhole(ctx, ins, Bind{}, view)
 	return err
 }
 
-// RunShared is RunView with outputs written in place into inputs' memory:
-// shared maps an output's index to the input whose buffer it is (the
-// output takes that input's shape). It is for a KV cache that past and
-// present share, as GroupQueryAttention's is: ONNX Runtime sees the same
-// memory on both sides and appends the new positions to it, nothing
-// copied. view sees the other outputs.
-func (e *Engine) RunShared(ctx context.Context, ins []Tensor, shared map[int]int, view func(outs []Tensor) error) error {
-	_, err := e.runWhole(ctx, ins, shared, view)
+// Bind names outputs that ONNX Runtime writes straight into the caller's
+// memory instead of its own.
+type Bind struct {
+	// Shared maps an output's index to the input whose buffer it is (the
+	// output takes that input's shape): a KV cache that past and present
+	// share, as GroupQueryAttention's is; ONNX Runtime sees the same
+	// memory on both sides and appends the new positions to it.
+	Shared map[int]int
+	// Into maps an output's index to a tensor of exactly the output's
+	// shape to write it into (logits into a buffer reused step after
+	// step, nothing copied out of ONNX Runtime).
+	Into map[int]Tensor
+}
+
+// RunBound is RunView with outputs bound to the caller's memory as b
+// says. view sees every output, bound ones included.
+func (e *Engine) RunBound(ctx context.Context, ins []Tensor, b Bind, view func(outs []Tensor) error) error {
+	_, err := e.runWhole(ctx, ins, b, view)
 	return err
 }
 
-func (e *Engine) runWhole(ctx context.Context, ins []Tensor, shared map[int]int, view func(outs []Tensor) error) ([]Tensor, error) {
+func (e *Engine) runWhole(ctx context.Context, ins []Tensor, b Bind, view func(outs []Tensor) error) ([]Tensor, error) {
 	if len(ins) != len(e.inputs) {
 		return nil, inputErr("want %d inputs, got %d", len(e.inputs), len(ins))
 	}
@@ -661,17 +671,32 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, shared map[int]int,
 		values = append(values, v)
 	}
 	bound := make([]ort.Value, len(e.outputs))
-	for o, i := range shared {
-		if o < 0 || o >= len(bound) || i < 0 || i >= len(ins) || ins[i].DType != FP32 {
+	bind := func(o int, t Tensor) error {
+		if o < 0 || o >= len(bound) || bound[o] != nil || t.DType != FP32 {
+			return inputErr("output %d cannot be bound to %s %v", o, t.DType, t.Shape)
+		}
+		v, err := ort.NewTensor(ort.Shape(t.Shape), t.F32)
+		if err != nil {
+			return fmt.Errorf("model: output %q: %w", e.outputs[o].Name, err)
+		}
+		bound[o] = v
+		return nil
+	}
+	for o, i := range b.Shared {
+		if i < 0 || i >= len(ins) {
 			destroy(bound)
 			return nil, inputErr("output %d cannot share input %d", o, i)
 		}
-		v, err := ort.NewTensor(ort.Shape(ins[i].Shape), ins[i].F32)
-		if err != nil {
+		if err := bind(o, ins[i]); err != nil {
 			destroy(bound)
-			return nil, fmt.Errorf("model: output %q: %w", e.outputs[o].Name, err)
+			return nil, err
 		}
-		bound[o] = v
+	}
+	for o, t := range b.Into {
+		if err := bind(o, t); err != nil {
+			destroy(bound)
+			return nil, err
+		}
 	}
 	outs, err := e.callInto(ctx, values, bound) // destroys bound on error
 	if err != nil {
