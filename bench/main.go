@@ -8,7 +8,8 @@
 // docs/latency-vs-load.svg), BENCH_PROFILE (a file: save a CPU profile of
 // sous during the first batch-32 saturation point), BENCH_ONLY=padding (only
 // the mixed-length text phase: length-aware against arrival-order batches),
-// BENCH_ONLY=generation (only the generation phase), BENCH_GEN_PLOT (SVG,
+// BENCH_ONLY=generation (only the generation phase), BENCH_ONLY=prefix
+// (only the prefix cache's TTFT at turn 10), BENCH_GEN_PLOT (SVG,
 // default docs/generation.svg).
 package main
 
@@ -217,6 +218,10 @@ func (h *harness) run() error {
 		}
 		return reportGeneration(points)
 	}
+	if os.Getenv("BENCH_ONLY") == "prefix" {
+		_, err := h.prefixCompare(root, 8)
+		return err
+	}
 	if os.Getenv("BENCH_ONLY") == "padding" {
 		l, a, err := h.paddingCompare(root)
 		if err != nil {
@@ -307,6 +312,10 @@ func (h *harness) run() error {
 	if err != nil {
 		return err
 	}
+	prefixPoints, err := h.prefixCompare(root, 8)
+	if err != nil {
+		return err
+	}
 
 	// 6. The same ceilings and saturation with the servers on half the cores
 	// and the generator on the other half.
@@ -342,7 +351,7 @@ func (h *harness) run() error {
 
 	out := env("BENCH_OUT", "bench/results.json")
 	b, _ := json.MarshalIndent(map[string]any{"duration": duration.String(), "cpus": cpus(), "points": h.points,
-		"start_to_ready_ms": h.ready, "pinned": map[string]any{"server_cpus": pinned.ServerCPUs,
+		"start_to_ready_ms": h.ready, "generation": genPoints, "prefix_cache": prefixPoints, "pinned": map[string]any{"server_cpus": pinned.ServerCPUs,
 			"generator_cpus": pinned.GeneratorCPUs, "http_ceiling": pinned.HTTPCeiling, "compute_ceiling": pinned.Compute,
 			"saturation_batch32": pinned.Saturation}}, "", "  ")
 	if err := os.WriteFile(out, b, 0o644); err != nil {

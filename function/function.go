@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,6 +160,18 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	switch {
 	case cfg.Model == "":
 		p.Data, p.Name = demo.ONNX, demo.Name
+	case cfg.Model == demo.ChatName: // a folder named chat is ./chat
+		// The bundled chat model: its directory written out for the
+		// loaders, removed once they have read it.
+		dir, err := demo.WriteChat()
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(filepath.Dir(dir))
+		if f.hf, err = tasks.Open(dir, cfg.Task, cfg.Aggregation); err != nil {
+			return nil, err
+		}
+		p.Model, p.Name = f.hf.File, f.hf.Name
 	case tasks.IsDir(cfg.Model):
 		if f.hf, err = tasks.Open(cfg.Model, cfg.Task, cfg.Aggregation); err != nil {
 			return nil, err

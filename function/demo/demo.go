@@ -18,8 +18,12 @@
 package demo
 
 import (
-	_ "embed"
+	"embed"
+	"fmt"
 	"hash/fnv"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -114,4 +118,38 @@ func Words(text string) []string {
 	}
 	flush()
 	return words
+}
+
+// ChatName is the bundled chat model's served name: SOUS_MODEL=chat
+// serves it.
+const ChatName = "chat"
+
+// Chat is the bundled chat model's directory (model.onnx, tokenizer.json,
+// config.json, tokenizer_config.json), fitted by tools/chatmodel to
+// data/chat.txt (`make model`).
+//
+//go:embed chat
+var Chat embed.FS
+
+// WriteChat writes the bundled chat model's directory to a new temporary
+// folder and returns its path (…/chat); the caller removes its parent.
+func WriteChat() (string, error) {
+	tmp, err := os.MkdirTemp("", "sous-chat-")
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(tmp, ChatName)
+	if err := os.CopyFS(dir, mustSub(Chat, "chat")); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("bundled chat model: %w", err)
+	}
+	return dir, nil
+}
+
+func mustSub(fsys fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err) // dir is a constant embedded folder
+	}
+	return sub
 }

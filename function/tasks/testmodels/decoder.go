@@ -61,7 +61,7 @@ func DecoderForm(dir, name string, tokenizerJSON []byte, width, layers, heads, k
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}
-	g := decoder(v, width, layers, heads, kvHeads, gqa)
+	g := decoder(v, width, layers, heads, kvHeads, gqa, nil)
 	cfg, _ := json.MarshalIndent(map[string]any{"model_type": "gpt2", "n_layer": layers, "n_head": heads,
 		"n_embd": width, "vocab_size": v, "eos_token_id": 102, "n_positions": positions, "architectures": []string{"GPT2LMHeadModel"}}, "", "  ")
 	// ChatML, as many chat models ship it: prompts are rendered with it.
@@ -88,16 +88,43 @@ func DecoderForm(dir, name string, tokenizerJSON []byte, width, layers, heads, k
 	return nil
 }
 
+// Fitted returns the ONNX bytes of the test decoder's graph (Optimum's
+// form) with fitted weights, by initializer name: word_embeddings [vocab,
+// width], position_embeddings [512, width], h{i}.ln_1.gamma/beta,
+// h{i}.{query,key,value}.weight [width, width] and .bias,
+// h{i}.attn.c_proj.weight/bias, h{i}.ln_2.gamma/beta,
+// h{i}.mlp.c_fc.weight [width, 2 width] and .bias,
+// h{i}.mlp.c_proj.weight [2 width, width] and .bias, ln_f.gamma/beta,
+// lm_head [width, vocab]. Missing weights are drawn as the test decoder's
+// are. The demo chat model is this graph, fitted (tools/chatmodel).
+func Fitted(vocab int64, width, layers, heads int, weights map[string][]float32) []byte {
+	g := decoder(vocab, width, layers, heads, heads, false, weights)
+	g.Name = "chat"
+	return g.Marshal()
+}
+
+// Positions is the test decoders' position table's length.
+const Positions = positions
+
 // gqaBuffer is the GQA test decoder's KV buffer per sequence, in positions.
 const gqaBuffer = 256
 
-func decoder(v int64, width, layers, heads, kvHeads int, gqa bool) onnxgen.Graph {
+func decoder(v int64, width, layers, heads, kvHeads int, gqa bool, weights map[string][]float32) onnxgen.Graph {
 	hd := int64(width / heads)
 	e := newEncoder("text-generation", v, width, layers, heads, 51)
 	e.std = 0.3 // attention and context matter: a batching bug changes tokens
 	for i := range e.word {
 		if e.word[i] == 0 {
 			e.word[i] = float32(e.r.NormFloat64() * 0.5)
+		}
+	}
+	if weights != nil {
+		e.weights = weights
+		if w, ok := weights["word_embeddings"]; ok {
+			if int64(len(w)) != v*int64(width) {
+				panic(fmt.Sprintf("testmodels: fitted word_embeddings has %d values, want %d x %d", len(w), v, width))
+			}
+			e.word = w
 		}
 	}
 	dyn := onnxgen.Dynamic

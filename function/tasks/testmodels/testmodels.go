@@ -150,6 +150,9 @@ type encoder struct {
 	nLayers int
 	nHeads  int
 	std     float64 // of the linear layers' weights
+	// weights, if set, are fitted weights by initializer name: random and
+	// constant take them instead of drawing or filling.
+	weights map[string][]float32
 }
 
 func newEncoder(name string, vocab int64, width, nLayers, nHeads int, seed uint64) *encoder {
@@ -171,6 +174,9 @@ func (e *encoder) random(name string, dims []int64, std float64, skipReserved bo
 	for _, d := range dims {
 		n *= d
 	}
+	if e.fitted(name, dims, n) {
+		return
+	}
 	w := make([]float32, n)
 	last := dims[len(dims)-1]
 	for i := range w {
@@ -182,10 +188,27 @@ func (e *encoder) random(name string, dims []int64, std float64, skipReserved bo
 	e.g.Initializers = append(e.g.Initializers, onnxgen.FloatTensor(name, dims, w))
 }
 
+// fitted adds the fitted weight name, if there is one. A fitted weight of
+// the wrong size is a bug in the caller: it panics.
+func (e *encoder) fitted(name string, dims []int64, n int64) bool {
+	w, ok := e.weights[name]
+	if !ok {
+		return false
+	}
+	if int64(len(w)) != n {
+		panic(fmt.Sprintf("testmodels: fitted weight %s has %d values, want %v", name, len(w), dims))
+	}
+	e.g.Initializers = append(e.g.Initializers, onnxgen.FloatTensor(name, dims, w))
+	return true
+}
+
 func (e *encoder) constant(name string, dims []int64, v float32) {
 	n := int64(1)
 	for _, d := range dims {
 		n *= d
+	}
+	if e.fitted(name, dims, n) {
+		return
 	}
 	w := make([]float32, n)
 	for i := range w {
