@@ -163,13 +163,49 @@ func (r *chatRequest) settings() (*genParams, string, error) {
 	return g, user, nil
 }
 
-// chatPrompt lays out the stored transcript, then messages, for the
-// model: with its chat template (add_generation_prompt) when it has one,
-// else as "role: content … assistant:". The oldest tokens go first when it
-// would not leave room for maxTokens.
+// chatPrompt renders the stored exchanges and the request's messages with
+// the model's chat template (or "role: content" lines without one) and
+// encodes them, leaving room for maxTokens. A transcript too long for the
+// model's window loses its oldest exchanges in blocks of
+// promptDropBlock turns, counted by turn number: the prompt then starts at
+// the same exchange for several turns, so the prefix cache still serves
+// them (dropping one exchange a turn would change the prompt's start
+// every turn). A prompt still too long loses its oldest tokens.
 func (f *Function) chatPrompt(history []state.Turn, messages []chatMessage, maxTokens int) ([]int64, error) {
+	room := f.hf.MaxLength - maxTokens
+	base := 0 // exchanges with turn numbers above base are in the prompt
+	if len(history) > 0 {
+		base = ceilTo(history[0].N-1, promptDropBlock)
+	}
+	for {
+		ids, err := f.renderChat(history, base, messages)
+		if err != nil {
+			return nil, err
+		}
+		if room <= 0 || len(ids) <= room {
+			return ids, nil
+		}
+		if len(history) == 0 || base >= history[len(history)-1].N {
+			return ids[len(ids)-room:], nil
+		}
+		base += promptDropBlock
+	}
+}
+
+// promptDropBlock is how many of the oldest exchanges a prompt too long
+// for the window loses at a time.
+const promptDropBlock = 4
+
+func ceilTo(n, block int) int { return (n + block - 1) / block * block }
+
+// renderChat renders the exchanges of history whose turn number is above
+// base, then messages, and encodes them.
+func (f *Function) renderChat(history []state.Turn, base int, messages []chatMessage) ([]int64, error) {
 	var all []chat.Message
 	for _, h := range history {
+		if h.N <= base {
+			continue
+		}
 		var out GenOutput
 		json.Unmarshal(h.Output, &out)
 		all = append(all, chat.Message{Role: "user", Content: h.Text}, chat.Message{Role: "assistant", Content: out.Text})
@@ -195,11 +231,7 @@ func (f *Function) chatPrompt(history []state.Turn, messages []chatMessage, maxT
 		b.WriteString("assistant:")
 		text = b.String()
 	}
-	ids := f.hf.Tok.IDs(text)
-	if room := f.hf.MaxLength - maxTokens; room > 0 && len(ids) > room {
-		ids = ids[len(ids)-room:]
-	}
-	return ids, nil
+	return f.hf.Tok.IDs(text), nil
 }
 
 // chatStream writes OpenAI's streaming form: data: {chunk} lines, then

@@ -3,6 +3,7 @@ package function
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -267,4 +268,35 @@ func TestStopString(t *testing.T) {
 	if cut.Text != want || cut.FinishReason != "stop" {
 		t.Fatalf("stop %q: %q (%s), want %q (stop)", stop, cut.Text, cut.FinishReason, want)
 	}
+}
+
+// A conversation longer than the model's window loses its oldest
+// exchanges in blocks, so that its prompts keep their start for several
+// turns and the prefix cache serves most of them; no prompt outgrows the
+// window.
+func TestLongConversationKeepsItsPrefix(t *testing.T) {
+	s := genServer(t, nil)
+	window := 256 - 8 // the test decoder's positions, less max_tokens
+	served, cut := 0, 0
+	last := 0
+	for turn := 1; turn <= 24; turn++ {
+		_, o := genTurn(t, s, fmt.Sprintf(`{"session":"long","text":"and what about item %d?","max_tokens":8}`, turn))
+		if o.PromptTokens > window {
+			t.Fatalf("turn %d: a %d-token prompt in a %d-token window", turn, o.PromptTokens, window)
+		}
+		if o.PromptTokens < last {
+			cut++
+		}
+		last = o.PromptTokens
+		if turn > 1 && o.CachedTokens > o.PromptTokens/2 {
+			served++
+		}
+	}
+	if cut < 3 {
+		t.Fatalf("the transcript was cut %d times: the window was not reached", cut)
+	}
+	if served < 23*3/4-1 {
+		t.Errorf("the prefix cache served %d of 23 turns; cut in blocks of %d exchanges it should serve about 3 in 4", served, promptDropBlock)
+	}
+	t.Logf("24 turns: cut %d times, %d of 23 served mostly from the cache", cut, served)
 }
