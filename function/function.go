@@ -212,6 +212,7 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 			f.engine.Close()
 			return nil, err
 		}
+		o.logger.Info("decode engine", "engine", f.gen.String(), "kv_tokens", cfg.KVTokens, "prefix_cache_bytes", cfg.PrefixCache)
 	}
 
 	f.store = o.store

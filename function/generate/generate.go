@@ -635,11 +635,7 @@ func (e *Engine) bound(rows, seq int64) model.Bind {
 // seqlens_k; the slab's first len(active) slots are past and present.
 func (e *Engine) stepShared(ctx context.Context, active []*seq) error {
 	b := int64(len(active))
-	longest := 0
-	for _, s := range active {
-		longest = max(longest, s.length)
-	}
-	t := int64(longest) + 1
+	t := int64(longest(active)) + 1
 	ids, pos := make([]int64, b), make([]int64, b)
 	mask := make([]int64, b*t)
 	for i, s := range active {
@@ -680,7 +676,8 @@ func (e *Engine) step(ctx context.Context, active []*seq) (err error) {
 			}
 		}
 		_, span := e.opt.Tracer.Start(context.Background(), "sous.generate.decode_step",
-			trace.WithAttributes(attribute.Int("sous.batch_size", len(active))), trace.WithLinks(links...))
+			trace.WithAttributes(attribute.Int("sous.batch_size", len(active)), attribute.Int("sous.past_tokens", longest(active))),
+			trace.WithLinks(links...))
 		defer span.End()
 	}
 	if e.shared > 0 {
@@ -694,14 +691,19 @@ func (e *Engine) step(ctx context.Context, active []*seq) (err error) {
 	return err
 }
 
+// longest is the longest past among the active sequences.
+func longest(active []*seq) int {
+	n := 0
+	for _, s := range active {
+		n = max(n, s.length)
+	}
+	return n
+}
+
 // stepPast is step in Optimum's form.
 func (e *Engine) stepPast(ctx context.Context, active []*seq) error {
 	b := int64(len(active))
-	longest := 0
-	for _, s := range active {
-		longest = max(longest, s.length)
-	}
-	p := int64(longest)
+	p := int64(longest(active))
 	ids, pos := make([]int64, b), make([]int64, b)
 	mask := make([]int64, b*(p+1))
 	for i, s := range active {
@@ -847,7 +849,11 @@ func sample(logits []float32, p Params, rng *rand.Rand) int64 {
 
 // String describes the engine, for logs.
 func (e *Engine) String() string {
-	return strings.Join([]string{e.m.Name(), strconv.Itoa(e.layers) + " layers", strconv.FormatInt(e.heads, 10) + " kv heads"}, ", ")
+	parts := []string{e.m.Name(), strconv.Itoa(e.layers) + " layers", strconv.FormatInt(e.heads, 10) + " kv heads"}
+	if e.shared > 0 {
+		parts = append(parts, "GroupQueryAttention form, "+strconv.Itoa(e.slots)+" buffers of "+strconv.FormatInt(e.shared, 10)+" positions")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Active is the number of sequences admitted and not finished.
