@@ -37,6 +37,13 @@ type GenPoint struct {
 
 const maxGenTokens = 32
 
+// genDuration is how long each generation point runs: BENCH_DURATION, but
+// at least 10 s. At 32 sessions a point of 3 s holds a few dozen replies,
+// most of them in the burst of prefills at its start, and its tokens/s
+// says little about steady generation (a full make bench at 3 s gave 2.37
+// for a build that gives 4.4-4.7 at 10 s).
+func genDuration() time.Duration { return max(duration, 10*time.Second) }
+
 // genForms are the decoder forms benchmarked, by model directory name.
 var genForms = []string{"optimum", "gqa"}
 
@@ -78,7 +85,7 @@ func (h *harness) generationCompare(root string) ([]GenPoint, error) {
 				if profile {
 					go fetchProfile(pprofAddr, os.Getenv("BENCH_PROFILE"))
 				}
-				g := streamLoad(p.url, sessions, duration)
+				g := streamLoad(p.url, sessions, genDuration())
 				p.stop()
 				g.Form, g.Mode, g.Sessions = f, mode, sessions
 				points = append(points, g)
