@@ -44,6 +44,24 @@ const maxGenTokens = 32
 // for a build that gives 4.4-4.7 at 10 s).
 func genDuration() time.Duration { return max(duration, 10*time.Second) }
 
+// genRounds is how many times each generation point runs.
+const genRounds = 2
+
+// meanPoint is the mean of one point's rounds (turns summed).
+func meanPoint(rounds []GenPoint) GenPoint {
+	m := rounds[0]
+	m.TokensPerS, m.TTFTp50ms, m.TTFTp99ms, m.TPOTp50ms, m.TPOTp99ms, m.Turns = 0, 0, 0, 0, 0, 0
+	for _, r := range rounds {
+		m.TokensPerS += r.TokensPerS / float64(len(rounds))
+		m.TTFTp50ms += r.TTFTp50ms / float64(len(rounds))
+		m.TTFTp99ms += r.TTFTp99ms / float64(len(rounds))
+		m.TPOTp50ms += r.TPOTp50ms / float64(len(rounds))
+		m.TPOTp99ms += r.TPOTp99ms / float64(len(rounds))
+		m.Turns += r.Turns
+	}
+	return m
+}
+
 // genForms are the decoder forms benchmarked, by model directory name.
 var genForms = []string{"optimum", "gqa"}
 
@@ -51,7 +69,8 @@ var genForms = []string{"optimum", "gqa"}
 // form, Optimum's and GroupQueryAttention's (same weights), with 1, 8 and
 // 32 concurrent sessions, decode steps batched across sessions (continuous
 // batching, SOUS_MAX_BATCH=32) against one sequence at a time
-// (SOUS_MAX_BATCH=1), side by side, and plots tokens/s.
+// (SOUS_MAX_BATCH=1), side by side in alternating rounds, and plots the
+// rounds' mean tokens/s.
 func (h *harness) generationCompare(root string) ([]GenPoint, error) {
 	tok, err := os.ReadFile(filepath.Join(root, "function", "tokenizer", "testdata", "tokenizers", "all-minilm-l6-v2.json"))
 	if err != nil {
@@ -67,30 +86,40 @@ func (h *harness) generationCompare(root string) ([]GenPoint, error) {
 	}
 	var points []GenPoint
 	for _, sessions := range []int{1, 8, 32} {
+		// Rounds alternate the forms and modes, so that the machine's
+		// drift falls on all of them alike; a point is the rounds' mean.
+		rounds := map[string][]GenPoint{}
+		for round := range genRounds {
+			for _, f := range genForms {
+				for _, mode := range []string{"continuous", "one-at-a-time"} {
+					mb := "32"
+					if mode == "one-at-a-time" {
+						mb = "1"
+					}
+					env := []string{"SOUS_MODEL=" + filepath.Join(dir, f), "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
+					// BENCH_PROFILE: a CPU profile of sous at the last
+					// point with continuous batching.
+					profile := os.Getenv("BENCH_PROFILE") != "" && sessions == 32 && round == 0 && f == genForms[len(genForms)-1] && mode == "continuous"
+					pprofAddr := "127.0.0.1:" + strconv.Itoa(freePort())
+					if profile {
+						env = append(env, "SOUS_PPROF_ADDR="+pprofAddr)
+					}
+					p := h.startSous(env...)
+					if profile {
+						go fetchProfile(pprofAddr, os.Getenv("BENCH_PROFILE"))
+					}
+					g := streamLoad(p.url, sessions, genDuration())
+					p.stop()
+					g.Form, g.Mode, g.Sessions = f, mode, sessions
+					rounds[f+mode] = append(rounds[f+mode], g)
+					fmt.Printf("%-52s %8.0f tokens/s  TTFT p50 %7.1f p99 %7.1f ms  TPOT p50 %6.2f p99 %6.2f ms  (%d turns)\n",
+						fmt.Sprintf("generation/%s/%s, %d sessions (round %d)", f, mode, sessions, round+1), g.TokensPerS, g.TTFTp50ms, g.TTFTp99ms, g.TPOTp50ms, g.TPOTp99ms, g.Turns)
+				}
+			}
+		}
 		for _, f := range genForms {
 			for _, mode := range []string{"continuous", "one-at-a-time"} {
-				mb := "32"
-				if mode == "one-at-a-time" {
-					mb = "1"
-				}
-				env := []string{"SOUS_MODEL=" + filepath.Join(dir, f), "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
-				// BENCH_PROFILE: a CPU profile of sous at the last point
-				// with continuous batching.
-				profile := os.Getenv("BENCH_PROFILE") != "" && sessions == 32 && f == genForms[len(genForms)-1] && mode == "continuous"
-				pprofAddr := "127.0.0.1:" + strconv.Itoa(freePort())
-				if profile {
-					env = append(env, "SOUS_PPROF_ADDR="+pprofAddr)
-				}
-				p := h.startSous(env...)
-				if profile {
-					go fetchProfile(pprofAddr, os.Getenv("BENCH_PROFILE"))
-				}
-				g := streamLoad(p.url, sessions, genDuration())
-				p.stop()
-				g.Form, g.Mode, g.Sessions = f, mode, sessions
-				points = append(points, g)
-				fmt.Printf("%-52s %8.0f tokens/s  TTFT p50 %7.1f p99 %7.1f ms  TPOT p50 %6.2f p99 %6.2f ms  (%d turns)\n",
-					fmt.Sprintf("generation/%s/%s, %d sessions", f, mode, sessions), g.TokensPerS, g.TTFTp50ms, g.TTFTp99ms, g.TPOTp50ms, g.TPOTp99ms, g.Turns)
+				points = append(points, meanPoint(rounds[f+mode]))
 			}
 		}
 	}
