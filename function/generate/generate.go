@@ -3,9 +3,10 @@
 // present.{i}.key/value out, the present one position longer than the
 // past) or ONNX Runtime GenAI's GroupQueryAttention form (past and present
 // are one fixed buffer per sequence, written in place). It does continuous
-// batching of decode steps. New
-// sequences wait in a queue; each step of the engine's loop admits waiting
-// sequences while the KV budget allows (and prefills each), runs ONE
+// batching of decode steps. New sequences wait in a queue; each step of
+// the engine's loop admits waiting sequences while the KV budget allows
+// (and prefills each, from the prefix cache's KV when it has the
+// session's), runs ONE
 // batched decode call for every active sequence, hands each its token, and
 // retires the finished (end of sequence, max tokens) and those whose
 // caller left. Sequences join and leave between steps.
@@ -121,9 +122,12 @@ type Engine struct {
 	pastBuf [][2][]float32
 	// slab holds each layer's keys and values, slot after slot of shared
 	// buffers [kv_heads, shared, hd] (the GroupQueryAttention form).
-	slab   [][2][]float32
-	shared int64 // positions per slot; 0 for Optimum's form
-	slots  int
+	slab [][2][]float32
+	// sharedOuts maps each present output to its past input (the
+	// GroupQueryAttention form; nil for Optimum's).
+	sharedOuts map[int]int
+	shared     int64 // positions per slot; 0 for Optimum's form
+	slots      int
 
 	cache *prefixCache // nil: none
 	// logitsBuf and presentBuf take the logits and (Optimum's form) the
@@ -220,9 +224,11 @@ func New(m *model.Engine, opt Options) (*Engine, error) {
 		e.opt.MaxBatch = e.slots
 		// Allocated once; pages are touched only as slots fill.
 		e.slab = make([][2][]float32, e.layers)
+		e.sharedOuts = make(map[int]int, 2*e.layers)
 		for l := range e.slab {
 			for k := range 2 {
 				e.slab[l][k] = make([]float32, int64(e.slots)*e.heads*e.shared*e.hd)
+				e.sharedOuts[e.present[l][k]] = e.past[l][k]
 			}
 		}
 	}
@@ -410,19 +416,28 @@ func (e *Engine) moveSlot(s *seq, to int) {
 		s.slot = to
 		return
 	}
-	row := e.heads * e.shared * e.hd
-	n := int64(s.length) * e.hd
 	for l := range e.layers {
 		for k := range 2 {
-			buf := e.slab[l][k]
-			for h := range e.heads {
-				src := int64(s.slot)*row + h*e.shared*e.hd
-				dst := int64(to)*row + h*e.shared*e.hd
-				copy(buf[dst:dst+n], buf[src:src+n])
-			}
+			copyHeads(e.slotKV(l, k, to), e.shared*e.hd, e.slotKV(l, k, s.slot), e.shared*e.hd, e.heads, int64(s.length)*e.hd)
 		}
 	}
 	s.slot = to
+}
+
+// slotKV is slot's buffer [kv_heads, shared, hd] of layer l's keys (k 0)
+// or values (k 1), in the slab (the GroupQueryAttention form).
+func (e *Engine) slotKV(l, k, slot int) []float32 {
+	row := e.heads * e.shared * e.hd
+	return e.slab[l][k][int64(slot)*row : int64(slot+1)*row]
+}
+
+// copyHeads copies n values of each of heads heads from src, whose heads
+// start srcStride apart, into dst, whose heads start dstStride apart: the
+// per-head copies between KV layouts of different lengths.
+func copyHeads(dst []float32, dstStride int64, src []float32, srcStride int64, heads, n int64) {
+	for h := range heads {
+		copy(dst[h*dstStride:h*dstStride+n], src[h*srcStride:h*srcStride+n])
+	}
 }
 
 // finished retires s if its last token ended it.
@@ -453,7 +468,9 @@ func (e *Engine) retire(s *seq) {
 	e.poke()
 }
 
-// prefill runs s's prompt alone (past length 0) and takes its first token.
+// prefill runs s's prompt alone, from the prefix cache's KV for its first
+// tokens if the cache has them (else from an empty past), and takes its
+// first token.
 func (e *Engine) prefill(ctx context.Context, s *seq) error {
 	if e.opt.Tracer != nil {
 		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt))))
@@ -545,9 +562,7 @@ func (e *Engine) lookup(s *seq) (int, [][2][]float32) {
 // [heads, length, hd].
 func headsPrefix(kv []float32, heads, length, n, hd int64) []float32 {
 	out := make([]float32, heads*n*hd)
-	for h := range heads {
-		copy(out[h*n*hd:(h+1)*n*hd], kv[h*length*hd:])
-	}
+	copyHeads(out, n*hd, kv, length*hd, heads, n*hd)
 	return out
 }
 
@@ -562,11 +577,10 @@ func (e *Engine) remember(s *seq) {
 	ids := append(s.prompt[:n:n], s.out[:s.length-n]...)
 	kv := s.kv
 	if e.shared > 0 {
-		row := e.heads * e.shared * e.hd
 		kv = make([][2][]float32, e.layers)
 		for l := range kv {
 			for k := range 2 {
-				kv[l][k] = headsPrefix(e.slab[l][k][int64(s.slot)*row:(int64(s.slot)+1)*row], e.heads, e.shared, int64(s.length), e.hd)
+				kv[l][k] = headsPrefix(e.slotKV(l, k, s.slot), e.heads, e.shared, int64(s.length), e.hd)
 			}
 		}
 	}
@@ -589,14 +603,11 @@ func (e *Engine) CacheStats() CacheStats {
 // prefix's KV, if any, is copied into s's slot; the prompt's keys and
 // values go straight into it.
 func (e *Engine) prefillShared(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]float32) error {
-	row := e.heads * e.shared * e.hd
 	for l := range e.layers {
 		for k := range 2 {
-			slot := e.slab[l][k][int64(s.slot)*row : int64(s.slot+1)*row]
-			for h := range e.heads {
-				if n := int64(past) * e.hd; n > 0 {
-					copy(slot[h*e.shared*e.hd:h*e.shared*e.hd+n], pkv[l][k][h*n:(h+1)*n])
-				}
+			slot := e.slotKV(l, k, s.slot)
+			if past > 0 {
+				copyHeads(slot, e.shared*e.hd, pkv[l][k], int64(past)*e.hd, e.heads, int64(past)*e.hd)
 			}
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{1, e.heads, e.shared, e.hd}, F32: slot}
 		}
@@ -608,17 +619,11 @@ func (e *Engine) prefillShared(ctx context.Context, s *seq, ins []model.Tensor, 
 	})
 }
 
-// bound binds each present output to its past input (the shared form),
-// and the logits [rows, seq, vocab] to the engine's buffer when the
-// vocabulary's size is fixed.
+// bound binds each present output to its past input (the shared form:
+// sharedOuts), and the logits [rows, seq, vocab] to the engine's buffer
+// when the vocabulary's size is fixed.
 func (e *Engine) bound(rows, seq int64) model.Bind {
-	b := model.Bind{Shared: make(map[int]int, 2*e.layers)}
-	for l := range e.layers {
-		for k := range 2 {
-			b.Shared[e.present[l][k]] = e.past[l][k]
-		}
-	}
-	b.Into = map[int]model.Tensor{}
+	b := model.Bind{Shared: e.sharedOuts, Into: map[int]model.Tensor{}}
 	if v := e.m.Outputs()[e.logits].Shape; len(v) == 3 && v[2] > 0 {
 		n := rows * seq * v[2]
 		if int64(cap(e.logitsBuf)) < n {
@@ -635,20 +640,7 @@ func (e *Engine) bound(rows, seq int64) model.Bind {
 // seqlens_k; the slab's first len(active) slots are past and present.
 func (e *Engine) stepShared(ctx context.Context, active []*seq) error {
 	b := int64(len(active))
-	t := int64(longest(active)) + 1
-	ids, pos := make([]int64, b), make([]int64, b)
-	mask := make([]int64, b*t)
-	for i, s := range active {
-		ids[i] = s.out[len(s.out)-1]
-		pos[i] = int64(s.length)
-		for j := range int64(s.length) + 1 {
-			mask[int64(i)*t+j] = 1
-		}
-	}
-	ins := make([]model.Tensor, 3+2*e.layers)
-	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: ids}
-	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, t}, I64: mask}
-	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: pos}
+	ins := e.stepInputs(active, int64(longest(active)), false)
 	row := e.heads * e.shared * e.hd
 	for l := range e.layers {
 		for k := range 2 {
@@ -691,6 +683,34 @@ func (e *Engine) step(ctx context.Context, active []*seq) (err error) {
 	return err
 }
 
+// stepInputs lays out a decode step's ids, positions and mask [batch,
+// past+1] for pasts up to p long: each row's ones are its positions and
+// the new one, at the right end of the row (leftPad, Optimum's form,
+// whose pasts are laid out left-padded) or at its start (the
+// GroupQueryAttention form, where the ones' count is the row's length).
+// The KV inputs are left to the form.
+func (e *Engine) stepInputs(active []*seq, p int64, leftPad bool) []model.Tensor {
+	b := int64(len(active))
+	ids, pos := make([]int64, b), make([]int64, b)
+	mask := make([]int64, b*(p+1))
+	for i, s := range active {
+		ids[i] = s.out[len(s.out)-1]
+		pos[i] = int64(s.length)
+		row := mask[int64(i)*(p+1) : int64(i+1)*(p+1)]
+		if leftPad {
+			row = row[p-int64(s.length):]
+		}
+		for j := range int64(s.length) + 1 {
+			row[j] = 1
+		}
+	}
+	ins := make([]model.Tensor, 3+2*e.layers)
+	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: ids}
+	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, p + 1}, I64: mask}
+	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: pos}
+	return ins
+}
+
 // longest is the longest past among the active sequences.
 func longest(active []*seq) int {
 	n := 0
@@ -704,19 +724,7 @@ func longest(active []*seq) int {
 func (e *Engine) stepPast(ctx context.Context, active []*seq) error {
 	b := int64(len(active))
 	p := int64(longest(active))
-	ids, pos := make([]int64, b), make([]int64, b)
-	mask := make([]int64, b*(p+1))
-	for i, s := range active {
-		ids[i] = s.out[len(s.out)-1]
-		pos[i] = int64(s.length)
-		for j := p - int64(s.length); j <= p; j++ {
-			mask[int64(i)*(p+1)+j] = 1
-		}
-	}
-	ins := make([]model.Tensor, 3+2*e.layers)
-	ins[e.ids] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: ids}
-	ins[e.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, p + 1}, I64: mask}
-	ins[e.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: pos}
+	ins := e.stepInputs(active, p, true)
 	rowSize := e.heads * p * e.hd
 	if len(e.pastBuf) != e.layers {
 		e.pastBuf = make([][2][]float32, e.layers)
@@ -730,12 +738,11 @@ func (e *Engine) stepPast(ctx context.Context, active []*seq) error {
 			}
 			past := e.pastBuf[l][k][:b*rowSize]
 			for i, s := range active {
-				pad := p - int64(s.length)
+				row, pad := past[int64(i)*rowSize:], p-int64(s.length)
 				for h := range e.heads {
-					row := past[int64(i)*rowSize+h*p*e.hd:]
-					clear(row[:pad*e.hd])
-					copy(row[pad*e.hd:], s.kv[l][k][h*int64(s.length)*e.hd:(h+1)*int64(s.length)*e.hd])
+					clear(row[h*p*e.hd : h*p*e.hd+pad*e.hd])
 				}
+				copyHeads(row[pad*e.hd:], p*e.hd, s.kv[l][k], int64(s.length)*e.hd, e.heads, int64(s.length)*e.hd)
 			}
 			ins[e.past[l][k]] = model.Tensor{DType: model.FP32, Shape: []int64{b, e.heads, p, e.hd}, F32: past}
 		}
@@ -743,7 +750,6 @@ func (e *Engine) stepPast(ctx context.Context, active []*seq) error {
 	// Presents [b, heads, p+1, hd] and logits go into the loop's own
 	// buffers, not ONNX Runtime's (which would be copied out again).
 	bind := e.bound(b, 1)
-	bind.Shared = nil
 	if len(e.presentBuf) != e.layers {
 		e.presentBuf = make([][2][]float32, e.layers)
 	}
@@ -771,12 +777,8 @@ func (e *Engine) takeStep(active []*seq, outs []model.Tensor, p int64) {
 		n := int64(s.length) + 1
 		for l := range e.layers {
 			for k := range 2 {
-				present := outs[e.present[l][k]].F32
 				kv := make([]float32, e.heads*n*e.hd)
-				for h := range e.heads {
-					src := present[int64(i)*outSize+h*(p+1)*e.hd+pad*e.hd : int64(i)*outSize+(h+1)*(p+1)*e.hd]
-					copy(kv[h*n*e.hd:], src)
-				}
+				copyHeads(kv, n*e.hd, outs[e.present[l][k]].F32[int64(i)*outSize+pad*e.hd:], (p+1)*e.hd, e.heads, n*e.hd)
 				s.kv[l][k] = kv
 			}
 		}
