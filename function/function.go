@@ -157,23 +157,20 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 		p.Library = model.FindLibrary()
 	}
 	var err error
-	switch {
-	case cfg.Model == "":
-		p.Data, p.Name = demo.ONNX, demo.Name
-	case cfg.Model == demo.ChatName: // a folder named chat is ./chat
+	dir := cfg.Model
+	if cfg.Model == demo.ChatName { // a folder named chat is ./chat
 		// The bundled chat model: its directory written out for the
 		// loaders, removed once they have read it.
-		dir, err := demo.WriteChat()
-		if err != nil {
+		if dir, err = demo.WriteChat(); err != nil {
 			return nil, err
 		}
 		defer os.RemoveAll(filepath.Dir(dir))
+	}
+	switch {
+	case cfg.Model == "":
+		p.Data, p.Name = demo.ONNX, demo.Name
+	case tasks.IsDir(dir):
 		if f.hf, err = tasks.Open(dir, cfg.Task, cfg.Aggregation); err != nil {
-			return nil, err
-		}
-		p.Model, p.Name = f.hf.File, f.hf.Name
-	case tasks.IsDir(cfg.Model):
-		if f.hf, err = tasks.Open(cfg.Model, cfg.Task, cfg.Aggregation); err != nil {
 			return nil, err
 		}
 		p.Model, p.Name = f.hf.File, f.hf.Name
