@@ -170,49 +170,40 @@ func newEncoder(name string, vocab int64, width, nLayers, nHeads int, seed uint6
 // random adds a weight of small random values; with skipReserved the
 // evidence dimensions (the last axis's first few) stay zero.
 func (e *encoder) random(name string, dims []int64, std float64, skipReserved bool) {
-	n := int64(1)
-	for _, d := range dims {
-		n *= d
-	}
-	if e.fitted(name, dims, n) {
-		return
-	}
-	w := make([]float32, n)
 	last := dims[len(dims)-1]
-	for i := range w {
-		if skipReserved && int64(i)%last < reserved {
-			continue
+	e.weight(name, dims, func(w []float32) {
+		for i := range w {
+			if skipReserved && int64(i)%last < reserved {
+				continue
+			}
+			w[i] = float32(e.r.NormFloat64() * std)
 		}
-		w[i] = float32(e.r.NormFloat64() * std)
-	}
-	e.g.Initializers = append(e.g.Initializers, onnxgen.FloatTensor(name, dims, w))
-}
-
-// fitted adds the fitted weight name, if there is one. A fitted weight of
-// the wrong size is a bug in the caller: it panics.
-func (e *encoder) fitted(name string, dims []int64, n int64) bool {
-	w, ok := e.weights[name]
-	if !ok {
-		return false
-	}
-	if int64(len(w)) != n {
-		panic(fmt.Sprintf("testmodels: fitted weight %s has %d values, want %v", name, len(w), dims))
-	}
-	e.g.Initializers = append(e.g.Initializers, onnxgen.FloatTensor(name, dims, w))
-	return true
+	})
 }
 
 func (e *encoder) constant(name string, dims []int64, v float32) {
+	e.weight(name, dims, func(w []float32) {
+		for i := range w {
+			w[i] = v
+		}
+	})
+}
+
+// weight adds the initializer name of dims: the fitted weight of that
+// name if there is one (and then fill is not called: no random draw is
+// spent), else one that fill fills. A fitted weight of the wrong size is a
+// bug in the caller: it panics.
+func (e *encoder) weight(name string, dims []int64, fill func(w []float32)) {
 	n := int64(1)
 	for _, d := range dims {
 		n *= d
 	}
-	if e.fitted(name, dims, n) {
-		return
-	}
-	w := make([]float32, n)
-	for i := range w {
-		w[i] = v
+	w, ok := e.weights[name]
+	if !ok {
+		w = make([]float32, n)
+		fill(w)
+	} else if int64(len(w)) != n {
+		panic(fmt.Sprintf("testmodels: fitted weight %s has %d values, want %v", name, len(w), dims))
 	}
 	e.g.Initializers = append(e.g.Initializers, onnxgen.FloatTensor(name, dims, w))
 }
