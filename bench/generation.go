@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -97,17 +96,11 @@ func (h *harness) generationCompare(root string) ([]GenPoint, error) {
 						mb = "1"
 					}
 					env := []string{"SOUS_MODEL=" + filepath.Join(dir, f), "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
-					// BENCH_PROFILE: a CPU profile of sous at the last
-					// point with continuous batching.
-					profile := os.Getenv("BENCH_PROFILE") != "" && sessions == 32 && round == 0 && f == genForms[len(genForms)-1] && mode == "continuous"
-					pprofAddr := "127.0.0.1:" + strconv.Itoa(freePort())
-					if profile {
-						env = append(env, "SOUS_PPROF_ADDR="+pprofAddr)
+					profile := ""
+					if sessions == 32 && round == 0 && f == genForms[len(genForms)-1] && mode == "continuous" {
+						profile = os.Getenv("BENCH_GEN_PROFILE")
 					}
-					p := h.startSous(env...)
-					if profile {
-						go fetchProfile(pprofAddr, os.Getenv("BENCH_PROFILE"))
-					}
+					p := h.startSousProfiled(profile, env...)
 					g := streamLoad(p.url, sessions, genDuration())
 					p.stop()
 					g.Form, g.Mode, g.Sessions = f, mode, sessions
@@ -220,16 +213,9 @@ func plotGeneration(path string, points []GenPoint) error {
 		if len(xy) == 0 {
 			continue
 		}
-		line, pts, err := plotter.NewLinePoints(xy)
-		if err != nil {
+		if err := addLine(p, xy, m.label, m.c, m.dashed); err != nil {
 			return err
 		}
-		line.Color, pts.Color = m.c, m.c
-		if m.dashed {
-			line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-		}
-		p.Add(line, pts)
-		p.Legend.Add(m.label, line, pts)
 	}
 	return p.Save(7*vg.Inch, 4*vg.Inch, path)
 }

@@ -10,7 +10,9 @@
 // the mixed-length text phase: length-aware against arrival-order batches),
 // BENCH_ONLY=generation (only the generation phase), BENCH_ONLY=prefix
 // (only the prefix cache's TTFT at turn 10), BENCH_GEN_PLOT (SVG,
-// default docs/generation.svg).
+// default docs/generation.svg), BENCH_GEN_PROFILE (a file: save a CPU
+// profile of sous during the first 32-session point of the last form
+// with continuous batching).
 package main
 
 import (
@@ -185,6 +187,18 @@ func (h *harness) start(port int, readyPath string, args []string, env []string)
 
 func (h *harness) startSous(env ...string) process { return h.startSousOn(freePort(), env...) }
 
+// startSousProfiled is startSous that, if profile names a file, saves a
+// CPU profile of sous into it over the next point's duration.
+func (h *harness) startSousProfiled(profile string, env ...string) process {
+	if profile == "" {
+		return h.startSous(env...)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(freePort())
+	p := h.startSous(append(env, "SOUS_PPROF_ADDR="+addr)...)
+	go fetchProfile(addr, profile)
+	return p
+}
+
 // startSousOn starts sous on port; start-to-ready of the demo model is kept.
 func (h *harness) startSousOn(port int, env ...string) process {
 	p, took := h.start(port, "/health/readiness", []string{h.sous},
@@ -247,15 +261,11 @@ func (h *harness) run() error {
 	for round := range 2 {
 		for _, mb := range []string{"32", "1"} {
 			env := []string{modelEnv, "SOUS_STATE=memory", "SOUS_MAX_BATCH=" + mb}
-			profile := os.Getenv("BENCH_PROFILE") != "" && round == 0 && mb == "32"
-			pprofAddr := "127.0.0.1:" + strconv.Itoa(freePort())
-			if profile {
-				env = append(env, "SOUS_PPROF_ADDR="+pprofAddr)
+			profile := ""
+			if round == 0 && mb == "32" {
+				profile = os.Getenv("BENCH_PROFILE")
 			}
-			p := h.startSous(env...)
-			if profile {
-				go fetchProfile(pprofAddr, os.Getenv("BENCH_PROFILE"))
-			}
+			p := h.startSousProfiled(profile, env...)
 			r := h.saturate(fmt.Sprintf("saturation/batch=%s (round %d)", mb, round+1), env, p.url, func(int64) []byte { return benchBody }, 64)
 			p.stop()
 			if mb == "32" {

@@ -38,16 +38,25 @@ func plotCurves(path string, curves map[string][]Point) error {
 			}
 			xy = append(xy, plotter.XY{X: pt.OfferedRate, Y: max(y, 0.01)})
 		}
-		line, points, err := plotter.NewLinePoints(xy)
-		if err != nil {
+		if err := addLine(p, xy, s.label, s.color, s.dashed); err != nil {
 			return err
 		}
-		line.Color, points.Color = s.color, s.color
-		if s.dashed {
-			line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-		}
-		p.Add(line, points)
-		p.Legend.Add(s.label, line, points)
 	}
 	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
+}
+
+// addLine adds a line with points and its legend entry to p, dashed or
+// solid.
+func addLine(p *plot.Plot, xy plotter.XYs, label string, c color.RGBA, dashed bool) error {
+	line, points, err := plotter.NewLinePoints(xy)
+	if err != nil {
+		return err
+	}
+	line.Color, points.Color = c, c
+	if dashed {
+		line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	}
+	p.Add(line, points)
+	p.Legend.Add(label, line, points)
+	return nil
 }
