@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/sous-ai/sous/function/tasks/testmodels"
 	"github.com/sous-ai/sous/internal/daprtest"
 )
 
@@ -51,15 +48,7 @@ func chatTurn(t *testing.T, base, session, text string) (string, int) {
 // wrote the transcript since) and prefills whole, then caches again. Every
 // reply equals the reply of a pod with no cache at all (greedy).
 func TestDaprChatPrefixCacheAcrossPods(t *testing.T) {
-	tok, err := os.ReadFile("function/tokenizer/testdata/tokenizers/all-minilm-l6-v2.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := testmodels.Decoder(dir, tok); err != nil {
-		t.Fatal(err)
-	}
-	modelEnv := "SOUS_MODEL=" + filepath.Join(dir, "text-generation")
+	modelEnv := "SOUS_MODEL=" + testDecoder(t)
 	ref := startSous(t, 0, modelEnv, "SOUS_STATE=memory", "SOUS_PREFIX_CACHE_BYTES=0")
 	redis := daprtest.StartRedis(t)
 	a := startPod(t, redis, "", modelEnv)

@@ -11,6 +11,21 @@ import (
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 )
 
+// testDecoder writes the test decoder (testmodels.Decoder) and returns its
+// model directory.
+func testDecoder(t *testing.T) string {
+	t.Helper()
+	tok, err := os.ReadFile("function/tokenizer/testdata/tokenizers/all-minilm-l6-v2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := testmodels.Decoder(dir, tok); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "text-generation")
+}
+
 // The official OpenAI JavaScript SDK (npm openai, fetched by make test
 // into .cache/npm-openai) runs a non-streaming and a streaming chat
 // against a sous process serving the test decoder.
@@ -22,15 +37,7 @@ func TestOpenAISDKChat(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(sdk, "index.js")); err != nil {
 		t.Fatalf("the OpenAI SDK is not fetched (make test fetches it): %v", err)
 	}
-	tok, err := os.ReadFile("function/tokenizer/testdata/tokenizers/all-minilm-l6-v2.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := testmodels.Decoder(dir, tok); err != nil {
-		t.Fatal(err)
-	}
-	s := startSous(t, 0, "SOUS_MODEL="+filepath.Join(dir, "text-generation"), "SOUS_STATE=memory")
+	s := startSous(t, 0, "SOUS_MODEL="+testDecoder(t), "SOUS_STATE=memory")
 	script := `
 const OpenAI = require(process.argv[1]);
 (async () => {

@@ -196,8 +196,8 @@ func plotGeneration(path string, points []GenPoint) error {
 	p.Legend.Top, p.Legend.Left = true, true
 	for _, m := range []struct {
 		form, mode, label string
-		c             color.RGBA
-		dashed        bool
+		c                 color.RGBA
+		dashed            bool
 	}{
 		{"optimum", "continuous", "continuous batching (Optimum past/present)", color.RGBA{R: 31, G: 119, B: 180, A: 255}, false},
 		{"gqa", "continuous", "continuous batching (GroupQueryAttention, shared buffer)", color.RGBA{R: 44, G: 160, B: 44, A: 255}, false},
