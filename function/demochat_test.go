@@ -1,9 +1,7 @@
 package function
 
 import (
-	"bufio"
 	"encoding/json"
-	"strings"
 	"testing"
 
 	"github.com/sous-ai/sous/function/demo"
@@ -64,24 +62,14 @@ func TestDemoChatModel(t *testing.T) {
 // data/chat.txt to the assistant's reply.
 func conversationsReplies(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := demo.Data.Open("data/chat.txt")
+	convs, err := demo.ReadChat(demo.Data, "data/chat.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	out := map[string]string{}
-	first, user := true, ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			first = true
-		case strings.HasPrefix(line, "user: "):
-			user = strings.TrimPrefix(line, "user: ")
-		case strings.HasPrefix(line, "assistant: ") && first:
-			out[user] = strings.TrimPrefix(line, "assistant: ")
-			first = false
+	for _, c := range convs {
+		if len(c) >= 2 && c[0].Role == "user" && c[1].Role == "assistant" {
+			out[c[0].Content] = c[1].Content
 		}
 	}
 	return out

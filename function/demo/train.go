@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
+	"github.com/sous-ai/sous/function/chat"
 	"github.com/sous-ai/sous/function/model/onnxgen"
 )
 
@@ -39,13 +40,26 @@ func ReadExamples(fsys fs.FS, name string) ([]Example, error) {
 // readConversations reads intent<TAB>text lines, a blank line ending a
 // conversation.
 func readConversations(fsys fs.FS, name string) ([][]Example, error) {
+	return readBlocks(fsys, name, func(text string) (Example, error) {
+		label, utt, ok := strings.Cut(text, "\t")
+		idx := labelIndex(label)
+		if !ok || idx < 0 {
+			return Example{}, fmt.Errorf("want intent<TAB>text with a known intent, got %q", text)
+		}
+		return Example{idx, utt}, nil
+	})
+}
+
+// readBlocks reads name's blank-line separated blocks (conversations),
+// each line parsed by parse; lines starting with # are comments.
+func readBlocks[T any](fsys fs.FS, name string, parse func(line string) (T, error)) ([][]T, error) {
 	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var convs [][]Example
-	var cur []Example
+	var blocks [][]T
+	var cur []T
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
 		text := sc.Text()
@@ -54,22 +68,33 @@ func readConversations(fsys fs.FS, name string) ([][]Example, error) {
 		}
 		if strings.TrimSpace(text) == "" {
 			if len(cur) > 0 {
-				convs = append(convs, cur)
+				blocks = append(blocks, cur)
 				cur = nil
 			}
 			continue
 		}
-		label, utt, ok := strings.Cut(text, "\t")
-		idx := labelIndex(label)
-		if !ok || idx < 0 {
-			return nil, fmt.Errorf("%s:%d: want intent<TAB>text with a known intent, got %q", name, line, text)
+		v, err := parse(text)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
 		}
-		cur = append(cur, Example{idx, utt})
+		cur = append(cur, v)
 	}
 	if len(cur) > 0 {
-		convs = append(convs, cur)
+		blocks = append(blocks, cur)
 	}
-	return convs, sc.Err()
+	return blocks, sc.Err()
+}
+
+// ReadChat reads the chat model's conversations (data/chat.txt's form):
+// blank-line separated blocks of "user: ..." and "assistant: ..." lines.
+func ReadChat(fsys fs.FS, name string) ([][]chat.Message, error) {
+	return readBlocks(fsys, name, func(text string) (chat.Message, error) {
+		role, content, ok := strings.Cut(strings.TrimSpace(text), ": ")
+		if !ok || (role != "user" && role != "assistant") {
+			return chat.Message{}, fmt.Errorf("want user: or assistant:, got %q", text)
+		}
+		return chat.Message{Role: role, Content: content}, nil
+	})
 }
 
 func labelIndex(s string) int {

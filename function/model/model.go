@@ -647,11 +647,7 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, b Bind, view func(o
 		return nil, inputErr("want %d inputs, got %d", len(e.inputs), len(ins))
 	}
 	values := make([]ort.Value, 0, len(ins))
-	defer func() {
-		for _, v := range values {
-			v.Destroy()
-		}
-	}()
+	defer func() { destroy(values) }()
 	for i, t := range ins {
 		var v ort.Value
 		var err error

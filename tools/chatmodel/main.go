@@ -40,6 +40,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
 
 	"github.com/sous-ai/sous/function/chat"
+	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 	"github.com/sous-ai/sous/function/tokenizer"
 )
@@ -62,7 +63,7 @@ func main() {
 	steps := flag.Int("steps", 300, "Adam steps (50 passes over the 6 batches)")
 	lr := flag.Float64("lr", 0.01, "learning rate")
 	flag.Parse()
-	convs, err := readConversations(*data)
+	convs, err := demo.ReadChat(os.DirFS(filepath.Dir(*data)), filepath.Base(*data))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -101,38 +102,6 @@ func main() {
 		}
 	}
 	log.Printf("wrote %s", *out)
-}
-
-// readConversations reads blank-line separated conversations of
-// "user: ..." and "assistant: ..." lines; # starts a comment.
-func readConversations(path string) ([][]chat.Message, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var convs [][]chat.Message
-	var cur []chat.Message
-	for n, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		switch {
-		case strings.HasPrefix(line, "#"):
-		case line == "":
-			if len(cur) > 0 {
-				convs = append(convs, cur)
-				cur = nil
-			}
-		default:
-			role, text, ok := strings.Cut(line, ": ")
-			if !ok || (role != "user" && role != "assistant") {
-				return nil, fmt.Errorf("%s:%d: want user: or assistant:, got %q", path, n+1, line)
-			}
-			cur = append(cur, chat.Message{Role: role, Content: text})
-		}
-	}
-	if len(cur) > 0 {
-		convs = append(convs, cur)
-	}
-	return convs, nil
 }
 
 // vocabulary builds a WordPiece tokenizer.json (BERT's normalizer and
@@ -295,7 +264,6 @@ func fit(seqs [][]int64, masks [][]float32, vocab, steps int, lr float64) map[st
 		picked := ReduceSum(Mul(logp, OneHot(labels[0], vocab, dtypes.Float32)), -1)
 		return Neg(Div(ReduceAllSum(Mul(picked, labels[1])), ReduceAllSum(labels[1])))
 	}
-	ctx.SetParam(optimizers.ParamLearningRate, lr)
 	trainer := train.NewTrainer(backend, ctx, model, loss, optimizers.Adam().LearningRate(lr).Done(), nil, nil)
 	// Each epoch visits the batches in an order drawn with a fixed seed.
 	r := rand.New(rand.NewPCG(7, 7))
