@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/sous-ai/sous/function"
+	"github.com/sous-ai/sous/function/config"
 )
 
 func main() {
@@ -27,7 +28,7 @@ func main() {
 }
 
 func run(log *slog.Logger) error {
-	cfg, err := function.ConfigFromEnv(os.Getenv)
+	cfg, err := config.FromEnv(os.Getenv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+
+	"github.com/sous-ai/sous/function/turn"
 )
 
 // BenchmarkTurnTelemetry measures turns/s through the whole pipeline
@@ -27,8 +29,8 @@ func BenchmarkTurnTelemetry(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					i := n.Add(1)
-					req := turnRequest{Session: "b" + strconv.FormatInt(i%512, 10), Text: "hello there"}
-					if _, err := s.f.turn(context.Background(), req); err != nil {
+					req := turn.Request{Session: "b" + strconv.FormatInt(i%512, 10), Text: "hello there"}
+					if _, err := s.f.turns.Do(context.Background(), req); err != nil {
 						b.Error(err)
 						return
 					}

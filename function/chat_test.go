@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sous-ai/sous/function/prompt"
 )
 
 func chatPost(t *testing.T, s *server, header map[string]string, body string) (int, http.Header, []byte) {
@@ -22,8 +24,8 @@ type chatCompletion struct {
 	Object  string `json:"object"`
 	Model   string `json:"model"`
 	Choices []struct {
-		Message      chatMessage `json:"message"`
-		FinishReason string      `json:"finish_reason"`
+		Message      prompt.Message `json:"message"`
+		FinishReason string         `json:"finish_reason"`
 	} `json:"choices"`
 	Usage struct {
 		PromptTokens     int `json:"prompt_tokens"`

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/sous-ai/sous/function/demo"
+	"github.com/sous-ai/sous/function/prompt"
 )
 
 // chatReply sends one user message of session's chat ("" for none) and
@@ -15,7 +16,7 @@ func chatReply(t *testing.T, s *server, session, text string) string {
 	if session != "" {
 		h = map[string]string{"X-Sous-Session": session}
 	}
-	body, _ := json.Marshal(map[string]any{"model": "chat", "messages": []chatMessage{{Role: "user", Content: text}}, "max_tokens": 40})
+	body, _ := json.Marshal(map[string]any{"model": "chat", "messages": []prompt.Message{{Role: "user", Content: text}}, "max_tokens": 40})
 	code, _, b := chatPost(t, s, h, string(body))
 	var cc chatCompletion
 	if code != 200 || json.Unmarshal(b, &cc) != nil || len(cc.Choices) != 1 {

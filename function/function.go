@@ -1,6 +1,7 @@
-// Package function is sous's Knative function: the echo routes, the
-// CloudEvents handling and the turn pipeline that loads a session, runs the
-// model through the batcher and saves the session again.
+// Package function is sous's Knative function: the wiring only. New reads
+// the model once and chooses what serves it (a turn runner, and for a
+// decoder the decode engine), builds the state store, the turn service and
+// the HTTP edge; Serve serves until its context ends, then drains.
 package function
 
 import (
@@ -12,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,46 +22,22 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sous-ai/sous/batching"
+	"github.com/sous-ai/sous/function/api"
+	"github.com/sous-ai/sous/function/config"
 	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/generate"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/telemetry"
+	"github.com/sous-ai/sous/function/turn"
 )
 
-// job is one turn's model input; result is its output and the size of the
-// batch it ran in.
-type job struct {
-	session string       // "" for stateless OIP calls
-	turn    *turnRequest // nil for stateless OIP calls
-	inputs  []model.Tensor
-}
+// Config is the validated configuration (package config reads it).
+type Config = config.Config
 
-// tokens is a job's sequence length: dimension 1 of its first input (the
-// token ids of a model directory's text turn).
-func (j job) tokens() int64 {
-	if len(j.inputs) == 0 || len(j.inputs[0].Shape) < 2 {
-		return 1
-	}
-	return j.inputs[0].Shape[1]
-}
-
-type result struct {
-	outputs []model.Tensor
-	batch   int
-	// ran and done bound the batch's ONNX Runtime call; get and save the
-	// batch's state calls: for traces.
-	ran, done          time.Time
-	getStart, getEnd   time.Time
-	saveStart, saveEnd time.Time
-	// A turn's outcome: its reply, or why it failed (ErrConflict: redo).
-	reply Reply
-	err   error
-}
-
-// Executor runs one batch of jobs; tests wrap it to inject faults.
-type Executor = batching.Executor[job, result]
+// Executor runs one batch of turns; tests wrap it to inject faults.
+type Executor = turn.Executor
 
 // Option sets an optional part of a Function.
 type Option func(*options)
@@ -89,7 +65,7 @@ func WithStore(s state.Store) Option { return func(o *options) { o.store = s } }
 // WithLogger sets the logger; default slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// WithExecutorWrapper wraps the model executor, e.g. to inject faults in
+// WithExecutorWrapper wraps the batch executor, e.g. to inject faults in
 // tests.
 func WithExecutorWrapper(w func(Executor) Executor) Option {
 	return func(o *options) { o.wrapExec = w }
@@ -100,28 +76,11 @@ type Function struct {
 	cfg     Config
 	log     *slog.Logger
 	engine  *model.Engine
-	batcher *batching.Batcher[job, result]
-	store   state.Store
-	locks   sessionLocks
-	// turns counts turns in progress: waiting for their session, queued or
-	// running. Beyond turnLimit a turn is refused like a full ring.
-	turns     atomic.Int64
-	turnLimit int64
-	text      *textModel // nil if the model does not take text
-	// hf, when SOUS_MODEL is a model directory, encodes text turns with the
-	// model's tokenizer and shapes their outputs (text is then nil).
-	hf *tasks.Model
-	// gen, for a decoder model directory, generates replies.
-	gen *generate.Engine
-	// onInputs, set by tests, sees the input ids of each text turn of a
-	// model directory as the model gets them.
-	onInputs func(ids []int64)
-	echo     *echo.Echo
-	now      func() time.Time
-	metrics  *telemetry.Metrics
-	// modelSlots bounds concurrent ONNX Runtime calls to Workers.
-	modelSlots chan struct{}
-	tracer     trace.Tracer
+	turns   *turn.Service
+	gen     *generate.Engine // a decoder's; nil otherwise
+	echo    *echo.Echo
+	now     func() time.Time
+	metrics *telemetry.Metrics
 	// stopTracing flushes and stops the tracer provider sous made.
 	stopTracing func(context.Context) error
 	// closeStore releases the store's connection, if it has one.
@@ -135,60 +94,58 @@ type Function struct {
 	started     time.Time
 }
 
-// textModel is what the text pipeline needs of a model: its token input,
-// its label names and its probability output.
-type textModel struct {
-	tokens int // index of the token input
-	probs  int // index of the probability output
-	labels []string
-}
-
 // New loads and warms the model and builds the routes. The model is ready
 // when New returns; Serve then serves it.
-func New(cfg Config, opts ...Option) (*Function, error) {
+func New(cfg Config, opts ...Option) (_ *Function, err error) {
 	o := options{logger: slog.Default(), now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	f := &Function{cfg: cfg, log: o.logger, now: o.now, started: o.now()}
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
 
 	p := model.Params{Library: cfg.Library, Device: cfg.Device, Workers: cfg.Workers, Logger: o.logger}
 	if p.Library == "" {
 		p.Library = model.FindLibrary()
 	}
-	var err error
-	dir := cfg.Model
+	var dir *tasks.Model
+	path := cfg.Model
 	if cfg.Model == demo.ChatName { // a folder named chat is ./chat
 		// The bundled chat model: its directory written out for the
 		// loaders, removed once they have read it.
-		if dir, err = demo.WriteChat(); err != nil {
+		if path, err = demo.WriteChat(); err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(filepath.Dir(dir))
+		defer os.RemoveAll(filepath.Dir(path))
 	}
 	switch {
 	case cfg.Model == "":
 		p.Data, p.Name = demo.ONNX, demo.Name
-	case tasks.IsDir(dir):
-		if f.hf, err = tasks.Open(dir, cfg.Task, cfg.Aggregation); err != nil {
+	case tasks.IsDir(path):
+		if dir, err = tasks.Open(path, cfg.Task, cfg.Aggregation); err != nil {
 			return nil, err
 		}
-		p.Model, p.Name = f.hf.File, f.hf.Name
+		p.Model, p.Name = dir.File, dir.Name
 	default:
 		p.Model = cfg.Model
 	}
 	if f.engine, err = model.New(p); err != nil {
 		return nil, err
 	}
-	if f.hf != nil {
-		if err := f.hf.Bind(f.engine.Inputs(), f.engine.Outputs()); err != nil {
-			f.engine.Close()
+	closers = append(closers, func() { f.engine.Close() })
+	if dir != nil {
+		if err := dir.Bind(f.engine.Inputs(), f.engine.Outputs()); err != nil {
 			return nil, err
 		}
-		o.logger.Info("model directory", "model", f.hf.Name, "task", f.hf.Task, "max_length", f.hf.MaxLength,
-			"labels", len(f.hf.Labels), "context_turns", cfg.ContextTurns)
-	} else {
-		f.text = textModelOf(f.engine)
+		o.logger.Info("model directory", "model", dir.Name, "task", dir.Task, "max_length", dir.MaxLength,
+			"labels", len(dir.Labels), "context_turns", cfg.ContextTurns)
 	}
 	if o.noTelemetry {
 		o.tp = noop.NewTracerProvider()
@@ -196,165 +153,124 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	if o.tp == nil {
 		tp, shutdown, err := telemetry.NewTracerProvider(context.Background())
 		if err != nil {
-			f.engine.Close()
 			return nil, fmt.Errorf("tracing: %w", err)
 		}
 		o.tp, f.stopTracing = tp, shutdown
 	}
-	f.tracer = telemetry.Tracer(o.tp)
-	if f.hf != nil && f.hf.Task == tasks.TextGeneration {
-		if f.gen, err = generate.New(f.engine, generate.Options{EOS: f.hf.EOS, MaxBatch: cfg.MaxBatch, KVTokens: cfg.KVTokens, SharedKV: f.hf.SharedKV,
-			PrefixCacheBytes: cfg.PrefixCache,
-			Tracer:           f.tracer}); err != nil {
-			f.engine.Close()
+	tracer := telemetry.Tracer(o.tp)
+	generates := dir != nil && dir.Task == tasks.TextGeneration
+	if generates {
+		if f.gen, err = generate.New(f.engine, generate.Options{EOS: dir.EOS, MaxBatch: cfg.MaxBatch, Queue: cfg.Queue,
+			KVTokens: cfg.KVTokens, SharedKV: dir.SharedKV, PrefixCacheBytes: cfg.PrefixCache, Decoder: dir.Tok,
+			Tracer: tracer}); err != nil {
 			return nil, err
 		}
 		o.logger.Info("decode engine", "engine", f.gen.String(), "kv_tokens", cfg.KVTokens, "prefix_cache_bytes", cfg.PrefixCache)
 	}
 
-	f.store = o.store
-	if f.store == nil {
-		switch {
-		case cfg.State == "dapr" || (cfg.State == "auto" && cfg.DaprAvailable):
-			d, err := state.NewDapr(state.DaprParams{Address: cfg.DaprAddress, Store: cfg.StateStore, Token: cfg.DaprToken})
-			if err != nil {
-				f.engine.Close()
-				return nil, err
-			}
-			// Bounded wait: the sidecar starts beside us and may be slower.
-			wctx, cancel := context.WithTimeout(context.Background(), cfg.DaprWait)
-			err = d.Wait(wctx)
-			cancel()
-			if err != nil {
-				d.Close()
-				f.engine.Close()
-				return nil, fmt.Errorf("%w (DAPR_GRPC_PORT/DAPR_GRPC_ENDPOINT %s, SOUS_DAPR_WAIT %s)", err, cfg.DaprAddress, cfg.DaprWait)
-			}
-			f.store, f.closeStore = d, d.Close
-			o.logger.Info("state store: dapr", "sidecar", cfg.DaprAddress, "store", cfg.StateStore)
-		default:
-			f.store = state.NewMemory(nil)
-			o.logger.Info("state store: embedded memory (sessions live in this process only)")
+	store := o.store
+	if store == nil {
+		if store, f.closeStore, err = openStore(cfg, o.logger); err != nil {
+			return nil, err
+		}
+		if f.closeStore != nil {
+			closers = append(closers, f.closeStore)
 		}
 	}
-
 	if !cfg.BatchState {
-		f.store = state.PerCall{Store: f.store}
-	}
-	exec := Executor(f.execute)
-	if o.wrapExec != nil {
-		exec = o.wrapExec(exec)
+		store = state.PerCall{Store: store}
 	}
 	if !o.noTelemetry {
-		tp := telemetry.Params{
-			Model: f.engine.Name(), Device: f.engine.Device(),
-			QueueDepth: func() int { return f.batcher.Len() },
-		}
+		tp := telemetry.Params{Model: f.engine.Name(), Device: f.engine.Device(), QueueDepth: func() int { return f.turns.Queued() }}
 		if f.gen != nil {
 			tp.QueueDepth = f.gen.Waiting
 			tp.ActiveSequences, tp.KVUsage = f.gen.Active, f.gen.KVUsage
 			tp.PrefixCacheBytes = func() int64 { return f.gen.CacheStats().Bytes }
 		}
-		f.metrics, err = telemetry.New(tp)
-		if err != nil {
-			f.engine.Close()
+		if f.metrics, err = telemetry.New(tp); err != nil {
 			return nil, fmt.Errorf("telemetry: %w", err)
 		}
 	}
-	f.modelSlots = make(chan struct{}, cfg.Workers)
+
+	// The kind of model served is chosen here, once: one runner.
+	slots := make(turn.Slots, cfg.Workers)
+	var runner turn.Runner
+	switch {
+	case generates:
+		runner = turn.NewGenerationRunner(f.engine, dir, f.gen, cfg.KVTokens, f.metrics)
+	case dir != nil:
+		runner = turn.NewTextRunner(f.engine, dir, cfg.ContextTurns, slots, f.metrics)
+	default:
+		runner = turn.NewTensorRunner(f.engine, slots, f.metrics)
+	}
 	executors := cfg.Workers
 	if f.closeStore != nil {
 		// A remote store: one more batch in flight than model slots, so
 		// that its state calls overlap the model's run.
 		executors++
 	}
-	f.turnLimit = int64(cfg.Queue + cfg.MaxBatch*executors)
-	bp := batching.Params{
-		Capacity:     cfg.Queue,
-		MaxBatch:     cfg.MaxBatch,
-		MaxDelay:     cfg.MaxDelay,
-		Workers:      executors,
-		DrainTimeout: cfg.DrainTimeout,
+	tp := turn.Params{
+		Runner: runner, Store: store, History: cfg.History, SessionTTL: cfg.SessionTTL, StateTimeout: cfg.StateTimeout,
+		Batching: batching.Params{Capacity: cfg.Queue, MaxBatch: cfg.MaxBatch, MaxDelay: cfg.MaxDelay, Workers: executors,
+			DrainTimeout: cfg.DrainTimeout},
+		Limit:    int64(cfg.Queue + cfg.MaxBatch*executors),
+		WrapExec: o.wrapExec, Metrics: f.metrics, Tracer: tracer, Log: o.logger, Now: o.now,
 	}
-	var bopts []batching.Option
-	if f.hf != nil {
+	if dir != nil {
 		// A batch of text costs its padded token count.
-		bp.MaxCost = int64(cfg.MaxBatchTokens)
-		bopts = append(bopts, batching.WithCost(func(j job) int64 { return j.tokens() }),
-			batching.WithPadding(cfg.BatchOrder == "length"))
+		tp.Batching.MaxCost = int64(cfg.MaxBatchTokens)
+		tp.Cost, tp.Padded, tp.Grouped = turn.Cost, true, cfg.BatchOrder == "length"
 	}
-	f.batcher = batching.New(bp, exec, append(bopts, batching.WithHooks(batching.Hooks{
-		Batch: f.metrics.Batch,
-		Wait:  f.metrics.QueueWait,
-		// An expired item's request is counted once, as its handler
-		// answers it (reason expired).
-	}))...)
+	f.turns = turn.New(tp)
 
 	// A decoder's first call is its own warm-up: Warm's zero rows do not
 	// fit its past/present shapes.
 	if f.gen == nil {
 		if err := f.engine.Warm(context.Background(), cfg.MaxBatch); err != nil {
-			f.engine.Close()
 			return nil, fmt.Errorf("model: warm-up: %w", err)
 		}
 	}
-	f.echo = f.routes()
+	f.echo = api.New(api.Params{
+		Turns: f.turns, Model: f.engine, Dir: dir, Generates: generates, Metrics: f.metrics, Tracer: tracer,
+		Log: o.logger, Now: o.now, Started: f.started, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
+		PubSub: cfg.PubSub, Topic: cfg.Topic, AppToken: cfg.AppToken,
+		Ready: func() bool { return f.ready.Load() && !f.admit.draining() },
+		Enter: f.enter,
+	})
 	return f, nil
 }
 
-func textModelOf(e *model.Engine) *textModel {
-	if e.Metadata("sous.tokenizer") != demo.Tokenizer {
-		return nil
-	}
-	tm := &textModel{tokens: -1, probs: -1}
-	for i, in := range e.Inputs() {
-		if in.Name == "tokens" && in.DType == model.INT64 && len(in.Shape) == 2 {
-			tm.tokens = i
+// openStore connects the state store the configuration names: Dapr's
+// (waiting a bounded while for the sidecar, which starts beside us and
+// may be slower), or the embedded memory store.
+func openStore(cfg Config, log *slog.Logger) (state.Store, func(), error) {
+	if cfg.State == "dapr" || (cfg.State == "auto" && cfg.DaprAvailable) {
+		d, err := state.NewDapr(state.DaprParams{Address: cfg.DaprAddress, Store: cfg.StateStore, Token: cfg.DaprToken})
+		if err != nil {
+			return nil, nil, err
 		}
-	}
-	for i, out := range e.Outputs() {
-		if out.Name == "probs" && out.DType == model.FP32 && len(out.Shape) == 2 {
-			tm.probs = i
+		wctx, cancel := context.WithTimeout(context.Background(), cfg.DaprWait)
+		err = d.Wait(wctx)
+		cancel()
+		if err != nil {
+			d.Close()
+			return nil, nil, fmt.Errorf("%w (DAPR_GRPC_PORT/DAPR_GRPC_ENDPOINT %s, SOUS_DAPR_WAIT %s)", err, cfg.DaprAddress, cfg.DaprWait)
 		}
+		log.Info("state store: dapr", "sidecar", cfg.DaprAddress, "store", cfg.StateStore)
+		return d, d.Close, nil
 	}
-	if tm.tokens < 0 || tm.probs < 0 {
-		return nil
-	}
-	tm.labels = strings.Split(e.Metadata("sous.labels"), ",")
-	return tm
+	log.Info("state store: embedded memory (sessions live in this process only)")
+	return state.NewMemory(nil), nil, nil
 }
 
-// execute is the batcher's executor: the batch's state in one read and
-// one write, and one ONNX Runtime call (in one of Workers model slots, so
-// that with a remote store one batch's state I/O overlaps another's run).
-func (f *Function) execute(ctx context.Context, in []job, out []result) error {
-	return f.executeTurns(ctx, in, out, func(need []int) ([][]model.Tensor, error) {
-		items := make([][]model.Tensor, len(need))
-		var real, longest int64
-		for k, i := range need {
-			items[k] = in[i].inputs
-			if f.hf != nil {
-				n := in[i].tokens()
-				real, longest = real+n, max(longest, n)
-				if f.onInputs != nil && in[i].turn != nil {
-					f.onInputs(items[k][0].I64)
-				}
-			}
-		}
-		if f.hf != nil {
-			f.metrics.Tokens(real, int64(len(need))*longest-real)
-		}
-		select {
-		case f.modelSlots <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		defer func() { <-f.modelSlots }()
-		start := time.Now()
-		res, err := f.engine.Run(ctx, items)
-		f.metrics.Inference(time.Since(start))
-		return res, err
-	})
+// enter admits a work request unless draining has begun; work keeps a
+// draining listener open.
+func (f *Function) enter() (func(), bool) {
+	f.lastRequest.Store(time.Now().UnixNano())
+	if !f.admit.enter() {
+		return nil, false
+	}
+	return f.admit.leave, true
 }
 
 // waitQuiet returns once no work request has arrived for DrainQuiet since
@@ -389,7 +305,7 @@ func (f *Function) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	batchCtx, stopBatcher := context.WithCancel(context.Background())
 	batcherDone := make(chan error, 1)
-	go func() { batcherDone <- f.batcher.Run(batchCtx) }()
+	go func() { batcherDone <- f.turns.Run(batchCtx) }()
 	genDone := make(chan struct{})
 	if f.gen != nil {
 		go func() { f.gen.Run(batchCtx); close(genDone) }()

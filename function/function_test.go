@@ -16,11 +16,15 @@ import (
 	"testing"
 	"time"
 
+	sousce "github.com/sous-ai/sous/function/api/cloudevents"
+
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
+	"github.com/sous-ai/sous/function/config"
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/turn"
 )
 
 type server struct {
@@ -30,7 +34,7 @@ type server struct {
 
 func testConfig(t testing.TB) Config {
 	t.Helper()
-	cfg, err := ConfigFromEnv(func(string) string { return "" })
+	cfg, err := config.FromEnv(func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,9 +125,9 @@ type intentOutput struct {
 	Scores map[string]float64 `json:"scores"`
 }
 
-func decodeReply(t testing.TB, data []byte) (Reply, intentOutput) {
+func decodeReply(t testing.TB, data []byte) (turn.Reply, intentOutput) {
 	t.Helper()
-	var r Reply
+	var r turn.Reply
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatalf("reply %s: %v", data, err)
 	}
@@ -136,7 +140,7 @@ func decodeReply(t testing.TB, data []byte) (Reply, intentOutput) {
 
 func binaryHeaders(id, session string) map[string]string {
 	return map[string]string{
-		"ce-specversion": "1.0", "ce-id": id, "ce-source": "/test", "ce-type": TypeTurn,
+		"ce-specversion": "1.0", "ce-id": id, "ce-source": "/test", "ce-type": sousce.TypeTurn,
 		"ce-subject": session, "Content-Type": "application/json",
 	}
 }
@@ -151,8 +155,8 @@ func TestCloudEventModesRawHTTP(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("binary: %d %s", code, body)
 	}
-	if got := h.Get("ce-type"); got != TypeReply {
-		t.Errorf("binary reply ce-type %q, want %s", got, TypeReply)
+	if got := h.Get("ce-type"); got != sousce.TypeReply {
+		t.Errorf("binary reply ce-type %q, want %s", got, sousce.TypeReply)
 	}
 	if got := h.Get("ce-subject"); got != "s1" {
 		t.Errorf("binary reply ce-subject %q, want s1", got)
@@ -177,7 +181,7 @@ func TestCloudEventModesRawHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, out = decodeReply(t, ev.Data)
-	if ev.Type != TypeReply || ev.Subject != "s1" || r.Turn != 2 || out.Intent != "thanks" {
+	if ev.Type != sousce.TypeReply || ev.Subject != "s1" || r.Turn != 2 || out.Intent != "thanks" {
 		t.Errorf("structured reply %s", body)
 	}
 
@@ -219,7 +223,7 @@ func TestCloudEventsSDKClient(t *testing.T) {
 		ev := cloudevents.NewEvent()
 		ev.SetID(fmt.Sprintf("sdk-%d", i))
 		ev.SetSource("/sdk")
-		ev.SetType(TypeTurn)
+		ev.SetType(sousce.TypeTurn)
 		ev.SetSubject("sdk-session")
 		if err := ev.SetData(cloudevents.ApplicationJSON, map[string]string{"text": "hello there"}); err != nil {
 			t.Fatal(err)
@@ -232,7 +236,7 @@ func TestCloudEventsSDKClient(t *testing.T) {
 		if !cloudevents.IsACK(result) {
 			t.Fatalf("structured=%v: %v", structured, result)
 		}
-		if reply == nil || reply.Type() != TypeReply {
+		if reply == nil || reply.Type() != sousce.TypeReply {
 			t.Fatalf("structured=%v: reply %v", structured, reply)
 		}
 		r, out := decodeReply(t, reply.Data())
@@ -294,7 +298,11 @@ func TestOpenInferenceProtocol(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("infer: %d %s", code, body)
 	}
-	var resp oipResponse
+	var resp struct {
+		ModelName string           `json:"model_name"`
+		ID        string           `json:"id"`
+		Outputs   []turn.TensorOut `json:"outputs"`
+	}
 	if err := json.Unmarshal(body, &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +399,7 @@ type blockingExec struct {
 }
 
 func (b *blockingExec) wrap(next Executor) Executor {
-	return func(ctx context.Context, in []job, out []result) error {
+	return func(ctx context.Context, in []*turn.Job, out []turn.Outcome) error {
 		b.entered <- len(in)
 		<-b.release
 		return next(ctx, in, out)
@@ -427,7 +435,7 @@ func TestQueueFullIs503WithRetryAfter(t *testing.T) {
 			<-b.entered
 		}
 	}
-	for s.f.batcher.Len() < 2 {
+	for s.f.turns.Queued() < 2 {
 		time.Sleep(time.Millisecond)
 	}
 	wantQueueFull(t, s, "full queue", `{"session":"q9","text":"hi"}`)
@@ -466,10 +474,10 @@ func TestHotSessionLineIsBounded(t *testing.T) {
 			<-b.entered
 		}
 	}
-	for s.f.turns.Load() < 3 {
+	for s.f.turns.InProgress() < 3 {
 		time.Sleep(time.Millisecond)
 	}
-	if n := s.f.batcher.Len(); n != 0 {
+	if n := s.f.turns.Queued(); n != 0 {
 		t.Fatalf("ring holds %d turns; the waiting ones should be in the session's line", n)
 	}
 	wantQueueFull(t, s, "fourth turn of a full line", `{"session":"hot","text":"hi"}`)
@@ -484,7 +492,7 @@ func TestHotSessionLineIsBounded(t *testing.T) {
 	if !seen[1] || !seen[2] || !seen[3] {
 		t.Errorf("accepted turns numbered %v, want 1, 2 and 3", seen)
 	}
-	if n := s.f.turns.Load(); n != 0 {
+	if n := s.f.turns.InProgress(); n != 0 {
 		t.Errorf("%d turns still counted after every answer", n)
 	}
 }
@@ -493,7 +501,7 @@ func TestPanickingExecutorFailsOnlyItsBatch(t *testing.T) {
 	var mu sync.Mutex
 	panicNext := true
 	wrap := func(next Executor) Executor {
-		return func(ctx context.Context, in []job, out []result) error {
+		return func(ctx context.Context, in []*turn.Job, out []turn.Outcome) error {
 			mu.Lock()
 			p := panicNext
 			panicNext = false
@@ -524,15 +532,15 @@ func TestSessionOrderUnderConcurrency(t *testing.T) {
 	shared := 0
 	sizes := map[int]int{}
 	wrap := func(next Executor) Executor {
-		return func(ctx context.Context, in []job, out []result) error {
+		return func(ctx context.Context, in []*turn.Job, out []turn.Outcome) error {
 			seen := map[string]bool{}
 			mu.Lock()
 			sizes[len(in)]++
 			for _, j := range in {
-				if j.session != "" && seen[j.session] {
+				if j.Req.Session != "" && seen[j.Req.Session] {
 					shared++
 				}
-				seen[j.session] = true
+				seen[j.Req.Session] = true
 			}
 			mu.Unlock()
 			return next(ctx, in, out)
@@ -595,7 +603,7 @@ func TestRawBinaryReplyIsParseableBySDK(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reply is not a CloudEvent: %v", err)
 	}
-	if err := ev.Validate(); err != nil || ev.Type() != TypeReply || ev.ID() != "p1/reply" {
+	if err := ev.Validate(); err != nil || ev.Type() != sousce.TypeReply || ev.ID() != "p1/reply" {
 		t.Errorf("reply event %v: %v", ev, err)
 	}
 }
@@ -608,7 +616,7 @@ func TestEveryNthBatchFailing(t *testing.T) {
 	var batches atomic.Int64
 	boom := fmt.Errorf("%w: injected", model.ErrRun)
 	wrap := func(next Executor) Executor {
-		return func(ctx context.Context, in []job, out []result) error {
+		return func(ctx context.Context, in []*turn.Job, out []turn.Outcome) error {
 			if batches.Add(1)%3 == 0 {
 				return boom
 			}

@@ -3,9 +3,14 @@ package function
 import (
 	"testing"
 
+	sousce "github.com/sous-ai/sous/function/api/cloudevents"
+	"github.com/sous-ai/sous/function/api/edge"
+	"github.com/sous-ai/sous/function/api/oip"
+
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/turn"
 )
 
 // fuzzFunction is a Function with the demo model loaded, for decoders
@@ -26,7 +31,7 @@ func checkDecoded(t *testing.T, err error) {
 	if err == nil {
 		return
 	}
-	if code, _, _ := classify(err); code >= 500 || code < 400 {
+	if code, _, _ := edge.Status(err); code >= 500 || code < 400 {
 		t.Fatalf("decoding error classified %d: %v", code, err)
 	}
 }
@@ -41,14 +46,14 @@ func FuzzTurnBody(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var tb turnBody
-		err := decodeJSON(body, &tb)
+		var tb sousce.TurnBody
+		err := edge.DecodeJSON(body, &tb)
 		if err == nil {
-			var req turnRequest
-			req, err = tb.request()
+			var req turn.Request
+			req, err = tb.Request()
 			if err == nil {
 				req.Session = "fuzz"
-				_, err = fn.buildInputs(&req)
+				err = fn.turns.Check(&req)
 			}
 		}
 		checkDecoded(t, err)
@@ -67,11 +72,11 @@ func FuzzOIPRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var req oipRequest
-		err := decodeJSON(body, &req)
+		var req oip.Request
+		err := edge.DecodeJSON(body, &req)
 		if err == nil {
 			var ins []model.Tensor
-			ins, err = decodeInputs(req.Inputs)
+			ins, err = oip.DecodeInputs(req.Inputs)
 			if err == nil {
 				var item []model.Tensor
 				item, err = fn.engine.Order(ins)
@@ -94,18 +99,17 @@ func FuzzCloudEventData(f *testing.F) {
 		ev := event.New()
 		ev.SetID("1")
 		ev.SetSource("/fuzz")
-		ev.SetType(TypeTurn)
+		ev.SetType(sousce.TypeTurn)
 		if subject != "" {
 			ev.SetSubject(subject)
 		}
 		if err := ev.SetData(contentType, data); err != nil {
 			return
 		}
-		req, err := fn.eventRequest(&ev, false)
+		req, err := sousce.EventRequest(&ev, false)
 		if err == nil {
-			_, err = fn.buildInputs(&req)
+			err = fn.turns.Check(&req)
 		}
-		// An invalid session id passes decoding; turn() rejects it.
 		checkDecoded(t, err)
 	})
 }

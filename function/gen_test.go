@@ -10,12 +10,15 @@ import (
 	"testing"
 	"time"
 
+	sousce "github.com/sous-ai/sous/function/api/cloudevents"
+
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/sous-ai/sous/function/chat"
+	"github.com/sous-ai/sous/function/prompt"
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tokenizer"
+	"github.com/sous-ai/sous/function/turn"
 )
 
 func genServer(t *testing.T, store state.Store) *server {
@@ -35,14 +38,14 @@ func genServerModel(t *testing.T, store state.Store, name string) *server {
 	return startServer(t, cfg, opts...)
 }
 
-func genTurn(t *testing.T, s *server, body string) (Reply, GenOutput) {
+func genTurn(t *testing.T, s *server, body string) (turn.Reply, turn.GenOutput) {
 	t.Helper()
 	code, _, b := s.post(t, "/turn", map[string]string{"Content-Type": "application/json"}, body)
 	if code != 200 {
 		t.Fatalf("/turn %s: %d %s", body, code, b)
 	}
-	var r Reply
-	var out GenOutput
+	var r turn.Reply
+	var out turn.GenOutput
 	json.Unmarshal(b, &r)
 	if err := json.Unmarshal(r.Output, &out); err != nil {
 		t.Fatalf("output %s: %v", r.Output, err)
@@ -73,11 +76,11 @@ func testGeneratedTurnsContinueFromTheStore(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := chat.Load(filepath.Join(testModels(t), name, "tokenizer_config.json"))
+	tmpl, err := prompt.Load(filepath.Join(testModels(t), name, "tokenizer_config.json"))
 	if err != nil || tmpl == nil {
 		t.Fatalf("chat template: %v", err)
 	}
-	rendered, err := tmpl.Render([]chat.Message{{Role: "user", Content: "hello there"}, {Role: "assistant", Content: o1.Text},
+	rendered, err := tmpl.Render([]prompt.Message{{Role: "user", Content: "hello there"}, {Role: "assistant", Content: o1.Text},
 		{Role: "user", Content: "and then?"}}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +117,7 @@ func TestStreamedTurn(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	var pieces strings.Builder
-	var done Reply
+	var done turn.Reply
 	events := 0
 	sc := bufio.NewScanner(resp.Body)
 	name := ""
@@ -138,7 +141,7 @@ func TestStreamedTurn(t *testing.T) {
 			}
 		}
 	}
-	var out GenOutput
+	var out turn.GenOutput
 	json.Unmarshal(done.Output, &out)
 	if events == 0 || done.Turn != 1 || out.Text != pieces.String() {
 		t.Fatalf("%d token events making %q; done %+v", events, pieces.String(), out)
@@ -151,9 +154,9 @@ func TestStreamedTurn(t *testing.T) {
 func TestGeneratedTurnsOverCloudEventsAndErrors(t *testing.T) {
 	s := genServer(t, nil)
 	code, h, b := s.post(t, "/", binaryHeaders("g-1", "ce-gen"), `{"text":"hi","max_tokens":4,"temperature":0.7,"seed":3}`)
-	var r Reply
+	var r turn.Reply
 	json.Unmarshal(b, &r)
-	if code != 200 || h.Get("Ce-Type") != TypeReply || !strings.Contains(string(r.Output), `"completion_tokens"`) {
+	if code != 200 || h.Get("Ce-Type") != sousce.TypeReply || !strings.Contains(string(r.Output), `"completion_tokens"`) {
 		t.Fatalf("CloudEvent: %d %s", code, b)
 	}
 	jsonCT := map[string]string{"Content-Type": "application/json"}
@@ -210,8 +213,8 @@ func TestSIGTERMFinishesGenerations(t *testing.T) {
 			doneData = strings.TrimPrefix(line, "data: ")
 		}
 	}
-	var r Reply
-	var out GenOutput
+	var r turn.Reply
+	var out turn.GenOutput
 	json.Unmarshal([]byte(doneData), &r)
 	json.Unmarshal(r.Output, &out)
 	if !signalled || out.FinishReason == "" || (out.FinishReason == "length" && out.CompletionTokens != 200) {
@@ -296,7 +299,7 @@ func TestLongConversationKeepsItsPrefix(t *testing.T) {
 		t.Fatalf("the transcript was cut %d times: the window was not reached", cut)
 	}
 	if served < 23*3/4-1 {
-		t.Errorf("the prefix cache served %d of 23 turns; cut in blocks of %d exchanges it should serve about 3 in 4", served, promptDropBlock)
+		t.Errorf("the prefix cache served %d of 23 turns; cut in blocks of %d exchanges it should serve about 3 in 4", served, prompt.DropBlock)
 	}
 	t.Logf("24 turns: cut %d times, %d of 23 served mostly from the cache", cut, served)
 }

@@ -1,6 +1,7 @@
 package function
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -11,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	sousce "github.com/sous-ai/sous/function/api/cloudevents"
+
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 	"github.com/sous-ai/sous/function/tokenizer"
+	"github.com/sous-ai/sous/function/turn"
 )
 
 var (
@@ -67,14 +71,14 @@ func hfServer(t *testing.T, task string, edit func(*Config)) *server {
 	return startServer(t, cfg)
 }
 
-func turnJSON(t *testing.T, s *server, session, text string, out any) Reply {
+func turnJSON(t *testing.T, s *server, session, text string, out any) turn.Reply {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"session": session, "text": text})
 	code, _, b := s.post(t, "/turn", map[string]string{"Content-Type": "application/json"}, string(body))
 	if code != 200 {
 		t.Fatalf("/turn %q: %d %s", text, code, b)
 	}
-	var r Reply
+	var r turn.Reply
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -109,9 +113,9 @@ func TestModelDirTextClassification(t *testing.T) {
 	}
 	// The same text as a binary-mode CloudEvent gets a reply event.
 	code, h, b := s.post(t, "/", binaryHeaders("hf-1", "tc-ce"), `{"text":"awful, it arrived broken"}`)
-	var r Reply
+	var r turn.Reply
 	json.Unmarshal(b, &r)
-	if code != 200 || h.Get("Ce-Type") != TypeReply || !strings.Contains(string(r.Output), `"label":"negative"`) {
+	if code != 200 || h.Get("Ce-Type") != sousce.TypeReply || !strings.Contains(string(r.Output), `"label":"negative"`) {
 		t.Errorf("CloudEvent turn: %d %s %s", code, h.Get("Ce-Type"), b)
 	}
 }
@@ -148,7 +152,7 @@ func TestModelDirBatchEqualsAlone(t *testing.T) {
 			cfg.Model = filepath.Join(testModels(t), task)
 			cfg.BatchOrder = "arrival" // one batch of every length
 			s := startServer(t, cfg, WithExecutorWrapper(b.wrap))
-			alone := make([]Reply, len(texts))
+			alone := make([]turn.Reply, len(texts))
 			for i, text := range texts {
 				go func() { <-b.entered; b.release <- struct{}{} }()
 				alone[i] = turnJSON(t, s, fmt.Sprintf("alone-%d", i), text, nil)
@@ -157,12 +161,12 @@ func TestModelDirBatchEqualsAlone(t *testing.T) {
 			wg.Add(1)
 			go func() { defer wg.Done(); turnJSON(t, s, "first", "hold", nil) }()
 			<-b.entered // the executor holds the first batch while the rest queue
-			batched := make([]Reply, len(texts))
+			batched := make([]turn.Reply, len(texts))
 			for i, text := range texts {
 				wg.Add(1)
 				go func() { defer wg.Done(); batched[i] = turnJSON(t, s, fmt.Sprintf("batched-%d", i), text, nil) }()
 			}
-			for s.f.batcher.Len() < len(texts) {
+			for s.f.turns.Queued() < len(texts) {
 				time.Sleep(time.Millisecond)
 			}
 			close(b.release)
@@ -275,20 +279,36 @@ func TestModelDirContextTurns(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Model = filepath.Join(testModels(t), "text-classification")
 	cfg.ContextTurns = 2
-	s := startServer(t, cfg, WithStore(store))
+	// What each turn's inputs are as the model gets them: the executor
+	// fills them in once it has read the session.
+	var mu sync.Mutex
+	var inputs [][]int64
+	wrap := func(next Executor) Executor {
+		return func(ctx context.Context, in []*turn.Job, out []turn.Outcome) error {
+			err := next(ctx, in, out)
+			mu.Lock()
+			for _, j := range in {
+				inputs = append(inputs, j.Inputs[0].I64)
+			}
+			mu.Unlock()
+			return err
+		}
+	}
+	s := startServer(t, cfg, WithStore(store), WithExecutorWrapper(wrap))
 	tok, err := tokenizer.Load(filepath.Join(cfg.Model, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	turnJSON(t, s, "ctx", "my order arrived broken", nil)
-	// What the second turn's inputs are: seen by the model as the pair
-	// (first turn's text, second turn's text).
-	var second []int64
-	s.f.onInputs = func(ids []int64) { second = ids }
 	var out struct {
 		Label string `json:"label"`
 	}
 	turnJSON(t, s, "ctx", "what now?", &out)
+	// The second turn's inputs: the pair (first turn's text, second
+	// turn's text).
+	mu.Lock()
+	second := inputs[len(inputs)-1]
+	mu.Unlock()
 	want, _ := tok.EncodePair("my order arrived broken", "what now?")
 	if fmt.Sprint(second) != fmt.Sprint(want.IDs) {
 		t.Fatalf("second turn's input ids %v, want the pair %v", second, want.IDs)
@@ -301,6 +321,9 @@ func TestModelDirContextTurns(t *testing.T) {
 	long := strings.Repeat("great ", 600)
 	turnJSON(t, s, "ctx2", long, nil)
 	turnJSON(t, s, "ctx2", "and then it broke", nil)
+	mu.Lock()
+	second = inputs[len(inputs)-1]
+	mu.Unlock()
 	wantTail, _ := tok.EncodeWith(long, ptrTo("and then it broke"), &tokenizer.Truncation{MaxLength: 256, Strategy: "only_first", Left: true})
 	if fmt.Sprint(second) != fmt.Sprint(wantTail.IDs) || len(second) != 256 {
 		t.Fatalf("long context: %d ids %v…", len(second), second[:min(8, len(second))])
@@ -354,7 +377,7 @@ func TestModelDirOIPText(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{
 		{`{"inputs":[{"name":"text","shape":[3],"datatype":"BYTES","data":["a","b"]}]}`, "does not match 2 strings"},
 		{`{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":[1]}]}`, "list of strings"},
-		{`{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["a"]}],"outputs":[{"name":"nope"}]}`, "this model's are label, scores"},
+		{`{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["a"]}],"outputs":[{"name":"nope"}]}`, "its outputs are label, scores"},
 	} {
 		code, _, b := s.post(t, "/v2/models/text-classification/infer", jsonCT, tc.body)
 		if code != 400 || !strings.Contains(string(b), tc.want) {

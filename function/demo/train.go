@@ -9,8 +9,8 @@ import (
 	"math/rand/v2"
 	"strings"
 
-	"github.com/sous-ai/sous/function/chat"
 	"github.com/sous-ai/sous/function/model/onnxgen"
+	"github.com/sous-ai/sous/function/prompt"
 )
 
 // Data is the labelled data set the model is fitted to and judged on.
@@ -87,13 +87,13 @@ func readBlocks[T any](fsys fs.FS, name string, parse func(line string) (T, erro
 
 // ReadChat reads the chat model's conversations (data/chat.txt's form):
 // blank-line separated blocks of "user: ..." and "assistant: ..." lines.
-func ReadChat(fsys fs.FS, name string) ([][]chat.Message, error) {
-	return readBlocks(fsys, name, func(text string) (chat.Message, error) {
+func ReadChat(fsys fs.FS, name string) ([][]prompt.Message, error) {
+	return readBlocks(fsys, name, func(text string) (prompt.Message, error) {
 		role, content, ok := strings.Cut(strings.TrimSpace(text), ": ")
 		if !ok || (role != "user" && role != "assistant") {
-			return chat.Message{}, fmt.Errorf("want user: or assistant:, got %q", text)
+			return prompt.Message{}, fmt.Errorf("want user: or assistant:, got %q", text)
 		}
-		return chat.Message{Role: role, Content: content}, nil
+		return prompt.Message{Role: role, Content: content}, nil
 	})
 }
 

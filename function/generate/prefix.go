@@ -101,3 +101,58 @@ func commonPrefix(a, b []int64) int {
 	}
 	return n
 }
+
+// lookup finds s's session in the prefix cache: how many of the prompt's
+// tokens it already holds KV for (at least one token is left to prefill,
+// for its logits), and that KV, per layer [heads, past, hd].
+func (e *Engine) lookup(s *seq) (int, [][2][]float32) {
+	if e.cache == nil || s.p.Session == "" {
+		return 0, nil
+	}
+	c := e.cache.take(s.p.Session, s.p.Prev)
+	if c == nil {
+		return 0, nil
+	}
+	past := min(commonPrefix(c.ids, s.prompt), len(s.prompt)-1)
+	if past <= 0 {
+		return 0, nil
+	}
+	s.cached = past
+	if past == len(c.ids) {
+		return past, c.kv
+	}
+	sh := e.shape
+	kv := make([][2][]float32, sh.layers)
+	for l := range kv {
+		for k := range 2 {
+			kv[l][k] = headsPrefix(c.kv[l][k], sh.heads, int64(len(c.ids)), int64(past), sh.hd)
+		}
+	}
+	return past, kv
+}
+
+// remember keeps a finished sequence's KV in the prefix cache, for the
+// session's next turn: the tokens fed (the prompt and all generated but
+// the last) and their keys and values.
+func (e *Engine) remember(s *seq) {
+	if e.cache == nil || s.p.Session == "" || s.err != nil || s.length == 0 {
+		return
+	}
+	n := len(s.prompt)
+	ids := append(s.prompt[:n:n], s.out[:s.length-n]...)
+	sh := e.shape
+	kv := e.kv.kvOf(s)
+	if len(kv) != sh.layers {
+		return
+	}
+	e.cache.put(&prefix{session: s.p.Session, version: s.p.Next, ids: ids, kv: kv,
+		bytes: int64(sh.layers) * 2 * sh.heads * int64(s.length) * sh.hd * 4})
+}
+
+// CacheStats reports the prefix cache's counters (zero without one).
+func (e *Engine) CacheStats() CacheStats {
+	if e.cache == nil {
+		return CacheStats{}
+	}
+	return e.cache.snapshot()
+}

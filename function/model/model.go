@@ -580,14 +580,11 @@ func (e *Engine) Warm(ctx context.Context, rows int) error {
 	return err
 }
 
-// FindLibrary returns the ONNX Runtime library to load: $SOUS_ORT_LIB if
-// set, else the bin/libonnxruntime.so that `make` fetched, looked for in
-// the working folder and its parents (so that tests in sub-packages find
-// it too).
+// FindLibrary returns the ONNX Runtime library to load when none is
+// configured (SOUS_ORT_LIB, read by package config): the
+// bin/libonnxruntime.so that `make` fetched, looked for in the working
+// folder and its parents (so that tests in sub-packages find it too).
 func FindLibrary() string {
-	if p := os.Getenv("SOUS_ORT_LIB"); p != "" {
-		return p
-	}
 	dir, err := os.Getwd()
 	if err != nil {
 		return "bin/libonnxruntime.so"

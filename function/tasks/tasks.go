@@ -17,8 +17,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/sous-ai/sous/function/chat"
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/prompt"
 	"github.com/sous-ai/sous/function/tokenizer"
 )
 
@@ -51,7 +51,7 @@ type Model struct {
 	Aggregation string
 	EOS         int64 // text generation: config.json eos_token_id, else [SEP]; -1 if neither
 	// Chat is tokenizer_config.json's chat template, nil if it has none.
-	Chat *chat.Template
+	Chat *prompt.Template
 	// SharedKV is the KV buffer per sequence of a decoder whose past and
 	// present share it (the GroupQueryAttention form: genai_config.json's
 	// search.past_present_share_buffer, with search.max_length or
@@ -126,7 +126,7 @@ func Open(dir, task, aggregation string) (*Model, error) {
 		m.EOS = *cfg.EOSTokenID
 	}
 
-	if m.Chat, err = chat.Load(filepath.Join(dir, "tokenizer_config.json")); err != nil {
+	if m.Chat, err = prompt.Load(filepath.Join(dir, "tokenizer_config.json")); err != nil {
 		return nil, fmt.Errorf("model directory %s: %w", dir, err)
 	}
 	var genai struct {
@@ -284,19 +284,29 @@ func (m *Model) Inputs(e tokenizer.Encoding) []model.Tensor {
 	return in
 }
 
-// Render shapes one row's outputs as the task's turn output. text is the
+// Output is one row's result, by task: *Classification, *Embedding or
+// *Entities. A turn's output is its JSON; the Open Inference Protocol lays
+// the same values out as tensors.
+type Output any
+
+// Entities is a token classification turn's output.
+type Entities struct {
+	Entities []Entity `json:"entities"`
+}
+
+// Output shapes one row's outputs as the task's result. text is the
 // turn's text; its tokens are those of e's last sequence.
-func (m *Model) Render(text string, e tokenizer.Encoding, outs []model.Tensor) (json.RawMessage, error) {
+func (m *Model) Output(text string, e tokenizer.Encoding, outs []model.Tensor) Output {
 	out := outs[m.out]
 	switch m.Task {
 	case TextClassification:
-		return json.Marshal(m.classify(out.F32))
+		c := m.classify(out.F32)
+		return &c
 	case FeatureExtraction:
-		return json.Marshal(embed(out))
+		v := embed(out)
+		return &v
 	default:
-		return json.Marshal(struct {
-			Entities []Entity `json:"entities"`
-		}{m.entities(text, e, out)})
+		return &Entities{Entities: m.entities(text, e, out)}
 	}
 }
 

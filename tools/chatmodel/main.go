@@ -39,8 +39,8 @@ import (
 	"github.com/gomlx/gomlx/pkg/ml/train"
 	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
 
-	"github.com/sous-ai/sous/function/chat"
 	"github.com/sous-ai/sous/function/demo"
+	"github.com/sous-ai/sous/function/prompt"
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 	"github.com/sous-ai/sous/function/tokenizer"
 )
@@ -72,7 +72,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	tmpl, err := chat.Compile(chatTemplate, "", "<|im_end|>")
+	tmpl, err := prompt.Compile(chatTemplate, "", "<|im_end|>")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func main() {
 // pre-tokenizer, lower case) whose vocabulary is the conversations' words
 // and punctuation, every letter and digit alone and as a word piece (so
 // any text encodes), and the special tokens.
-func vocabulary(convs [][]chat.Message) []byte {
+func vocabulary(convs [][]prompt.Message) []byte {
 	specials := []string{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<|im_start|>", "<|im_end|>"}
 	words := map[string]bool{"user": true, "assistant": true, "system": true}
 	for _, c := range convs {
@@ -183,7 +183,7 @@ func vocabSize(tokJSON []byte) int {
 // encodes to), and marks the tokens the loss counts: each token that an
 // assistant's reply or its <|im_end|> ends with is predicted from the one
 // before.
-func encode(tok *tokenizer.Tokenizer, tmpl *chat.Template, convs [][]chat.Message) (seqs [][]int64, masks [][]float32, err error) {
+func encode(tok *tokenizer.Tokenizer, tmpl *prompt.Template, convs [][]prompt.Message) (seqs [][]int64, masks [][]float32, err error) {
 	for _, c := range convs {
 		var ids []int64
 		var mask []float32

@@ -1,27 +1,33 @@
-package function
+// Package oip serves the Open Inference Protocol v2 (REST) that KServe
+// and Triton clients speak: server and model metadata, health, and
+// stateless inference with tensors in and out (and, for a model
+// directory, BYTES text in, as KServe's Hugging Face runtime takes it).
+// Tensors are decoded strictly here: datatype, shape within limits, data
+// flat or nested, numbers that fit the datatype.
+package oip
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/turn"
 )
 
-// Open Inference Protocol v2 (REST) bodies.
-type oipRequest struct {
-	ID         string            `json:"id,omitempty"`
-	Parameters map[string]any    `json:"parameters,omitempty"`
-	Inputs     []oipTensorIn     `json:"inputs"`
-	Outputs    []oipOutputWanted `json:"outputs,omitempty"`
+// Request is an inference request body.
+type Request struct {
+	ID         string         `json:"id,omitempty"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+	Inputs     []TensorIn     `json:"inputs"`
+	Outputs    []OutputWanted `json:"outputs,omitempty"`
 }
 
-type oipTensorIn struct {
+// TensorIn is one input tensor as sent.
+type TensorIn struct {
 	Name       string          `json:"name"`
 	Shape      []int64         `json:"shape"`
 	Datatype   string          `json:"datatype"`
@@ -29,36 +35,17 @@ type oipTensorIn struct {
 	Data       json.RawMessage `json:"data"`
 }
 
-type oipOutputWanted struct {
+// OutputWanted names an output the caller wants (none: all).
+type OutputWanted struct {
 	Name       string         `json:"name"`
 	Parameters map[string]any `json:"parameters,omitempty"`
 }
 
-type oipTensorOut struct {
-	Name     string  `json:"name"`
-	Shape    []int64 `json:"shape"`
-	Datatype string  `json:"datatype"`
-	Data     any     `json:"data"`
-}
-
-type oipResponse struct {
-	ModelName    string         `json:"model_name"`
-	ModelVersion string         `json:"model_version,omitempty"`
-	ID           string         `json:"id,omitempty"`
-	Outputs      []oipTensorOut `json:"outputs"`
-}
-
-func oipOut(t model.Tensor) oipTensorOut {
-	out := oipTensorOut{Name: t.Name, Shape: t.Shape, Datatype: t.DType.String()}
-	switch t.DType {
-	case model.FP32:
-		out.Data = t.F32
-	case model.INT64:
-		out.Data = t.I64
-	case model.INT32:
-		out.Data = t.I32
-	}
-	return out
+type response struct {
+	ModelName    string           `json:"model_name"`
+	ModelVersion string           `json:"model_version,omitempty"`
+	ID           string           `json:"id,omitempty"`
+	Outputs      []turn.TensorOut `json:"outputs"`
 }
 
 // maxElements bounds one tensor of a request, before any data is parsed.
@@ -67,46 +54,26 @@ const maxElements = 1 << 22
 // maxNesting bounds how deeply tensor data may nest.
 const maxNesting = 32
 
-// decodeJSON decodes one JSON value strictly: valid UTF-8 (encoding/json
-// would silently replace bad bytes), known fields only, nothing after it.
-func decodeJSON(body []byte, v any) error {
-	if !utf8.Valid(body) {
-		return badRequest("body is not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return badRequest("empty body")
-		}
-		return badRequest("invalid JSON: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return badRequest("invalid JSON: more than one value in the body")
-	}
-	return nil
-}
-
 // decodeTensor turns an OIP input into a model tensor: datatype, shape
 // within limits, data flat or nested, numbers that fit the datatype.
-func decodeTensor(in oipTensorIn) (model.Tensor, error) {
+func DecodeTensor(in TensorIn) (model.Tensor, error) {
 	if in.Name == "" {
-		return model.Tensor{}, badRequest("an input has no name")
+		return model.Tensor{}, turn.BadRequest("an input has no name")
 	}
 	dt, ok := model.ParseDType(in.Datatype)
 	if !ok {
-		return model.Tensor{}, badRequest("input %q: datatype %q is not served (FP32, INT64, INT32)", in.Name, in.Datatype)
+		return model.Tensor{}, turn.BadRequest("input %q: datatype %q is not served (FP32, INT64, INT32)", in.Name, in.Datatype)
 	}
 	if len(in.Shape) == 0 {
-		return model.Tensor{}, badRequest("input %q: shape is missing", in.Name)
+		return model.Tensor{}, turn.BadRequest("input %q: shape is missing", in.Name)
 	}
 	n := int64(1)
 	for _, d := range in.Shape {
 		if d < 0 {
-			return model.Tensor{}, badRequest("input %q: shape %v has a negative dimension", in.Name, in.Shape)
+			return model.Tensor{}, turn.BadRequest("input %q: shape %v has a negative dimension", in.Name, in.Shape)
 		}
 		if d != 0 && n > maxElements/d {
-			return model.Tensor{}, badRequest("input %q: shape %v exceeds the limit of %d elements", in.Name, in.Shape, maxElements)
+			return model.Tensor{}, turn.BadRequest("input %q: shape %v exceeds the limit of %d elements", in.Name, in.Shape, maxElements)
 		}
 		n *= d
 	}
@@ -140,10 +107,10 @@ func decodeTensor(in oipTensorIn) (model.Tensor, error) {
 		return nil
 	})
 	if err != nil {
-		return model.Tensor{}, badRequest("input %q: %v", in.Name, err)
+		return model.Tensor{}, turn.BadRequest("input %q: %v", in.Name, err)
 	}
 	if int64(count) != n {
-		return model.Tensor{}, badRequest("input %q: shape %v holds %d elements, data has %d", in.Name, in.Shape, n, count)
+		return model.Tensor{}, turn.BadRequest("input %q: shape %v holds %d elements, data has %d", in.Name, in.Shape, n, count)
 	}
 	return t, nil
 }
@@ -184,7 +151,7 @@ func walkNumbers(data json.RawMessage, fn func(string) error) error {
 		case c == '{':
 			return errors.New("data must be an array of numbers, not an object")
 		default:
-			return fmt.Errorf("data must hold numbers only, found %s", truncate(string(data[i:min(len(data), i+16)]), 16))
+			return fmt.Errorf("data must hold numbers only, found %s", string(data[i:min(len(data), i+16)]))
 		}
 	}
 	return nil
@@ -194,14 +161,14 @@ func isNumberByte(c byte) bool {
 	return (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'
 }
 
-// decodeInputs decodes every OIP input tensor.
-func decodeInputs(ins []oipTensorIn) ([]model.Tensor, error) {
+// DecodeInputs decodes every OIP input tensor.
+func DecodeInputs(ins []TensorIn) ([]model.Tensor, error) {
 	if len(ins) == 0 {
-		return nil, badRequest("no inputs")
+		return nil, turn.BadRequest("no inputs")
 	}
 	out := make([]model.Tensor, 0, len(ins))
 	for _, in := range ins {
-		t, err := decodeTensor(in)
+		t, err := DecodeTensor(in)
 		if err != nil {
 			return nil, err
 		}

@@ -1,4 +1,7 @@
-package function
+// Package config is the one reader of sous's environment (PORT, SOUS_*,
+// the Dapr sidecar's variables): FromEnv reads it into a validated Config,
+// naming the variable at fault; everything else takes the Config.
+package config
 
 import (
 	"errors"
@@ -8,7 +11,7 @@ import (
 )
 
 // Config is the function's configuration, read from the environment by
-// ConfigFromEnv (DESIGN.md "Configuration").
+// FromEnv.
 type Config struct {
 	Port          int           // PORT
 	Model         string        // SOUS_MODEL; "" serves the bundled demo model
@@ -34,7 +37,7 @@ type Config struct {
 	BatchState    bool          // SOUS_STATE_BATCH: one state read and write per batch (default), or per turn
 	PubSub        string        // SOUS_PUBSUB, the Dapr pub/sub component
 	Topic         string        // SOUS_TOPIC, the topic of turn events
-	// Model directories (DESIGN.md "Models from Hugging Face").
+	// Model directories (Hugging Face exports).
 	Task           string // SOUS_TASK: "" (from the model's outputs), text-classification, feature-extraction or token-classification
 	Aggregation    string // SOUS_AGGREGATION: none, simple, first, average or max
 	ContextTurns   int    // SOUS_CONTEXT_TURNS: earlier turns' texts put before the text
@@ -52,9 +55,9 @@ const (
 	MaxText = 8 << 10
 )
 
-// ConfigFromEnv reads and validates the configuration; getenv is
-// os.Getenv in main. Errors name the variable.
-func ConfigFromEnv(getenv func(string) string) (Config, error) {
+// FromEnv reads and validates the configuration; getenv is os.Getenv in
+// main. Errors name the variable.
+func FromEnv(getenv func(string) string) (Config, error) {
 	c := Config{}
 	var errs []error
 	str := func(name, def string) string {

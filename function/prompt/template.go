@@ -1,10 +1,12 @@
-// Package chat renders a model's chat template (tokenizer_config.json's
-// chat_template, Jinja) into the prompt the model was trained on, with
+// Package prompt builds a decoder model's prompt from a conversation: the
+// model's chat template (tokenizer_config.json's chat_template, Jinja)
+// rendered into the text the model was trained on, and a stored transcript
+// windowed to fit the model's positions (window.go). Templates run on
 // github.com/ardanlabs/jinja, a pure-Go Jinja engine built for chat
 // templates. Renderings are held to @huggingface/jinja's (the engine
 // transformers.js applies chat templates with) on committed conversations
 // (testdata/).
-package chat
+package prompt
 
 import (
 	"encoding/json"

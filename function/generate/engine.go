@@ -1,0 +1,589 @@
+// Package generate is the decode engine for decoder-only models: continuous
+// batching of decode steps. New sequences wait in a bounded queue (the
+// batching package's ring: a full queue refuses at once); each step of the
+// engine's loop (Run) admits waiting sequences while the KV budget allows,
+// prefills each (from the prefix cache's KV when it has the session's),
+// runs ONE batched decode call for every active sequence, hands each its
+// token, and retires the finished (end of sequence, a stop string, max
+// tokens) and those whose caller left. Sequences join and leave between
+// steps.
+//
+// Where the KV lives is the model's form, one kvLayout each: Optimum's
+// export (kv_past.go: past_key_values.{i}.key/value in, present.{i}.* out,
+// one position longer) or ONNX Runtime GenAI's GroupQueryAttention form
+// (kv_shared.go: one fixed buffer per sequence, written in place).
+// sample.go picks tokens; detok.go turns them into text that streams
+// without ever showing a stop string; prefix.go keeps recent sessions' KV.
+package generate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sous-ai/sous/batching"
+	"github.com/sous-ai/sous/function/model"
+)
+
+// Params are one generation's settings.
+type Params struct {
+	MaxTokens   int     // most tokens generated (default 64)
+	Temperature float64 // 0: greedy
+	TopK        int     // 0: all
+	TopP        float64 // 0 or 1: all
+	Seed        uint64  // for sampling; 0 picks one
+	// Stop strings end the generation where they first appear in its text
+	// (finish "stop"); the text ends before it. Needs Options.Decoder.
+	Stop []string
+	// OnText, if set, gets the text as it grows, from the engine's loop
+	// (it must not block): pieces of complete UTF-8 that never hold a stop
+	// string or a piece of one, and that concatenate to Result.Text.
+	OnText func(string)
+	// Session names the conversation for the prefix cache ("": none).
+	// Prev is the version of its transcript the prompt was built from,
+	// Next the version this generation's exchange is saved as: the next
+	// turn, built from Next, starts from this one's KV.
+	Session, Prev, Next string
+}
+
+// Finish reasons.
+const (
+	FinishStop      = "stop"      // the model's end-of-sequence token, or a stop string
+	FinishLength    = "length"    // MaxTokens reached
+	FinishCancelled = "cancelled" // the caller went away, or the engine stopped
+)
+
+// Result is a finished generation.
+type Result struct {
+	Tokens []int64 // as sampled, the end-of-sequence token included
+	// Text is the reply's text (with Options.Decoder): the tokens decoded,
+	// the end-of-sequence token left out, cut before a stop string.
+	Text         string
+	Finish       string
+	PromptTokens int
+	CachedTokens int // of the prompt's, those whose KV came from the prefix cache
+}
+
+// Errors callers act on.
+var (
+	// ErrTooLong: the prompt with MaxTokens cannot fit the KV budget even
+	// alone.
+	ErrTooLong = errors.New("generate: prompt and max_tokens exceed the KV budget")
+	// ErrStopped: the engine's loop has ended.
+	ErrStopped = errors.New("generate: engine stopped")
+)
+
+// Options configure an Engine.
+type Options struct {
+	EOS      int64 // end-of-sequence token id (-1: none)
+	MaxBatch int   // most sequences in one decode step (default 32)
+	// Queue bounds the sequences waiting for admission (default 1024):
+	// beyond it Generate answers batching.ErrFull at once.
+	Queue int
+	// KVTokens bounds the positions all active sequences may hold, each
+	// reserving its prompt plus MaxTokens on admission (default 65536).
+	KVTokens int
+	// SharedKV, if positive, says the model takes the GroupQueryAttention
+	// form with past and present sharing a buffer of this many positions
+	// per sequence (genai_config.json's search.max_length with
+	// past_present_share_buffer).
+	SharedKV int
+	// PrefixCacheBytes bounds the prefix cache of recent sessions' KV (0:
+	// no cache).
+	PrefixCacheBytes int64
+	// Decoder turns tokens into text, for Result.Text, Params.OnText and
+	// stop strings (nil: no text).
+	Decoder Decoder
+	// OnStep, if set, is told each decode step's batch size.
+	OnStep func(batch int)
+	// Tracer, if set, gets a span per prefill (under the caller's span)
+	// and per decode step (linked to every sequence in it).
+	Tracer trace.Tracer
+}
+
+// Engine runs a decoder model's generations. Generate may be called
+// concurrently; Run, once, runs the loop.
+type Engine struct {
+	m     *model.Engine
+	opt   Options
+	shape kvShape
+	kv    kvLayout
+	cache *prefixCache // nil: none
+	// logitsBuf takes the logits of decode steps: the loop's own, reused.
+	logitsBuf []float32
+
+	queue *batching.Queue[*seq]
+	mu    sync.Mutex // guards reserved, admittedN
+	// reserved is the KV positions admitted sequences reserve.
+	reserved  int
+	admittedN int // sequences admitted, not yet retired
+	wake      chan struct{}
+}
+
+// kvShape is what the model's inputs and outputs say of its KV and where
+// each tensor is.
+type kvShape struct {
+	layers    int
+	heads, hd int64
+	// input and output indexes
+	ids, mask, pos int
+	past           [][2]int // per layer: key, value input index
+	logits         int
+	present        [][2]int // per layer: key, value output index
+}
+
+// seq is one generation, from Generate until it is retired.
+type seq struct {
+	ctx     context.Context
+	prompt  []int64
+	p       Params
+	onToken func(int64)
+	rng     *rand.Rand
+	text    *detok // nil without a decoder
+	out     []int64
+	kv      [][2][]float32 // per layer: key, value, [heads, length, hd] (Optimum's form)
+	length  int            // positions whose KV it holds
+	done    chan Result
+	err     error
+	finish  string
+	reserve int // KV positions it needs: prompt + MaxTokens (a whole slot when shared)
+	held    int // of them reserved in the engine (once admitted)
+	slot    int // its slot in the slab (the GroupQueryAttention form)
+	cached  int // prompt tokens whose KV came from the prefix cache
+}
+
+// New binds an Engine to a decoder model loaded with model.New.
+func New(m *model.Engine, opt Options) (*Engine, error) {
+	if opt.MaxBatch <= 0 {
+		opt.MaxBatch = 32
+	}
+	if opt.KVTokens <= 0 {
+		opt.KVTokens = 65536
+	}
+	if opt.Queue <= 0 {
+		opt.Queue = 1024
+	}
+	sh, err := readShape(m)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{m: m, opt: opt, shape: sh, wake: make(chan struct{}, 1), queue: batching.NewQueue[*seq](opt.Queue)}
+	if opt.PrefixCacheBytes > 0 {
+		e.cache = newPrefixCache(opt.PrefixCacheBytes)
+	}
+	if opt.SharedKV > 0 {
+		slots := min(opt.MaxBatch, opt.KVTokens/opt.SharedKV)
+		if slots == 0 {
+			return nil, fmt.Errorf("generate: model %s: a sequence's KV buffer is %d positions, more than SOUS_KV_TOKENS %d", m.Name(), opt.SharedKV, opt.KVTokens)
+		}
+		e.opt.MaxBatch = slots
+		e.kv = newSharedKV(e, slots, int64(opt.SharedKV))
+	} else {
+		e.kv = &pastKV{e: e}
+	}
+	return e, nil
+}
+
+// readShape finds the decoder's inputs and outputs: Optimum's names, with
+// fixed heads and head_dim.
+func readShape(m *model.Engine) (kvShape, error) {
+	sh := kvShape{ids: -1, mask: -1, pos: -1, logits: -1}
+	idx := func(list []model.Info) map[string]int {
+		out := map[string]int{}
+		for i, in := range list {
+			out[in.Name] = i
+		}
+		return out
+	}
+	ins, outs := idx(m.Inputs()), idx(m.Outputs())
+	var ok bool
+	if sh.ids, ok = ins["input_ids"]; !ok {
+		return sh, fmt.Errorf("generate: model %s has no input_ids", m.Name())
+	}
+	if sh.mask, ok = ins["attention_mask"]; !ok {
+		return sh, fmt.Errorf("generate: model %s has no attention_mask", m.Name())
+	}
+	if sh.pos, ok = ins["position_ids"]; !ok {
+		return sh, fmt.Errorf("generate: model %s has no position_ids", m.Name())
+	}
+	if sh.logits, ok = outs["logits"]; !ok {
+		return sh, fmt.Errorf("generate: model %s has no logits output", m.Name())
+	}
+	for l := 0; ; l++ {
+		k, okK := ins["past_key_values."+strconv.Itoa(l)+".key"]
+		v, okV := ins["past_key_values."+strconv.Itoa(l)+".value"]
+		pk, okPK := outs["present."+strconv.Itoa(l)+".key"]
+		pv, okPV := outs["present."+strconv.Itoa(l)+".value"]
+		if !okK || !okV || !okPK || !okPV {
+			break
+		}
+		sh.past = append(sh.past, [2]int{k, v})
+		sh.present = append(sh.present, [2]int{pk, pv})
+	}
+	sh.layers = len(sh.past)
+	if sh.layers == 0 || len(ins) != 3+2*sh.layers {
+		return sh, fmt.Errorf("generate: model %s: want input_ids, attention_mask, position_ids and past_key_values.{i}.key/value, got %d inputs", m.Name(), len(ins))
+	}
+	shape := m.Inputs()[sh.past[0][0]].Shape
+	if len(shape) != 4 || shape[1] <= 0 || shape[3] <= 0 {
+		return sh, fmt.Errorf("generate: model %s: past keys have shape %v, want [batch, heads, past, head_dim] with fixed heads and head_dim", m.Name(), shape)
+	}
+	sh.heads, sh.hd = shape[1], shape[3]
+	return sh, nil
+}
+
+// Generate queues prompt, waits for its generation and returns it.
+// onToken, if set, gets each token as it is made, in order, from the
+// engine's loop (it must not block). A full queue answers batching.ErrFull
+// at once. A caller whose ctx ends gets what was generated so far with
+// FinishCancelled, and its sequence is freed at the next step.
+func (e *Engine) Generate(ctx context.Context, prompt []int64, p Params, onToken func(int64)) (Result, error) {
+	if p.MaxTokens <= 0 {
+		p.MaxTokens = 64
+	}
+	if len(prompt) == 0 {
+		return Result{}, errors.New("generate: empty prompt")
+	}
+	reserve, err := e.kv.reserve(len(prompt) + p.MaxTokens)
+	if err != nil {
+		return Result{}, err
+	}
+	if reserve > e.opt.KVTokens {
+		return Result{}, ErrTooLong
+	}
+	seed := p.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	s := &seq{ctx: ctx, prompt: prompt, p: p, onToken: onToken, rng: rand.New(rand.NewPCG(seed, seed>>1|1)),
+		done: make(chan Result, 1), reserve: reserve}
+	if e.opt.Decoder != nil {
+		s.text = newDetok(e.opt.Decoder, p.Stop)
+	}
+	if err := e.queue.Push(ctx, s); err != nil {
+		if errors.Is(err, batching.ErrClosed) {
+			err = ErrStopped
+		}
+		return Result{}, err
+	}
+	e.poke()
+	select {
+	case r := <-s.done:
+		return r, s.err
+	case <-ctx.Done():
+		// The loop frees the sequence at its next step and says so.
+		e.poke()
+		r := <-s.done
+		return r, s.err
+	}
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the engine's loop until ctx ends; then every active and waiting
+// sequence finishes with FinishCancelled. Each turn of the loop is one
+// step: admit, run, hand out, retire.
+func (e *Engine) Run(ctx context.Context) error {
+	var active []*seq
+	defer func() {
+		for _, s := range append(active, e.queue.Close()...) {
+			s.finish = FinishCancelled
+			e.retire(s)
+		}
+	}()
+	for ctx.Err() == nil {
+		// Admit: waiting sequences, oldest first, while the batch and
+		// the KV budget allow; prefill each (its first token is handed
+		// out then).
+		for _, s := range e.admit(len(active)) {
+			s.slot = len(active)
+			if err := e.prefill(ctx, s); err != nil {
+				s.err = err
+				e.retire(s)
+				continue
+			}
+			if !e.finished(s) {
+				active = append(active, s)
+			}
+		}
+		// Retire the sequences whose callers left.
+		active = e.prune(active, e.gone)
+		if len(active) == 0 {
+			if e.queue.Len() == 0 {
+				select {
+				case <-e.wake:
+				case <-ctx.Done():
+				}
+			}
+			continue
+		}
+		// Run one decode call for every active sequence; hand each its
+		// token.
+		if err := e.step(ctx, active); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			for _, s := range active {
+				s.err = err
+				e.retire(s)
+			}
+			active = nil
+			continue
+		}
+		// Retire the finished.
+		active = e.prune(active, e.finished)
+	}
+	return nil
+}
+
+// admit takes the waiting sequences that fit beside n active ones: the
+// batch's size and the KV budget, each reserving its positions. Those
+// whose callers left while waiting are retired.
+func (e *Engine) admit(n int) []*seq {
+	e.mu.Lock()
+	taken, gone := e.queue.Take(e.opt.MaxBatch-n, func(s *seq) bool {
+		if e.reserved+s.reserve > e.opt.KVTokens {
+			return false
+		}
+		e.reserved += s.reserve
+		e.admittedN++
+		s.held = s.reserve
+		return true
+	})
+	e.mu.Unlock()
+	for _, s := range gone {
+		s.finish = FinishCancelled
+		e.retire(s)
+	}
+	return taken
+}
+
+// prune drops the sequences done says are done (done retires them). The
+// last active sequence takes a dropped one's place, and its slot.
+func (e *Engine) prune(active []*seq, done func(*seq) bool) []*seq {
+	for i := 0; i < len(active); {
+		if !done(active[i]) {
+			i++
+			continue
+		}
+		last := len(active) - 1
+		if i != last {
+			e.kv.move(active[last], i)
+			active[i] = active[last]
+		}
+		active = active[:last]
+	}
+	return active
+}
+
+// gone retires s if its caller left.
+func (e *Engine) gone(s *seq) bool {
+	if s.ctx.Err() == nil {
+		return false
+	}
+	s.finish = FinishCancelled
+	e.retire(s)
+	return true
+}
+
+// finished retires s if its last token ended it: the end of sequence, a
+// stop string in its text, or MaxTokens.
+func (e *Engine) finished(s *seq) bool {
+	switch {
+	case len(s.out) > 0 && s.out[len(s.out)-1] == e.opt.EOS:
+		s.finish = FinishStop
+	case s.text != nil && s.text.stopped():
+		s.finish = FinishStop
+	case len(s.out) >= s.p.MaxTokens:
+		s.finish = FinishLength
+	default:
+		return false
+	}
+	e.retire(s)
+	return true
+}
+
+func (e *Engine) retire(s *seq) {
+	e.mu.Lock()
+	if s.held > 0 {
+		e.admittedN--
+	}
+	e.reserved -= s.held
+	s.held = 0
+	e.mu.Unlock()
+	e.remember(s)
+	s.kv = nil
+	r := Result{Tokens: s.out, Finish: s.finish, PromptTokens: len(s.prompt), CachedTokens: s.cached}
+	if s.text != nil {
+		r.Text = s.text.flush(s.p.OnText)
+	}
+	s.done <- r
+	e.poke()
+}
+
+// prefill runs s's prompt alone, from the prefix cache's KV for its first
+// tokens if the cache has them (else from an empty past), and hands out
+// its first token.
+func (e *Engine) prefill(ctx context.Context, s *seq) error {
+	if e.opt.Tracer != nil {
+		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt))))
+		defer span.End()
+	}
+	past, pkv := e.lookup(s)
+	return e.kv.prefill(ctx, s, e.prefillInputs(s, past), past, pkv)
+}
+
+// prefillInputs lays out the prompt's tokens from past on: ids, positions,
+// and the mask over the whole prompt; the KV inputs are left to the form.
+func (e *Engine) prefillInputs(s *seq, past int) []model.Tensor {
+	n := int64(len(s.prompt))
+	ones, pos := make([]int64, n), make([]int64, n-int64(past))
+	for i := range ones {
+		ones[i] = 1
+	}
+	for i := range pos {
+		pos[i] = int64(past + i)
+	}
+	sh := e.shape
+	ins := make([]model.Tensor, 3+2*sh.layers)
+	ins[sh.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(len(pos))}, I64: s.prompt[past:]}
+	ins[sh.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: ones}
+	ins[sh.pos] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(len(pos))}, I64: pos}
+	return ins
+}
+
+// step runs one decode call for every active sequence.
+func (e *Engine) step(ctx context.Context, active []*seq) error {
+	if e.opt.Tracer != nil {
+		links := make([]trace.Link, 0, len(active))
+		for _, s := range active {
+			if sc := trace.SpanContextFromContext(s.ctx); sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc})
+			}
+		}
+		_, span := e.opt.Tracer.Start(context.Background(), "sous.generate.decode_step",
+			trace.WithAttributes(attribute.Int("sous.batch_size", len(active)), attribute.Int("sous.past_tokens", longest(active))),
+			trace.WithLinks(links...))
+		defer span.End()
+	}
+	err := e.kv.step(ctx, active)
+	if err == nil && e.opt.OnStep != nil {
+		e.opt.OnStep(len(active))
+	}
+	return err
+}
+
+// stepInputs lays out a decode step's ids, positions and mask [batch,
+// past+1] for pasts up to p long: each row's ones are its positions and
+// the new one, at the right end of the row (leftPad, Optimum's form,
+// whose pasts are laid out left-padded) or at its start (the
+// GroupQueryAttention form, where the ones' count is the row's length).
+// The KV inputs are left to the form.
+func (e *Engine) stepInputs(active []*seq, p int64, leftPad bool) []model.Tensor {
+	b := int64(len(active))
+	ids, pos := make([]int64, b), make([]int64, b)
+	mask := make([]int64, b*(p+1))
+	for i, s := range active {
+		ids[i] = s.out[len(s.out)-1]
+		pos[i] = int64(s.length)
+		row := mask[int64(i)*(p+1) : int64(i+1)*(p+1)]
+		if leftPad {
+			row = row[p-int64(s.length):]
+		}
+		for j := range int64(s.length) + 1 {
+			row[j] = 1
+		}
+	}
+	sh := e.shape
+	ins := make([]model.Tensor, 3+2*sh.layers)
+	ins[sh.ids] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: ids}
+	ins[sh.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, p + 1}, I64: mask}
+	ins[sh.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: pos}
+	return ins
+}
+
+// bound binds outputs: each present to its past input where the form
+// shares them (shared: nil for Optimum's), and the logits [rows, seq,
+// vocab] to the engine's buffer when the vocabulary's size is fixed.
+func (e *Engine) bound(shared map[int]int, rows, seq int64) model.Bind {
+	b := model.Bind{Shared: shared, Into: map[int]model.Tensor{}}
+	if v := e.m.Outputs()[e.shape.logits].Shape; len(v) == 3 && v[2] > 0 {
+		n := rows * seq * v[2]
+		if int64(cap(e.logitsBuf)) < n {
+			e.logitsBuf = make([]float32, n)
+		}
+		b.Into[e.shape.logits] = model.Tensor{DType: model.FP32, Shape: []int64{rows, seq, v[2]}, F32: e.logitsBuf[:n]}
+	}
+	return b
+}
+
+// longest is the longest past among the active sequences.
+func longest(active []*seq) int {
+	n := 0
+	for _, s := range active {
+		n = max(n, s.length)
+	}
+	return n
+}
+
+// emitRows hands out each active sequence's token from its row of a
+// decode step's logits [batch, 1, vocab].
+func (e *Engine) emitRows(active []*seq, logits model.Tensor) {
+	v := int(logits.Shape[2])
+	for i, s := range active {
+		e.emit(s, logits.F32[i*v:(i+1)*v])
+	}
+}
+
+// emitLast hands out s's token from the last row of a prefill's logits
+// [1, S, vocab].
+func (e *Engine) emitLast(s *seq, logits model.Tensor) {
+	rows, v := int(logits.Shape[1]), int(logits.Shape[2])
+	e.emit(s, logits.F32[(rows-1)*v:rows*v])
+}
+
+// emit samples s's next token from logits and hands it over: to onToken,
+// and as text to OnText.
+func (e *Engine) emit(s *seq, logits []float32) {
+	t := sample(logits, s.p, s.rng)
+	s.out = append(s.out, t)
+	if s.onToken != nil {
+		s.onToken(t)
+	}
+	if s.text != nil && t != e.opt.EOS {
+		s.text.add(t, s.p.OnText)
+	}
+}
+
+// String describes the engine, for logs.
+func (e *Engine) String() string {
+	return fmt.Sprintf("%s, %d layers, %d kv heads, %s", e.m.Name(), e.shape.layers, e.shape.heads, e.kv)
+}
+
+// Active is the number of sequences admitted and not finished.
+func (e *Engine) Active() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.admittedN
+}
+
+// KVUsage is the share of the KV budget admitted sequences reserve.
+func (e *Engine) KVUsage() float64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return float64(e.reserved) / float64(e.opt.KVTokens)
+}
+
+// Waiting is the number of sequences queued for admission.
+func (e *Engine) Waiting() int { return e.queue.Len() }

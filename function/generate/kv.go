@@ -1,0 +1,48 @@
+package generate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sous-ai/sous/function/model"
+)
+
+// kvLayout is where a model form keeps its sequences' keys and values and
+// how it runs prefills and decode steps over them. Only the engine's loop
+// calls it.
+type kvLayout interface {
+	// reserve returns the KV positions a sequence of n positions
+	// (prompt and MaxTokens) holds once admitted, or ErrTooLong.
+	reserve(n int) (int, error)
+	// prefill runs s's prompt from position past on (pkv: the first past
+	// positions' KV, per layer [heads, past, hd]) into s's KV, and hands
+	// out its first token. ins holds the ids, mask and positions.
+	prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]float32) error
+	// step runs one decode call for the active sequences (active[i] in
+	// slot i) and hands each its token.
+	step(ctx context.Context, active []*seq) error
+	// move gives s slot to (the last active sequence taking a leaver's
+	// place).
+	move(s *seq, to int)
+	// kvOf is s's KV, per layer [heads, s.length, hd], for the prefix
+	// cache; it may be s's own (the caller keeps it, s is retiring).
+	kvOf(s *seq) [][2][]float32
+	fmt.Stringer
+}
+
+// copyHeads copies n values of each of heads heads from src, whose heads
+// start srcStride apart, into dst, whose heads start dstStride apart: the
+// per-head copies between KV layouts of different lengths.
+func copyHeads(dst []float32, dstStride int64, src []float32, srcStride int64, heads, n int64) {
+	for h := range heads {
+		copy(dst[h*dstStride:h*dstStride+n], src[h*srcStride:h*srcStride+n])
+	}
+}
+
+// headsPrefix copies the first n of length positions of each head of kv
+// [heads, length, hd].
+func headsPrefix(kv []float32, heads, length, n, hd int64) []float32 {
+	out := make([]float32, heads*n*hd)
+	copyHeads(out, n*hd, kv, length*hd, heads, n*hd)
+	return out
+}
