@@ -2,6 +2,7 @@ package generate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 )
@@ -363,5 +365,43 @@ func TestPrefixCacheBound(t *testing.T) {
 	}
 	if st := c.snapshot(); st.Bytes != 0 || st.Entries != 0 {
 		t.Fatalf("left %+v, want nothing", st)
+	}
+}
+
+// The wait for admission is bounded: beyond Options.Queue waiting
+// sequences Generate answers batching.ErrFull at once, and a caller who
+// leaves while waiting is answered too. Run is not started, so nothing is
+// admitted meanwhile.
+func TestQueueBoundsWaitingSequences(t *testing.T) {
+	m := decoderModel(t, forms[0].dir, forms[0].write)
+	e, err := New(m, Options{EOS: -1, Queue: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := prompts()
+	ctx, cancel := context.WithCancel(context.Background())
+	waited := make(chan error, 1)
+	go func() {
+		_, err := e.Generate(ctx, ps[0], Params{MaxTokens: 4}, nil)
+		waited <- err
+	}()
+	for e.Waiting() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	// With no loop running, a Generate that waited would never return.
+	if _, err := e.Generate(context.Background(), ps[1], Params{MaxTokens: 4}, nil); !errors.Is(err, batching.ErrFull) {
+		t.Fatalf("second sequence with a queue of 1: %v, want batching.ErrFull", err)
+	}
+	cancel()
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(runCtx); close(done) }()
+	if err := <-waited; err != nil {
+		t.Errorf("caller who left while waiting: %v, want its partial result", err)
+	}
+	stop()
+	<-done
+	if _, err := e.Generate(context.Background(), ps[1], Params{MaxTokens: 4}, nil); !errors.Is(err, ErrStopped) {
+		t.Errorf("after Run ended: %v, want ErrStopped", err)
 	}
 }
