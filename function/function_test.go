@@ -315,7 +315,7 @@ func TestOpenInferenceProtocol(t *testing.T) {
 	}
 }
 
-// Every error status of DESIGN.md, each with a message.
+// Every error status sous answers, each with a message.
 func TestErrorStatuses(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxBody = 4096
