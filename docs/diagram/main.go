@@ -35,30 +35,35 @@ type group struct {
 var (
 	groups = []group{
 		{200, 20, 695, 220, "Knative pod (scaled by the KPA on requests in flight)"},
-		{335, 60, 410, 170, "sous container"},
+		{335, 55, 428, 175, "sous container"},
 	}
 	boxes = []box{
-		{"callers", 10, 40, 150, 110, []string{"callers", "Knative broker/trigger", "HTTP (URL, OIP v2)", "Dapr invoke, pub/sub"}, "#f4f4f4"},
+		{"callers", 10, 40, 150, 110, []string{"callers", "Knative broker/trigger", "HTTP (URL, OIP v2, OpenAI)", "Dapr invoke, pub/sub"}, "#f4f4f4"},
 		{"qp", 215, 70, 100, 60, []string{"queue-proxy", "concurrency count"}, "#e8eef8"},
-		{"echo", 350, 90, 100, 60, []string{"echo", "CloudEvents SDK", "routes, checks"}, "#fff6e0"},
-		{"ring", 490, 90, 100, 60, []string{"ring batcher", "one mutex", "Submit never blocks"}, "#fff6e0"},
-		{"ort", 630, 90, 105, 60, []string{"ONNX Runtime", "one Run a batch", "CUDA or CPU"}, "#fff6e0"},
-		{"state", 490, 170, 245, 45, []string{"state: one bulk read + one write a batch", "ETag first-write-wins, sliding TTL"}, "#fff6e0"},
-		{"daprd", 775, 150, 115, 70, []string{"daprd sidecar", "state API (gRPC)", "invoke and pub/sub", "to sous on localhost"}, "#e8f4ea"},
-		{"redis", 775, 260, 115, 50, []string{"Redis", "sessions, topics"}, "#e8f4ea"},
+		{"api", 343, 80, 90, 60, []string{"api (edge)", "echo, CloudEvents", "status codes"}, "#fff6e0"},
+		{"turn", 445, 80, 106, 60, []string{"turn service", "session order", "one transcript path"}, "#fff6e0"},
+		{"ring", 563, 74, 94, 42, []string{"ring batcher", "never blocks"}, "#fff6e0"},
+		{"engine", 563, 124, 94, 42, []string{"decode engine", "continuous batching"}, "#fff6e0"},
+		{"ort", 667, 90, 86, 60, []string{"ONNX", "Runtime", "CUDA or CPU"}, "#fff6e0"},
+		{"state", 445, 180, 212, 42, []string{"state store", "bulk read + write, ETag, TTL"}, "#fff6e0"},
+		{"daprd", 778, 150, 112, 70, []string{"daprd sidecar", "state API (gRPC)", "invoke and pub/sub", "to sous on localhost"}, "#e8f4ea"},
+		{"redis", 778, 260, 112, 50, []string{"Redis", "sessions, topics"}, "#e8f4ea"},
 		{"kpa", 215, 250, 150, 55, []string{"Knative autoscaler", "adds/removes pods"}, "#e8eef8"},
 		{"metrics", 10, 250, 150, 55, []string{"Prometheus, OTLP", "/metrics, traces"}, "#f4f4f4"},
 	}
 	arrows = []arrow{
 		{"callers", "qp", "", false},
-		{"qp", "echo", "", false},
-		{"echo", "ring", "turns", false},
-		{"ring", "ort", "batches", false},
-		{"ring", "state", "", false},
+		{"qp", "api", "", false},
+		{"api", "turn", "", false},
+		{"turn", "ring", "", false},
+		{"turn", "engine", "", false},
+		{"ring", "ort", "", false},
+		{"engine", "ort", "", false},
+		{"turn", "state", "", false},
 		{"state", "daprd", "", false},
 		{"daprd", "redis", "", false},
 		{"qp", "kpa", "concurrency", true},
-		{"echo", "metrics", "", true},
+		{"api", "metrics", "", true},
 	}
 )
 
