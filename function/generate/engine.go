@@ -20,7 +20,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -38,6 +40,16 @@ type Params struct {
 	TopK        int     // 0: all
 	TopP        float64 // 0 or 1: all
 	Seed        uint64  // for sampling; 0 picks one
+	// FrequencyPenalty and PresencePenalty (-2 to 2, as OpenAI's) lower
+	// the logit of each token already generated: by its count times the
+	// first, and by the second once it has appeared.
+	FrequencyPenalty, PresencePenalty float64
+	// Logprobs asks for each generated token's log probability and
+	// TopLogprobs (0-20) for that many of the most likely at each step:
+	// log-softmax of the model's logits before penalties and temperature,
+	// as vLLM reports them by default.
+	Logprobs    bool
+	TopLogprobs int
 	// Stop strings end the generation where they first appear in its text
 	// (finish "stop"); the text ends before it. Needs Options.Decoder.
 	Stop []string
@@ -68,6 +80,23 @@ type Result struct {
 	Finish       string
 	PromptTokens int
 	CachedTokens int // of the prompt's, those whose KV came from the prefix cache
+	// Logprobs, with Params.Logprobs, are each generated token's (the
+	// end-of-sequence token's too).
+	Logprobs []Logprob
+}
+
+// Logprob is one generated token's log probability, and the most likely
+// tokens' at its step.
+type Logprob struct {
+	ID      int64
+	Logprob float32
+	Top     []TokenLogprob
+}
+
+// TokenLogprob is a token's log probability at a step.
+type TokenLogprob struct {
+	ID      int64
+	Logprob float32
 }
 
 // Errors callers act on.
@@ -147,6 +176,11 @@ type seq struct {
 	rng     *rand.Rand
 	text    *detok // nil without a decoder
 	out     []int64
+	counts  map[int64]int // generated tokens' counts, with penalties
+	// siblings continue the same prompt (GenerateN): admitted with s, its
+	// prefill's KV and logits copied to them.
+	siblings []*seq
+	lps     []Logprob
 	kv      [][2][]float32 // per layer: key, value, [heads, length, hd] (Optimum's form)
 	length  int            // positions whose KV it holds
 	done    chan Result
@@ -244,44 +278,89 @@ func readShape(m *model.Engine) (kvShape, error) {
 // at once. A caller whose ctx ends gets what was generated so far with
 // FinishCancelled, and its sequence is freed at the next step.
 func (e *Engine) Generate(ctx context.Context, prompt []int64, p Params, onToken func(int64)) (Result, error) {
-	if p.MaxTokens <= 0 {
-		p.MaxTokens = 64
+	var each func(int, int64)
+	if onToken != nil {
+		each = func(_ int, t int64) { onToken(t) }
 	}
-	if len(prompt) == 0 {
-		return Result{}, errors.New("generate: empty prompt")
-	}
-	reserve, err := e.kv.reserve(len(prompt) + p.MaxTokens)
-	if err != nil {
+	rs, err := e.GenerateN(ctx, prompt, []Params{p}, each)
+	if len(rs) == 0 {
 		return Result{}, err
 	}
-	if reserve > e.opt.KVTokens {
-		return Result{}, ErrTooLong
+	return rs[0], err
+}
+
+// GenerateN is Generate for several continuations of one prompt (OpenAI's
+// n), one per element of ps: they are admitted together, the prompt is
+// prefilled once and its KV copied to each, and each samples on with its
+// own settings (give each its own Seed). onToken gets each choice's index
+// with its tokens. Only the first continuation leaves its KV in the
+// prefix cache.
+func (e *Engine) GenerateN(ctx context.Context, prompt []int64, ps []Params, onToken func(choice int, t int64)) ([]Result, error) {
+	if len(prompt) == 0 || len(ps) == 0 {
+		return nil, errors.New("generate: empty prompt")
 	}
-	seed := p.Seed
-	if seed == 0 {
-		seed = rand.Uint64()
+	group := make([]*seq, len(ps))
+	for i, p := range ps {
+		if p.MaxTokens <= 0 {
+			p.MaxTokens = 64
+		}
+		if i > 0 {
+			p.Session = ""
+		}
+		reserve, err := e.kv.reserve(len(prompt) + p.MaxTokens)
+		if err != nil {
+			return nil, err
+		}
+		seed := p.Seed
+		if seed == 0 {
+			seed = rand.Uint64()
+		}
+		s := &seq{ctx: ctx, prompt: prompt, p: p, rng: rand.New(rand.NewPCG(seed, seed>>1|1)),
+			done: make(chan Result, 1), reserve: reserve}
+		if onToken != nil {
+			s.onToken = func(t int64) { onToken(i, t) }
+		}
+		if e.opt.Decoder != nil {
+			s.text = newDetok(e.opt.Decoder, p.Stop)
+		}
+		group[i] = s
 	}
-	s := &seq{ctx: ctx, prompt: prompt, p: p, onToken: onToken, rng: rand.New(rand.NewPCG(seed, seed>>1|1)),
-		done: make(chan Result, 1), reserve: reserve}
-	if e.opt.Decoder != nil {
-		s.text = newDetok(e.opt.Decoder, p.Stop)
+	lead := group[0]
+	lead.siblings = group[1:]
+	if lead.groupReserve() > e.opt.KVTokens || len(group) > e.opt.MaxBatch {
+		return nil, ErrTooLong
 	}
-	if err := e.queue.Push(ctx, s); err != nil {
+	if err := e.queue.Push(ctx, lead); err != nil {
 		if errors.Is(err, batching.ErrClosed) {
 			err = ErrStopped
 		}
-		return Result{}, err
+		return nil, err
 	}
 	e.poke()
-	select {
-	case r := <-s.done:
-		return r, s.err
-	case <-ctx.Done():
-		// The loop frees the sequence at its next step and says so.
-		e.poke()
-		r := <-s.done
-		return r, s.err
+	rs := make([]Result, len(group))
+	var err error
+	for i, s := range group {
+		select {
+		case rs[i] = <-s.done:
+		case <-ctx.Done():
+			// The loop frees the sequences at its next step and says so.
+			e.poke()
+			rs[i] = <-s.done
+		}
+		if s.err != nil && err == nil {
+			err = s.err
+		}
 	}
+	return rs, err
+}
+
+// groupReserve is the KV positions s and its siblings reserve together.
+func (s *seq) groupReserve() int {
+	n := s.reserve
+	for _, sib := range s.siblings {
+		n += sib.reserve
+	}
+	return n
 }
 
 func (e *Engine) poke() {
@@ -297,7 +376,11 @@ func (e *Engine) poke() {
 func (e *Engine) Run(ctx context.Context) error {
 	var active []*seq
 	defer func() {
-		for _, s := range append(active, e.queue.Close()...) {
+		left := active
+		for _, s := range e.queue.Close() {
+			left = append(append(left, s), s.siblings...)
+		}
+		for _, s := range left {
 			s.finish = FinishCancelled
 			e.retire(s)
 		}
@@ -307,14 +390,24 @@ func (e *Engine) Run(ctx context.Context) error {
 		// the KV budget allow; prefill each (its first token is handed
 		// out then).
 		for _, s := range e.admit(len(active)) {
-			s.slot = len(active)
+			group := append([]*seq{s}, s.siblings...)
+			for i, g := range group {
+				g.slot = len(active) + i
+			}
 			if err := e.prefill(ctx, s); err != nil {
-				s.err = err
-				e.retire(s)
+				for _, g := range group {
+					g.err = err
+					e.retire(g)
+				}
 				continue
 			}
-			if !e.finished(s) {
-				active = append(active, s)
+			for _, g := range group {
+				if e.finished(g) {
+					continue
+				}
+				// A finished one's slot is taken by the next.
+				e.kv.move(g, len(active))
+				active = append(active, g)
 			}
 		}
 		// Retire the sequences whose callers left.
@@ -352,19 +445,25 @@ func (e *Engine) Run(ctx context.Context) error {
 // whose callers left while waiting are retired.
 func (e *Engine) admit(n int) []*seq {
 	e.mu.Lock()
-	taken, gone := e.queue.Take(e.opt.MaxBatch-n, func(s *seq) bool {
-		if e.reserved+s.reserve > e.opt.KVTokens {
+	room := e.opt.MaxBatch - n
+	taken, gone := e.queue.Take(room, func(s *seq) bool {
+		if e.reserved+s.groupReserve() > e.opt.KVTokens || 1+len(s.siblings) > room {
 			return false
 		}
-		e.reserved += s.reserve
-		e.admittedN++
-		s.held = s.reserve
+		room -= 1 + len(s.siblings)
+		for _, g := range append([]*seq{s}, s.siblings...) {
+			e.reserved += g.reserve
+			e.admittedN++
+			g.held = g.reserve
+		}
 		return true
 	})
 	e.mu.Unlock()
 	for _, s := range gone {
-		s.finish = FinishCancelled
-		e.retire(s)
+		for _, g := range append([]*seq{s}, s.siblings...) {
+			g.finish = FinishCancelled
+			e.retire(g)
+		}
 	}
 	return taken
 }
@@ -424,7 +523,7 @@ func (e *Engine) retire(s *seq) {
 	e.mu.Unlock()
 	e.remember(s)
 	s.kv = nil
-	r := Result{Tokens: s.out, Finish: s.finish, PromptTokens: len(s.prompt), CachedTokens: s.cached}
+	r := Result{Tokens: s.out, Finish: s.finish, PromptTokens: len(s.prompt), CachedTokens: s.cached, Logprobs: s.lps}
 	if s.text != nil {
 		r.Text = s.text.flush(s.p.OnText)
 	}
@@ -550,13 +649,33 @@ func (e *Engine) emitRows(active []*seq, logits model.Tensor) {
 // [1, S, vocab].
 func (e *Engine) emitLast(s *seq, logits model.Tensor) {
 	rows, v := int(logits.Shape[1]), int(logits.Shape[2])
-	e.emit(s, logits.F32[(rows-1)*v:rows*v])
+	row := logits.F32[(rows-1)*v : rows*v]
+	// Siblings first: emit may change the row it samples from.
+	for _, sib := range s.siblings {
+		sib.length = s.length
+		e.kv.fork(s, sib)
+		e.emit(sib, slices.Clone(row))
+	}
+	e.emit(s, row)
 }
 
-// emit samples s's next token from logits and hands it over: to onToken,
-// and as text to OnText.
+// emit samples s's next token from logits (its row, which it may change)
+// and hands it over: to onToken, and as text to OnText.
 func (e *Engine) emit(s *seq, logits []float32) {
+	var lse float64
+	var top []TokenLogprob
+	if s.p.Logprobs {
+		lse, top = logSoftmaxTop(logits, s.p.TopLogprobs)
+	}
+	penalized := s.penalize(logits)
 	t := sample(logits, s.p, s.rng)
+	if s.p.Logprobs {
+		raw := float64(logits[t]) + penalized(t)
+		s.lps = append(s.lps, Logprob{ID: t, Logprob: float32(raw - lse), Top: top})
+	}
+	if s.counts != nil {
+		s.counts[t]++
+	}
 	s.out = append(s.out, t)
 	if s.onToken != nil {
 		s.onToken(t)
@@ -564,6 +683,47 @@ func (e *Engine) emit(s *seq, logits []float32) {
 	if s.text != nil && t != e.opt.EOS {
 		s.text.add(t, s.p.OnText)
 	}
+}
+
+// penalize lowers the logits of the tokens s has generated, as its
+// penalties say, and returns how much each token's logit was lowered.
+func (s *seq) penalize(logits []float32) func(int64) float64 {
+	if s.p.FrequencyPenalty == 0 && s.p.PresencePenalty == 0 {
+		return func(int64) float64 { return 0 }
+	}
+	if s.counts == nil {
+		s.counts = map[int64]int{}
+	}
+	by := func(t int64) float64 {
+		c := s.counts[t]
+		if c == 0 {
+			return 0
+		}
+		return float64(c)*s.p.FrequencyPenalty + s.p.PresencePenalty
+	}
+	for t := range s.counts {
+		logits[t] -= float32(by(t))
+	}
+	return by
+}
+
+// logSoftmaxTop returns the log of the softmax's normaliser over logits
+// and the n most likely tokens' log probabilities.
+func logSoftmaxTop(logits []float32, n int) (float64, []TokenLogprob) {
+	hi := float64(logits[argmax(logits)])
+	var sum float64
+	for _, v := range logits {
+		sum += math.Exp(float64(v) - hi)
+	}
+	lse := hi + math.Log(sum)
+	if n <= 0 {
+		return lse, nil
+	}
+	top := make([]TokenLogprob, 0, n)
+	for _, i := range topK(logits, min(n, len(logits))) {
+		top = append(top, TokenLogprob{ID: int64(i), Logprob: float32(float64(logits[i]) - lse)})
+	}
+	return lse, top
 }
 
 // String describes the engine, for logs.

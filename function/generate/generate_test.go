@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -403,5 +404,41 @@ func TestQueueBoundsWaitingSequences(t *testing.T) {
 	<-done
 	if _, err := e.Generate(context.Background(), ps[1], Params{MaxTokens: 4}, nil); !errors.Is(err, ErrStopped) {
 		t.Errorf("after Run ended: %v, want ErrStopped", err)
+	}
+}
+
+// n continuations of one prompt share one prefill: each equals the same
+// settings run alone, token for token (greedy and seeded sampling), in
+// either form; the group takes its places together.
+func TestGenerateNSharesThePrefill(t *testing.T) { eachForm(t, testGenerateN) }
+
+func testGenerateN(t *testing.T, f form, m *model.Engine) {
+	var mu sync.Mutex
+	var batches []int
+	e := startEngine(t, m, Options{EOS: -1, SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
+	prompt := prompts()[3]
+	ps := []Params{
+		{MaxTokens: 10},
+		{MaxTokens: 14, Temperature: 1, Seed: 11},
+		{MaxTokens: 6, Temperature: 1.2, TopK: 40, Seed: 12},
+	}
+	got, err := e.GenerateN(context.Background(), prompt, ps, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	first := batches[0]
+	mu.Unlock()
+	if first != len(ps) {
+		t.Errorf("first decode step ran %d sequences, want the %d of the group", first, len(ps))
+	}
+	for i, p := range ps {
+		alone, err := e.Generate(context.Background(), prompt, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got[i].Tokens, alone.Tokens) || got[i].Finish != alone.Finish {
+			t.Errorf("choice %d: %v %s, alone %v %s", i, got[i].Tokens, got[i].Finish, alone.Tokens, alone.Finish)
+		}
 	}
 }

@@ -21,6 +21,9 @@ type kvLayout interface {
 	// step runs one decode call for the active sequences (active[i] in
 	// slot i) and hands each its token.
 	step(ctx context.Context, active []*seq) error
+	// fork gives to (in its own slot) a copy of from's KV, after from's
+	// prefill.
+	fork(from, to *seq)
 	// move gives s slot to (the last active sequence taking a leaver's
 	// place).
 	move(s *seq, to int)

@@ -2,6 +2,7 @@ package generate
 
 import (
 	"context"
+	"slices"
 
 	"github.com/sous-ai/sous/function/model"
 )
@@ -28,6 +29,15 @@ func (k *pastKV) String() string { return "Optimum form (past_key_values)" }
 func (k *pastKV) reserve(n int) (int, error) { return n, nil }
 
 func (k *pastKV) move(s *seq, to int) { s.slot = to }
+
+func (k *pastKV) fork(from, to *seq) {
+	to.kv = make([][2][]float32, len(from.kv))
+	for l := range from.kv {
+		for kind := range 2 {
+			to.kv[l][kind] = slices.Clone(from.kv[l][kind])
+		}
+	}
+}
 
 func (k *pastKV) kvOf(s *seq) [][2][]float32 { return s.kv }
 

@@ -72,6 +72,15 @@ func (k *sharedKV) move(s *seq, to int) {
 	s.slot = to
 }
 
+func (k *sharedKV) fork(from, to *seq) {
+	sh := k.e.shape
+	for l := range sh.layers {
+		for kind := range 2 {
+			copyHeads(k.slotKV(l, kind, to.slot), k.buffer*sh.hd, k.slotKV(l, kind, from.slot), k.buffer*sh.hd, sh.heads, int64(from.length)*sh.hd)
+		}
+	}
+}
+
 func (k *sharedKV) kvOf(s *seq) [][2][]float32 {
 	sh := k.e.shape
 	kv := make([][2][]float32, sh.layers)

@@ -130,3 +130,24 @@ func BenchmarkSample151k(b *testing.B) {
 		}
 	})
 }
+
+// Penalties lower a generated token's logit by its count times the
+// frequency penalty plus the presence penalty once it appeared; logprobs
+// are the raw log-softmax, whatever the penalties did.
+func TestPenaltiesAndLogprobs(t *testing.T) {
+	s := &seq{p: Params{FrequencyPenalty: 0.5, PresencePenalty: 1, Logprobs: true, TopLogprobs: 2}, counts: map[int64]int{2: 3}}
+	logits := []float32{1, 2, 4, 0}
+	lse, top := logSoftmaxTop(logits, 2)
+	by := s.penalize(logits)
+	if got, want := logits, []float32{1, 2, 4 - 0.5*3 - 1, 0}; !slices.Equal(got, want) {
+		t.Errorf("penalized logits %v, want %v", got, want)
+	}
+	if by(2) != 2.5 || by(1) != 0 {
+		t.Errorf("penalty of token 2 %g, token 1 %g; want 2.5, 0", by(2), by(1))
+	}
+	wantLSE := math.Log(math.Exp(1) + math.Exp(2) + math.Exp(4) + 1)
+	if math.Abs(lse-wantLSE) > 1e-9 || len(top) != 2 || top[0].ID != 2 || top[1].ID != 1 ||
+		math.Abs(float64(top[0].Logprob)-(4-wantLSE)) > 1e-6 {
+		t.Errorf("logsumexp %g top %v, want %g and tokens 2, 1", lse, top, wantLSE)
+	}
+}
