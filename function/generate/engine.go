@@ -180,16 +180,16 @@ type seq struct {
 	// siblings continue the same prompt (GenerateN): admitted with s, its
 	// prefill's KV and logits copied to them.
 	siblings []*seq
-	lps     []Logprob
-	kv      [][2][]float32 // per layer: key, value, [heads, length, hd] (Optimum's form)
-	length  int            // positions whose KV it holds
-	done    chan Result
-	err     error
-	finish  string
-	reserve int // KV positions it needs: prompt + MaxTokens (a whole slot when shared)
-	held    int // of them reserved in the engine (once admitted)
-	slot    int // its slot in the slab (the GroupQueryAttention form)
-	cached  int // prompt tokens whose KV came from the prefix cache
+	lps      []Logprob
+	kv       [][2][]float32 // per layer: key, value, [heads, length, hd] (Optimum's form)
+	length   int            // positions whose KV it holds
+	done     chan Result
+	err      error
+	finish   string
+	reserve  int // KV positions it needs: prompt + MaxTokens (a whole slot when shared)
+	held     int // of them reserved in the engine (once admitted)
+	slot     int // its slot in the slab (the GroupQueryAttention form)
+	cached   int // prompt tokens whose KV came from the prefix cache
 }
 
 // New binds an Engine to a decoder model loaded with model.New.
