@@ -60,7 +60,14 @@ func TestChatCompletions(t *testing.T) {
 		t.Errorf("/v1/models: %d %s", gcode, gb)
 	}
 	for body, want := range map[string]string{
-		`{"messages":[{"role":"user","content":"hi"}],"n":2}`: "n: only 1",
+		`{"messages":[{"role":"user","content":"hi"}],"n":9}`:                                                 "n 9: want 1 to 8",
+		`{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`: "tools: not supported",
+		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}`:              `response_format type "json_object"`,
+		`{"messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}],"metadata":{"a":"b"}}`:       "functions: not supported",
+		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`:             `part type "image_url"`,
+		`{"messages":[{"role":"user","content":"hi"}],"top_logprobs":3}`:                                      "needs logprobs",
+		`{"messages":[{"role":"user","content":"hi"}],"presence_penalty":3}`:                                  "presence_penalty",
+		`{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"max_completion_tokens":5}`:              "disagree",
 		`{"messages":[]}`: "at least one",
 		`{"messages":[{"role":"robot","content":"hi"}]}`:                 "role \"robot\"",
 		`{"messages":[{"role":"user","content":"hi"}],"temperature":-1}`: "temperature",
@@ -78,14 +85,71 @@ func TestChatCompletions(t *testing.T) {
 			t.Errorf("%s: %d %s, want 400 %q", body, code, b, want)
 		}
 	}
+	// A message that cannot fit the model's positions with its
+	// max_tokens is refused with OpenAI's code, never cut.
+	long := strings.Repeat("word ", 5000)
+	code, _, b = chatPost(t, s, nil, `{"messages":[{"role":"user","content":"`+long+`"}],"max_tokens":8}`)
+	if code != 400 || !strings.Contains(string(b), `"code":"context_length_exceeded"`) {
+		t.Errorf("a 5,000-word message: %d %.200s, want 400 context_length_exceeded", code, b)
+	}
+}
+
+// The OpenAI fields that change the answer: n choices from one prefill
+// (greedy: all equal), logprobs with top_logprobs, content as text parts,
+// max_completion_tokens.
+func TestChatCompletionsFields(t *testing.T) {
+	s := genServer(t, nil)
+	code, _, b := chatPost(t, s, nil, `{"messages":[{"role":"user","content":[{"type":"text","text":"hello"},{"type":"text","text":"there"}]}],
+		"n":3,"max_completion_tokens":5,"logprobs":true,"top_logprobs":2}`)
+	var cc struct {
+		Choices []struct {
+			Message  struct{ Content string }
+			Logprobs struct {
+				Content []struct {
+					Token       string
+					Logprob     float64
+					Bytes       []int
+					TopLogprobs []struct {
+						Token   string
+						Logprob float64
+					} `json:"top_logprobs"`
+				}
+			}
+		}
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		}
+	}
+	if err := json.Unmarshal(b, &cc); err != nil || code != 200 || len(cc.Choices) != 3 {
+		t.Fatalf("n 3: %d %s", code, b)
+	}
+	for i, ch := range cc.Choices {
+		if ch.Message.Content != cc.Choices[0].Message.Content {
+			t.Errorf("greedy choice %d %q differs from choice 0 %q", i, ch.Message.Content, cc.Choices[0].Message.Content)
+		}
+		if len(ch.Logprobs.Content) != 5 {
+			t.Fatalf("choice %d: %d logprobs, want 5", i, len(ch.Logprobs.Content))
+		}
+		for _, lp := range ch.Logprobs.Content {
+			// Greedy: the token taken is the most likely one.
+			if len(lp.TopLogprobs) != 2 || lp.Logprob > 0 || lp.TopLogprobs[0].Token != lp.Token || lp.TopLogprobs[0].Logprob != lp.Logprob ||
+				lp.TopLogprobs[1].Logprob > lp.Logprob || len(lp.Bytes) != len(lp.Token) {
+				t.Errorf("choice %d logprob %+v", i, lp)
+			}
+		}
+	}
+	if cc.Usage.CompletionTokens != 15 {
+		t.Errorf("usage completion_tokens %d, want 15 (3 choices of 5)", cc.Usage.CompletionTokens)
+	}
 }
 
 // stream: true answers with data: chunks (a role delta, content deltas, a
-// finish reason) and data: [DONE].
+// finish reason), with stream_options.include_usage a last chunk with no
+// choices and the usage, and data: [DONE].
 func TestChatCompletionsStream(t *testing.T) {
 	s := genServer(t, nil)
 	req, _ := http.NewRequest(http.MethodPost, s.url+"/v1/chat/completions",
-		strings.NewReader(`{"messages":[{"role":"user","content":"hello there"}],"max_tokens":8,"stream":true}`))
+		strings.NewReader(`{"messages":[{"role":"user","content":"hello there"}],"max_tokens":8,"stream":true,"stream_options":{"include_usage":true}}`))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -93,7 +157,7 @@ func TestChatCompletionsStream(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	var content strings.Builder
-	role, finish, done := "", "", false
+	role, finish, done, usage := "", "", false, 0
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		data, ok := strings.CutPrefix(sc.Text(), "data: ")
@@ -110,9 +174,19 @@ func TestChatCompletionsStream(t *testing.T) {
 				Delta        map[string]string `json:"delta"`
 				FinishReason *string           `json:"finish_reason"`
 			} `json:"choices"`
+			Usage *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
 		}
 		if err := json.Unmarshal([]byte(data), &ch); err != nil || ch.Object != "chat.completion.chunk" {
 			t.Fatalf("chunk %s: %v", data, err)
+		}
+		if ch.Usage != nil {
+			if len(ch.Choices) != 0 || finish == "" {
+				t.Errorf("usage chunk %s: want no choices, after the finish", data)
+			}
+			usage = ch.Usage.CompletionTokens
+			continue
 		}
 		if r := ch.Choices[0].Delta["role"]; r != "" {
 			role = r
@@ -122,7 +196,7 @@ func TestChatCompletionsStream(t *testing.T) {
 			finish = *ch.Choices[0].FinishReason
 		}
 	}
-	if role != "assistant" || content.Len() == 0 || finish != "length" || !done {
-		t.Fatalf("role %q, content %q, finish %q, [DONE] %v", role, content.String(), finish, done)
+	if role != "assistant" || content.Len() == 0 || finish != "length" || !done || usage != 8 {
+		t.Fatalf("role %q, content %q, finish %q, [DONE] %v, usage %d", role, content.String(), finish, done, usage)
 	}
 }

@@ -81,8 +81,13 @@ func New(p Params) *echo.Echo {
 	work.POST("/turn", t.serve)
 	oip.Register(e, work, oip.Params{Turns: p.Turns, Model: p.Model, Dir: p.Dir, Version: Version,
 		MaxBatch: p.MaxBatch, MaxBody: p.MaxBody, Ready: p.Ready})
-	openai.Register(e, work, openai.Params{Turns: p.Turns, Model: p.Model.Name(), Generates: p.Generates,
-		Renderer: r, Tracer: p.Tracer, MaxBody: p.MaxBody, Started: p.Started})
+	op := openai.Params{Turns: p.Turns, Model: p.Model.Name(), Generates: p.Generates,
+		Renderer: r, Tracer: p.Tracer, MaxBody: p.MaxBody, Started: p.Started, EOS: -1}
+	if p.Generates {
+		op.Tokens = func(id int64) []byte { return p.Dir.Tok.AppendDecoded(nil, id) }
+		op.EOS = p.Dir.EOS
+	}
+	openai.Register(e, work, op)
 	ready := func(c echo.Context) error {
 		if !p.Ready() {
 			return &edge.Error{Code: http.StatusServiceUnavailable, Msg: "not ready"}

@@ -14,6 +14,10 @@ type Exchange struct {
 	Assistant string
 }
 
+// ErrContextLength: the request's own messages (every stored exchange
+// left out) and the reply's tokens do not fit the model's positions.
+var ErrContextLength = errors.New("prompt: the messages and max_tokens exceed the model's positions")
+
 // ErrTemplate wraps a chat template that failed to render the
 // conversation (a caller's messages the template refuses, e.g. roles out of
 // order): the caller's to fix.
@@ -41,7 +45,8 @@ const DropBlock = 4
 // number: the prompt then starts at the same exchange for several turns,
 // so a prefix cache keyed on the prompt's tokens still serves them
 // (dropping one exchange a turn would change the prompt's start every
-// turn). A prompt still too long loses its oldest tokens.
+// turn). Messages are never cut: a prompt too long with no stored
+// exchange left is ErrContextLength.
 func (b *Builder) Build(history []Exchange, messages []Message, maxTokens int) ([]int64, error) {
 	room := b.Positions - maxTokens
 	base := 0 // exchanges with turn numbers above base are in the prompt
@@ -57,7 +62,7 @@ func (b *Builder) Build(history []Exchange, messages []Message, maxTokens int) (
 			return ids, nil
 		}
 		if len(history) == 0 || base >= history[len(history)-1].N {
-			return ids[len(ids)-room:], nil
+			return nil, fmt.Errorf("%w: %d prompt tokens and max_tokens %d, the model holds %d", ErrContextLength, len(ids), maxTokens, b.Positions)
 		}
 		base += DropBlock
 	}

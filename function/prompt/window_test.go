@@ -1,6 +1,7 @@
 package prompt
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -57,10 +58,12 @@ func TestBuildWindowsTheTranscriptInBlocks(t *testing.T) {
 			t.Errorf("%d turns: the request's message (developer as system) must come last: %q", tc.turns, rendered)
 		}
 	}
-	// A message too long on its own keeps its newest tokens.
+	// A message too long on its own is refused, never cut, with or
+	// without stored exchanges before it.
 	long := []Message{{Role: "user", Content: strings.Repeat("w ", 100)}}
-	ids, err := b.Build(nil, long, 10)
-	if err != nil || len(ids) != 30 || ids[29] != 101 {
-		t.Errorf("long message: %d ids (last %d), %v; want the last 30 of 102", len(ids), ids[len(ids)-1], err)
+	for _, h := range [][]Exchange{nil, history(9)} {
+		if ids, err := b.Build(h, long, 10); !errors.Is(err, ErrContextLength) {
+			t.Errorf("long message after %d exchanges: %d ids, %v; want ErrContextLength", len(h), len(ids), err)
+		}
 	}
 }

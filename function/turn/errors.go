@@ -21,6 +21,11 @@ var (
 	ErrUnavailable = errors.New("state store unavailable")
 	// ErrShuttingDown: this instance takes no new turns.
 	ErrShuttingDown = errors.New("shutting down")
+	// ErrContextLength: the request's messages and max_tokens cannot fit
+	// the model's positions (a caller's mistake, as ErrBadRequest: older
+	// turns of a stored transcript are windowed out, but a message is
+	// never cut).
+	ErrContextLength = fmt.Errorf("%w: context length exceeded", ErrBadRequest)
 )
 
 // BadRequest returns an ErrBadRequest saying what was wrong.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/sous-ai/sous/function/generate"
@@ -23,11 +24,19 @@ type GenParams struct {
 	Seed        *uint64  `json:"seed,omitempty"`
 	Stop        []string `json:"stop,omitempty"`
 	Stream      bool     `json:"stream,omitempty"`
+	// Penalties on tokens already generated (-2 to 2, as OpenAI's).
+	FrequencyPenalty *float64 `json:"frequency_penalty,omitempty"`
+	PresencePenalty  *float64 `json:"presence_penalty,omitempty"`
+	// Logprobs asks for each token's log probability, TopLogprobs (0-20)
+	// for the most likely alternatives too.
+	Logprobs    bool `json:"logprobs,omitempty"`
+	TopLogprobs *int `json:"top_logprobs,omitempty"`
 }
 
 // Any reports whether any generation setting was given.
 func (g *GenParams) Any() bool {
-	return g.MaxTokens != nil || g.Temperature != nil || g.TopK != nil || g.TopP != nil || g.Seed != nil || g.Stop != nil || g.Stream
+	return g.MaxTokens != nil || g.Temperature != nil || g.TopK != nil || g.TopP != nil || g.Seed != nil || g.Stop != nil || g.Stream ||
+		g.FrequencyPenalty != nil || g.PresencePenalty != nil || g.Logprobs || g.TopLogprobs != nil
 }
 
 // MaxGenTokens bounds max_tokens.
@@ -72,6 +81,28 @@ func (g *GenParams) Params() (generate.Params, error) {
 		}
 	}
 	p.Stop = g.Stop
+	for _, pen := range []struct {
+		name string
+		v    *float64
+		to   *float64
+	}{{"frequency_penalty", g.FrequencyPenalty, &p.FrequencyPenalty}, {"presence_penalty", g.PresencePenalty, &p.PresencePenalty}} {
+		if pen.v != nil {
+			if *pen.v < -2 || *pen.v > 2 {
+				return p, BadRequest("%s %g: want -2 to 2", pen.name, *pen.v)
+			}
+			*pen.to = *pen.v
+		}
+	}
+	if g.TopLogprobs != nil {
+		if *g.TopLogprobs < 0 || *g.TopLogprobs > 20 {
+			return p, BadRequest("top_logprobs %d: want 0 to 20", *g.TopLogprobs)
+		}
+		if !g.Logprobs {
+			return p, BadRequest("top_logprobs needs logprobs: true")
+		}
+		p.TopLogprobs = *g.TopLogprobs
+	}
+	p.Logprobs = g.Logprobs
 	return p, nil
 }
 
@@ -89,6 +120,16 @@ type GenOutput struct {
 // generateSettings are a checked generated turn's.
 type generateSettings struct {
 	params generate.Params
+}
+
+// MaxChoices bounds Request.Choices.
+const MaxChoices = 8
+
+// Generated is a generated turn's detail beside its output, for the
+// transport (not kept in the transcript): every choice's result, tokens
+// and log probabilities included.
+type Generated struct {
+	Choices []generate.Result
 }
 
 // generationRunner serves a decoder model directory: each turn one
@@ -119,7 +160,9 @@ func (r *generationRunner) Check(req *Request) error {
 	if req.Text == "" || req.HasInputs {
 		return BadRequest("model %s generates from text: send text, not tensors", r.m.Name())
 	}
-	if err := checkText(req.Text); err != nil {
+	// The text's bound keeps transcripts small; a stateless request keeps
+	// none (its bound is the body's and the model's positions).
+	if err := checkText(req.Text); err != nil && !req.Stateless {
 		return err
 	}
 	g := req.Gen
@@ -133,6 +176,12 @@ func (r *generationRunner) Check(req *Request) error {
 	if p.MaxTokens >= r.dir.MaxLength {
 		return BadRequest("max_tokens %d: the model holds %d positions, prompt included", p.MaxTokens, r.dir.MaxLength)
 	}
+	if req.Choices < 0 || req.Choices > MaxChoices {
+		return BadRequest("n %d: want 1 to %d", req.Choices, MaxChoices)
+	}
+	if req.Choices > 1 && req.OnText != nil {
+		return BadRequest("n above 1 does not stream here; ask without stream")
+	}
 	p.OnText = req.OnText
 	req.gen = &generateSettings{params: p}
 	return nil
@@ -142,12 +191,16 @@ func (r *generationRunner) Check(req *Request) error {
 // the engine batches the decode steps of every sequence in flight).
 func (r *generationRunner) Run(ctx context.Context, jobs []*Job, out []Computed) error {
 	for i, j := range jobs {
-		out[i].Output, out[i].Err = r.generate(ctx, j)
+		var g *Generated
+		out[i].Output, g, out[i].Err = r.generate(ctx, j)
+		if g != nil {
+			out[i].Detail = g
+		}
 	}
 	return nil
 }
 
-func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessage, error) {
+func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessage, *Generated, error) {
 	req := j.Req
 	p := req.gen.params
 	messages := req.Messages
@@ -155,41 +208,59 @@ func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessag
 		messages = []prompt.Message{{Role: "user", Content: req.Text}}
 	}
 	ids, err := r.prompts.Build(exchanges(j.Session.History), messages, p.MaxTokens)
-	if errors.Is(err, prompt.ErrTemplate) {
-		return nil, BadRequest("%v", err)
-	}
-	if err != nil {
-		return nil, err
+	switch {
+	case errors.Is(err, prompt.ErrContextLength):
+		return nil, nil, fmt.Errorf("%w: %v", ErrContextLength, err)
+	case errors.Is(err, prompt.ErrTemplate):
+		return nil, nil, BadRequest("%v", err)
+	case err != nil:
+		return nil, nil, err
 	}
 	if !req.Stateless {
 		p.Session = req.Session
 		p.Prev = transcriptVersion(j.Session.Turn, lastEvent(j.Session))
 		p.Next = transcriptVersion(j.Session.Turn+1, req.Event)
 	}
+	ps := []generate.Params{p}
+	for i := 1; i < req.Choices; i++ {
+		c := p
+		if c.Seed != 0 {
+			c.Seed += uint64(i) // each choice its own draw, reproducibly
+		}
+		ps = append(ps, c)
+	}
 	start := time.Now()
-	var first time.Time
-	res, err := r.engine.Generate(ctx, ids, p, func(int64) {
-		if first.IsZero() {
-			first = time.Now()
+	first := make([]time.Time, len(ps))
+	rs, err := r.engine.GenerateN(ctx, ids, ps, func(i int, _ int64) {
+		if first[i].IsZero() {
+			first[i] = time.Now()
 		}
 	})
 	if errors.Is(err, generate.ErrTooLong) {
-		return nil, BadRequest("%v (SOUS_KV_TOKENS %d)", err, r.kvTokens)
+		return nil, nil, fmt.Errorf("%w: %v (SOUS_KV_TOKENS %d)", ErrContextLength, err, r.kvTokens)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	res := rs[0]
 	if res.Finish == generate.FinishCancelled && ctx.Err() != nil {
 		// The caller left; what was made is not a turn.
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
-	var tpot time.Duration
-	if n := len(res.Tokens); n > 1 {
-		tpot = time.Since(first) / time.Duration(n-1)
+	completion := 0
+	for i, c := range rs {
+		var tpot time.Duration
+		if n := len(c.Tokens); n > 1 {
+			tpot = time.Since(first[i]) / time.Duration(n-1)
+		}
+		r.metrics.Generated(first[i].Sub(start), tpot, len(c.Tokens), c.PromptTokens, c.CachedTokens)
+		completion += len(c.Tokens)
 	}
-	r.metrics.Generated(first.Sub(start), tpot, len(res.Tokens), res.PromptTokens, res.CachedTokens)
-	return json.Marshal(GenOutput{Text: res.Text, FinishReason: res.Finish, PromptTokens: res.PromptTokens,
-		CompletionTokens: len(res.Tokens), CachedTokens: res.CachedTokens})
+	// The first choice is the turn's: its text is what the transcript
+	// keeps; the usage counts every choice's tokens.
+	out, err := json.Marshal(GenOutput{Text: res.Text, FinishReason: res.Finish, PromptTokens: res.PromptTokens,
+		CompletionTokens: completion, CachedTokens: res.CachedTokens})
+	return out, &Generated{Choices: rs}, err
 }
 
 // exchanges reads a transcript's turns as the prompt's exchanges.

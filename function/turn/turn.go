@@ -58,6 +58,9 @@ type Request struct {
 	// prompt is the stored transcript, then these (Text is the last user
 	// one).
 	Messages []prompt.Message
+	// Choices is how many replies to generate (OpenAI's n; 0 or 1: one).
+	// The first is the turn's.
+	Choices int
 	// OnText, if set, gets a generated reply's text as it grows (pieces
 	// that are final), from the engine's loop: it must not block.
 	OnText func(string)
@@ -75,6 +78,9 @@ type Reply struct {
 	Output    json.RawMessage `json:"output"`
 	Model     string          `json:"model"`
 	BatchSize int             `json:"batch_size"`
+	// Detail is the runner's detail (Computed.Detail); nil for a
+	// redelivery answered from the transcript.
+	Detail any `json:"-"`
 }
 
 // MaxText bounds a turn's text: the bound keeps stored transcripts small.
@@ -143,6 +149,9 @@ type Computed struct {
 	Tensors []model.Tensor
 	// Value is a stateless text call's result (a model directory's task).
 	Value tasks.Output
+	// Detail is what the runner says beside the output for the transport
+	// alone (a generated turn's *Generated), not kept in the transcript.
+	Detail any
 	// Err fails this job alone.
 	Err error
 }
@@ -452,11 +461,11 @@ func (s *Service) execute(ctx context.Context, in []*Job, out []Outcome) error {
 			continue
 		}
 		if j.Req.Stateless {
-			out[i].reply = Reply{Output: c.Output, Model: s.runner.Model(), BatchSize: len(need)}
+			out[i].reply = Reply{Output: c.Output, Model: s.runner.Model(), BatchSize: len(need), Detail: c.Detail}
 			continue
 		}
 		next := s.next(j.Session, j.Req, c, len(need))
-		out[i].reply = Reply{Session: j.Req.Session, Turn: next.Turn, Output: c.Output, Model: s.runner.Model(), BatchSize: len(need)}
+		out[i].reply = Reply{Session: j.Req.Session, Turn: next.Turn, Output: c.Output, Model: s.runner.Model(), BatchSize: len(need), Detail: c.Detail}
 		saves = append(saves, state.SaveItem{ID: j.Req.Session, Session: next, ETag: entries[i].ETag})
 		saved = append(saved, i)
 	}

@@ -86,12 +86,12 @@ type Renderer struct {
 // Render answers err as {"error": "..."} with its status (503s carry
 // Retry-After), counts a rejection and logs one line for the request.
 func (r *Renderer) Render(c echo.Context, err error) {
-	r.RenderAs(c, err, func(_ int, msg string) any { return map[string]string{"error": msg} })
+	r.RenderAs(c, err, func(_ int, msg string, _ error) any { return map[string]string{"error": msg} })
 }
 
 // RenderAs is Render with the body a protocol wants (OpenAI's error
-// object): body gets the status and the message.
-func (r *Renderer) RenderAs(c echo.Context, err error, body func(code int, msg string) any) {
+// object): body gets the status, the message and the error.
+func (r *Renderer) RenderAs(c echo.Context, err error, body func(code int, msg string, err error) any) {
 	if c.Response().Committed {
 		return
 	}
@@ -103,7 +103,7 @@ func (r *Renderer) RenderAs(c echo.Context, err error, body func(code int, msg s
 		c.NoContent(code)
 		return
 	}
-	c.JSON(code, body(code, msg))
+	c.JSON(code, body(code, msg, err))
 }
 
 // Record is what every answered failure does, whatever its answer: a

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/sous-ai/sous/function/api/edge"
 	"github.com/sous-ai/sous/function/api/sse"
+	"github.com/sous-ai/sous/function/generate"
 	"github.com/sous-ai/sous/function/prompt"
 	"github.com/sous-ai/sous/function/turn"
 )
@@ -40,6 +40,10 @@ type Params struct {
 	Tracer    trace.Tracer
 	MaxBody   int64
 	Started   time.Time
+	// Tokens gives a token's bytes and EOS the end-of-sequence id, for
+	// logprobs.
+	Tokens func(id int64) []byte
+	EOS    int64
 }
 
 type server struct{ p Params }
@@ -52,26 +56,17 @@ func Register(e *echo.Echo, work *echo.Group, p Params) {
 	e.GET("/v1/models", s.models)
 }
 
-type request struct {
-	Model       string           `json:"model"`
-	Messages    []prompt.Message `json:"messages"`
-	MaxTokens   *int             `json:"max_tokens,omitempty"`
-	Temperature *float64         `json:"temperature,omitempty"`
-	TopP        *float64         `json:"top_p,omitempty"`
-	Seed        *uint64          `json:"seed,omitempty"`
-	Stop        json.RawMessage  `json:"stop,omitempty"` // a string or a list of them
-	Stream      bool             `json:"stream,omitempty"`
-	N           *int             `json:"n,omitempty"`
-	User        string           `json:"user,omitempty"`
-}
-
 // errorBody is OpenAI's error shape.
-func errorBody(code int, msg string) any {
+func errorBody(code int, msg string, err error) any {
 	typ := "invalid_request_error"
 	if code >= 500 {
 		typ = "server_error"
 	}
-	return map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}}
+	var ecode any
+	if errors.Is(err, turn.ErrContextLength) {
+		ecode = "context_length_exceeded"
+	}
+	return map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": ecode}}
 }
 
 func (s *server) fail(c echo.Context, err error) error {
@@ -95,11 +90,9 @@ func (s *server) chat(c echo.Context) error {
 	if err != nil {
 		return s.fail(c, err)
 	}
-	// Not edge.DecodeJSON's strict form: OpenAI clients send fields sous
-	// does not use (stream_options, logprobs, tools...).
-	var req request
-	if err := json.Unmarshal(body, &req); err != nil {
-		return s.fail(c, turn.BadRequest("invalid JSON: %v", err))
+	req, err := decode(body)
+	if err != nil {
+		return s.fail(c, err)
 	}
 	treq, err := req.turn()
 	if err != nil {
@@ -121,7 +114,7 @@ func (s *server) chat(c echo.Context) error {
 		st = &stream{s: sse.New(c), id: id, created: created, model: s.p.Model}
 		st.queue = sse.NewQueue(func(p string) {
 			st.begin()
-			st.chunk(map[string]string{"content": p}, nil)
+			st.chunk(map[string]any{"content": p}, nil, nil)
 		})
 		treq.OnText = st.queue.Push
 	}
@@ -134,9 +127,8 @@ func (s *server) chat(c echo.Context) error {
 		if st != nil && st.s.Started() {
 			// The status is sent: the error is a chunk of the stream.
 			if !errors.Is(err, context.Canceled) {
-				_, msg, _ := s.p.Renderer.Record(c, err)
-				code, _, _ := edge.Status(err)
-				b, _ := json.Marshal(errorBody(code, msg))
+				code, msg, _ := s.p.Renderer.Record(c, err)
+				b, _ := json.Marshal(errorBody(code, msg, err))
 				st.s.Event("", b)
 			}
 			return nil
@@ -148,59 +140,81 @@ func (s *server) chat(c echo.Context) error {
 	if !treq.Stateless {
 		c.Response().Header().Set("X-Sous-Turn", fmt.Sprint(r.Turn))
 	}
-	finish := out.FinishReason
-	if finish == "cancelled" {
-		finish = "stop"
-	}
+	usage := map[string]any{"prompt_tokens": out.PromptTokens, "completion_tokens": out.CompletionTokens,
+		"total_tokens":          out.PromptTokens + out.CompletionTokens,
+		"prompt_tokens_details": map[string]int{"cached_tokens": out.CachedTokens}}
+	choices := s.choices(r, out, req.Logprobs)
 	if st != nil {
 		st.begin()
-		st.chunk(map[string]string{}, finish)
+		delta := map[string]any{}
+		st.chunk(delta, choices[0]["finish_reason"], choices[0]["logprobs"])
+		if req.includeUsage() {
+			b, _ := json.Marshal(map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": s.p.Model,
+				"choices": []any{}, "usage": usage})
+			st.s.Event("", b)
+		}
 		st.s.Event("", []byte("[DONE]"))
 		return nil
 	}
 	return c.JSON(http.StatusOK, map[string]any{
-		"id": id, "object": "chat.completion", "created": created, "model": s.p.Model,
-		"choices": []map[string]any{{"index": 0, "message": prompt.Message{Role: "assistant", Content: out.Text}, "finish_reason": finish}},
-		"usage": map[string]any{"prompt_tokens": out.PromptTokens, "completion_tokens": out.CompletionTokens,
-			"total_tokens":          out.PromptTokens + out.CompletionTokens,
-			"prompt_tokens_details": map[string]int{"cached_tokens": out.CachedTokens}},
-	})
+		"id": id, "object": "chat.completion", "created": created, "model": s.p.Model, "choices": choices, "usage": usage})
 }
 
-// turn checks a chat request and returns the turn it asks for: its
-// generation settings, its messages and the last user message (the turn's
-// text).
-func (r *request) turn() (turn.Request, error) {
-	if r.N != nil && *r.N != 1 {
-		return turn.Request{}, turn.BadRequest("n: only 1 is supported")
-	}
-	if len(r.Messages) == 0 {
-		return turn.Request{}, turn.BadRequest("messages: at least one is required")
-	}
-	user := ""
-	for _, m := range r.Messages {
-		switch m.Role {
-		case "system", "user", "assistant", "developer":
-		default:
-			return turn.Request{}, turn.BadRequest("messages: role %q is not one of system, developer, user, assistant", m.Role)
+// choices lays out the reply's choices: the turn's, and with n the
+// others, each with its logprobs when asked for.
+func (s *server) choices(r turn.Reply, out turn.GenOutput, logprobs bool) []map[string]any {
+	finish := func(f string) string {
+		if f == "cancelled" {
+			return "stop"
 		}
-		if m.Role == "user" {
-			user = m.Content
+		return f
+	}
+	g, _ := r.Detail.(*turn.Generated)
+	if g == nil { // a redelivery: the transcript's text alone
+		return []map[string]any{{"index": 0, "message": prompt.Message{Role: "assistant", Content: out.Text},
+			"finish_reason": finish(out.FinishReason), "logprobs": nil}}
+	}
+	choices := make([]map[string]any, len(g.Choices))
+	for i, res := range g.Choices {
+		var lp any
+		if logprobs {
+			lp = map[string]any{"content": s.logprobs(res.Logprobs)}
 		}
+		choices[i] = map[string]any{"index": i, "message": prompt.Message{Role: "assistant", Content: res.Text},
+			"finish_reason": finish(res.Finish), "logprobs": lp}
 	}
-	if strings.TrimSpace(user) == "" {
-		return turn.Request{}, turn.BadRequest("messages: no user message with content")
-	}
-	g := &turn.GenParams{MaxTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP, Seed: r.Seed}
-	if len(r.Stop) > 0 && string(r.Stop) != "null" {
-		var one string
-		if json.Unmarshal(r.Stop, &one) == nil {
-			g.Stop = []string{one}
-		} else if json.Unmarshal(r.Stop, &g.Stop) != nil {
-			return turn.Request{}, turn.BadRequest("stop: a string or a list of strings")
+	return choices
+}
+
+// tokenLogprob is one token's entry in OpenAI's logprobs.
+type tokenLogprob struct {
+	Token       string         `json:"token"`
+	Logprob     float32        `json:"logprob"`
+	Bytes       []int          `json:"bytes"`
+	TopLogprobs []tokenLogprob `json:"top_logprobs"`
+}
+
+func (s *server) logprobs(lps []generate.Logprob) []tokenLogprob {
+	entry := func(id int64, lp float32) tokenLogprob {
+		b := s.p.Tokens(id)
+		ints := make([]int, len(b))
+		for i, c := range b {
+			ints[i] = int(c)
 		}
+		return tokenLogprob{Token: string(b), Logprob: lp, Bytes: ints, TopLogprobs: []tokenLogprob{}}
 	}
-	return turn.Request{Text: user, Gen: g, Messages: r.Messages}, nil
+	out := make([]tokenLogprob, 0, len(lps))
+	for _, l := range lps {
+		if l.ID == s.p.EOS {
+			continue // not part of the content
+		}
+		e := entry(l.ID, l.Logprob)
+		for _, t := range l.Top {
+			e.TopLogprobs = append(e.TopLogprobs, entry(t.ID, t.Logprob))
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // stream writes OpenAI's streaming form: data: {chunk} lines, then
@@ -214,9 +228,9 @@ type stream struct {
 	began   bool
 }
 
-func (st *stream) chunk(delta map[string]string, finish any) {
+func (st *stream) chunk(delta map[string]any, finish, logprobs any) {
 	b, _ := json.Marshal(map[string]any{"id": st.id, "object": "chat.completion.chunk", "created": st.created, "model": st.model,
-		"choices": []map[string]any{{"index": 0, "delta": delta, "finish_reason": finish}}})
+		"choices": []map[string]any{{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}}})
 	st.s.Event("", b)
 }
 
@@ -224,6 +238,6 @@ func (st *stream) chunk(delta map[string]string, finish any) {
 func (st *stream) begin() {
 	if !st.began {
 		st.began = true
-		st.chunk(map[string]string{"role": "assistant"}, nil)
+		st.chunk(map[string]any{"role": "assistant"}, nil, nil)
 	}
 }
