@@ -27,7 +27,7 @@ FUZZTIME  ?= 30s
 # for FUZZTIME each.
 FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
-	./function/tokenizer:FuzzEncode
+	./function/tokenizer:FuzzEncode ./function/tasks:FuzzExternalData
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
