@@ -112,7 +112,8 @@ redis:
 # feature-extraction, token-classification, text-generation,
 # text-generation-gqa, and the Llama-architecture decoder over Qwen3's
 # tokenizer: llm (onnx/model.onnx, model_fp16, model_quantized, model_q4),
-# llm-fp16 (float16 KV and logits, external data)
+# llm-fp16 (float16 KV and logits, external data), llm-genai (GroupQueryAttention,
+# shared KV buffer, genai_config.json)
 # (SOUS_MODEL=testdata/models/...).
 model: $(LLM_TOK)/qwen3/tokenizer.json
 	$(GO) run ./function/demo/gen -out function/demo

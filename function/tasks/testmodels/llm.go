@@ -21,7 +21,9 @@ const (
 	LLMLayers  = 2
 	LLMHeads   = 8
 	LLMKVHeads = 2
-	LLMHeadDim = LLMHidden / LLMHeads
+	// LLMHeadDim is config.json's head_dim, wider than hidden / heads (as
+	// Qwen3's is): GroupQueryAttention's rotary needs a multiple of 16.
+	LLMHeadDim = 16
 	llmInter   = 128
 	// LLMMaxPositions is config.json's max_position_embeddings.
 	LLMMaxPositions = 2048
@@ -101,7 +103,7 @@ func LLM(dir, qwen3Dir string) error {
 	for _, d := range []struct {
 		name     string
 		variants []LLMVariant
-	}{{"llm", LLMVariants}, {"llm-fp16", []LLMVariant{LLMFP16}}} {
+	}{{"llm", LLMVariants}, {"llm-fp16", []LLMVariant{LLMFP16}}, {"llm-genai", []LLMVariant{LLMGenAI}}} {
 		files := map[string][]byte{"tokenizer.json": tok, "tokenizer_config.json": tc,
 			"config.json": llmConfig(), "generation_config.json": llmGenerationConfig()}
 		for _, v := range d.variants {
@@ -171,7 +173,8 @@ func llmGenAIConfig() []byte {
 // llmWeights are the decoder's float32 weights, MatMul's B layout ([in,
 // out]); every variant is written from them.
 type llmWeights struct {
-	embed  []float32 // [vocab, hidden]; the LM head is its transpose
+	embed  []float32 // [vocab, hidden]
+	head   []float32 // [hidden, vocab]: the embedding's transpose
 	layers []llmLayer
 	norm   []float32
 }
@@ -214,6 +217,7 @@ func newLLMWeights() *llmWeights {
 	// Random signs: with tied embeddings the last token's own embedding
 	// would otherwise win every step.
 	w.norm = normal(LLMHidden, 1)
+	w.head = transpose(w.embed, LLMVocab, LLMHidden)
 	return w
 }
 
@@ -389,7 +393,7 @@ func (w *llmWeights) graph(v LLMVariant) onnxgen.Graph {
 	// The tied LM head: the embedding's transpose, a weight of its own as
 	// exporters write a tied Linear (quantizers then treat it as any
 	// MatMul's).
-	out := b.matmul(x, "lm_head", transpose(w.embed, LLMVocab, LLMHidden), LLMHidden, LLMVocab)
+	out := b.matmul(x, "lm_head", w.head, LLMHidden, LLMVocab)
 	b.node("Identity", []string{out}, logits)
 	if v.KV != v.Compute {
 		b.cast(logits, "logits", v.KV)
@@ -609,8 +613,77 @@ func quantize8(w []float32) ([]int8, float32) {
 
 func abs32(x float32) float32 { return float32(math.Abs(float64(x))) }
 
-// graphGQA: ONNX Runtime GenAI's form of the same weights. Not yet
-// written.
+// graphGQA is ONNX Runtime GenAI's form of the same weights, as its model
+// builder writes a Llama: no position_ids (positions follow from each
+// row's past length), SimplifiedLayerNormalization for RMSNorm, and
+// com.microsoft.GroupQueryAttention with the rotary embedding inside
+// (do_rotary, cos/sin caches), over a KV buffer that past and present
+// share (dimension max_sequence_length: the runtime binds present to
+// past's memory; seqlens_k and total_sequence_length are computed from the
+// attention mask in the graph).
 func (w *llmWeights) graphGQA(v LLMVariant) onnxgen.Graph {
-	panic("testmodels: the GenAI form is not written yet")
+	b := &llmBuilder{v: v, dq: map[string][3]string{}}
+	b.g = onnxgen.Graph{Name: "main_graph", Opset: 17}
+	dyn := onnxgen.Dynamic
+	b.g.Inputs = []onnxgen.Value{
+		{Name: "input_ids", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length")}},
+		{Name: "attention_mask", Type: onnxgen.Int64, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("total_sequence_length")}},
+	}
+	kv := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(LLMKVHeads), dyn("max_sequence_length"), onnxgen.Fixed(LLMHeadDim)}
+	b.g.Outputs = []onnxgen.Value{{Name: "logits", Type: v.KV, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length"), onnxgen.Fixed(LLMVocab)}}}
+	for l := range LLMLayers {
+		for _, kind := range []string{"key", "value"} {
+			b.g.Inputs = append(b.g.Inputs, onnxgen.Value{Name: fmt.Sprintf("past_key_values.%d.%s", l, kind), Type: v.KV, Shape: kv})
+			b.g.Outputs = append(b.g.Outputs, onnxgen.Value{Name: fmt.Sprintf("present.%d.%s", l, kind), Type: v.KV, Shape: kv})
+		}
+	}
+	b.constants()
+	x := b.embed(w)
+	b.node("ReduceSum", []string{"attention_mask", "axes_1"}, "attn_mask_reformat/ReduceSum_output_0", onnxgen.IntAttr("keepdims", 0))
+	b.node("Sub", []string{"attn_mask_reformat/ReduceSum_output_0", "i_one"}, "attn_mask_reformat/Sub_output_0")
+	b.cast("attn_mask_reformat/Sub_output_0", "seqlens_k", onnxgen.Int32)
+	b.node("Shape", []string{"attention_mask"}, "attn_mask_reformat/Shape_output_0")
+	b.node("Gather", []string{"attn_mask_reformat/Shape_output_0", "i_one"}, "attn_mask_reformat/Gather_output_0")
+	b.cast("attn_mask_reformat/Gather_output_0", "total_sequence_length", onnxgen.Int32)
+
+	cos, sin := make([]float32, LLMMaxPositions*LLMHeadDim/2), make([]float32, LLMMaxPositions*LLMHeadDim/2)
+	for p := range LLMMaxPositions {
+		for i := range LLMHeadDim / 2 {
+			// As the in-graph form computes it: float32 inverse frequency
+			// times the position, then cos/sin.
+			f := float32(p) * float32(1/math.Pow(llmTheta, float64(2*i)/LLMHeadDim))
+			cos[p*LLMHeadDim/2+i] = float32(math.Cos(float64(f)))
+			sin[p*LLMHeadDim/2+i] = float32(math.Sin(float64(f)))
+		}
+	}
+	b.float("cos_cache", []int64{LLMMaxPositions, LLMHeadDim / 2}, cos, false)
+	b.float("sin_cache", []int64{LLMMaxPositions, LLMHeadDim / 2}, sin, false)
+
+	norm := func(x, name string, weight []float32) string {
+		b.float(name+".weight", []int64{LLMHidden}, weight, false)
+		return b.node("SimplifiedLayerNormalization", []string{x, name + ".weight"}, name+"/output_0",
+			onnxgen.IntAttr("axis", -1), onnxgen.FloatAttr("epsilon", llmEps), onnxgen.IntAttr("stash_type", 1))
+	}
+	for l, lw := range w.layers {
+		p := fmt.Sprintf("model.layers.%d", l)
+		h := norm(x, p+".input_layernorm", lw.inNorm)
+		a := p + ".attn"
+		q := b.matmul(h, a+".q_proj", lw.q, LLMHidden, LLMHeads*LLMHeadDim)
+		k := b.matmul(h, a+".k_proj", lw.k, LLMHidden, LLMKVHeads*LLMHeadDim)
+		vv := b.matmul(h, a+".v_proj", lw.v, LLMHidden, LLMKVHeads*LLMHeadDim)
+		b.g.Nodes = append(b.g.Nodes, onnxgen.Node{Op: "GroupQueryAttention", Domain: onnxgen.MSDomain,
+			Inputs: []string{q, k, vv, fmt.Sprintf("past_key_values.%d.key", l), fmt.Sprintf("past_key_values.%d.value", l),
+				"seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"},
+			Outputs: []string{a + "/GroupQueryAttention_output_0", fmt.Sprintf("present.%d.key", l), fmt.Sprintf("present.%d.value", l)},
+			Attrs: []onnxgen.Attr{onnxgen.IntAttr("num_heads", LLMHeads), onnxgen.IntAttr("kv_num_heads", LLMKVHeads),
+				onnxgen.IntAttr("do_rotary", 1), onnxgen.IntAttr("rotary_interleaved", 0)}})
+		o := b.matmul(a+"/GroupQueryAttention_output_0", a+".o_proj", lw.o, LLMHeads*LLMHeadDim, LLMHidden)
+		x = b.node("Add", []string{x, o}, p+"/Add_output_0")
+		h = norm(x, p+".post_attention_layernorm", lw.postNorm)
+		x = b.node("Add", []string{x, b.mlp(h, p+".mlp", lw)}, p+"/Add_1_output_0")
+	}
+	x = norm(x, "model.norm", w.norm)
+	out := b.matmul(x, "lm_head", w.head, LLMHidden, LLMVocab)
+	b.node("Identity", []string{out}, "logits")
+	return b.g
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 )
 
@@ -89,16 +90,21 @@ type candidate struct {
 // greedy generates up to n tokens after prompt through function/model
 // alone: a prefill, then one token per step with the KV cache, every
 // output bound to memory the loop owns (so FP16 outputs work), stopping
-// at an EOS id. It returns per step the 5 largest logits, best first
-// (ties to the lower id, as transformers.js's argmax takes them).
-func greedy(t *testing.T, e *model.Engine, prompt []int64, n int, eos []int64) [][]candidate {
+// at an EOS id. With shared > 0 the KV cache is one buffer of shared
+// positions that past and present share (GroupQueryAttention's form),
+// else past grows by the step's tokens (Optimum's). It returns per step
+// the 5 largest logits, best first (ties to the lower id, as
+// transformers.js's argmax takes them).
+func greedy(t *testing.T, e *model.Engine, prompt []int64, n int, eos []int64, shared int64) [][]candidate {
 	t.Helper()
 	ins := e.Inputs()
 	outs := e.Outputs()
 	pasts := map[string]model.Tensor{}
-	for _, in := range ins {
+	pastIndex := map[string]int{}
+	for i, in := range ins {
 		if strings.HasPrefix(in.Name, "past_key_values.") {
-			pasts[in.Name] = model.NewTensor(in.Name, in.DType, []int64{1, in.Shape[1], 0, in.Shape[3]})
+			pasts[in.Name] = model.NewTensor(in.Name, in.DType, []int64{1, in.Shape[1], shared, in.Shape[3]})
+			pastIndex[in.Name] = i
 		}
 	}
 	var steps [][]candidate
@@ -130,16 +136,19 @@ func greedy(t *testing.T, e *model.Engine, prompt []int64, n int, eos []int64) [
 				t.Fatalf("input %q: the greedy loop does not know it", in.Name)
 			}
 		}
-		into := map[int]model.Tensor{}
+		bind := model.Bind{Into: map[int]model.Tensor{}, Shared: map[int]int{}}
 		for o, out := range outs {
-			shape := []int64{1, s, out.Shape[2]} // logits
-			if out.Name != "logits" {
-				shape = []int64{1, out.Shape[1], past + s, out.Shape[3]}
+			switch {
+			case out.Name == "logits":
+				bind.Into[o] = model.NewTensor(out.Name, out.DType, []int64{1, s, out.Shape[2]})
+			case shared > 0:
+				bind.Shared[o] = pastIndex["past_key_values."+strings.TrimPrefix(out.Name, "present.")]
+			default:
+				bind.Into[o] = model.NewTensor(out.Name, out.DType, []int64{1, out.Shape[1], past + s, out.Shape[3]})
 			}
-			into[o] = model.NewTensor(out.Name, out.DType, shape)
 		}
 		var top []candidate
-		err := e.RunBound(context.Background(), feed, model.Bind{Into: into}, func(res []model.Tensor) error {
+		err := e.RunBound(context.Background(), feed, bind, func(res []model.Tensor) error {
 			for _, r := range res {
 				if r.Name == "logits" {
 					v := int(r.Shape[2])
@@ -215,21 +224,36 @@ func TestLLMMatchesTransformersJS(t *testing.T) {
 	}
 	root := ""
 	type variant struct {
-		name, dir, dtype, file string
-		subfolder              *string
+		name, dir, dtype string
+		subfolder        *string // transformers.js's, for files outside onnx/
+		shared           int64
 	}
 	var variants []variant
 	for _, v := range testmodels.LLMVariants {
-		variants = append(variants, variant{"llm/" + v.DType, "llm", v.DType, v.File, nil})
+		variants = append(variants, variant{name: "llm/" + v.DType, dir: "llm", dtype: v.DType})
 	}
-	// Optimum's layout: model.onnx at the top, which transformers.js loads
-	// as its fp32 file.
-	variants = append(variants, variant{"llm-fp16", "llm-fp16", "fp32", testmodels.LLMFP16.File, &root})
+	// Optimum's and GenAI's layouts: model.onnx at the top, which
+	// transformers.js loads as its fp32 file. transformers.js runs the
+	// GenAI graph with a growing past (its inputs' max_sequence_length
+	// resolves to 0 on the first step); sous with the shared buffer.
+	variants = append(variants, variant{name: "llm-fp16", dir: "llm-fp16", dtype: "", subfolder: &root},
+		variant{name: "llm-genai", dir: "llm-genai", dtype: "", subfolder: &root, shared: testmodels.LLMGenAIBuffer})
 
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			refs := runReference(t, nodeModules, filepath.Join(dir, v.dir), v.dtype, v.subfolder)
-			e, err := model.New(model.Params{Library: lib, Model: filepath.Join(dir, v.dir, v.file), Device: model.DeviceCPU})
+			d := filepath.Join(dir, v.dir)
+			// The directory read as sous reads it.
+			chosen, err := tasks.ChooseVariant(d, v.dtype, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := tasks.ReadLMConfig(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jsDType := chosen.DType
+			refs := runReference(t, nodeModules, d, jsDType, v.subfolder)
+			e, err := model.New(model.Params{Library: lib, Model: chosen.File, Device: model.DeviceCPU})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -237,7 +261,7 @@ func TestLLMMatchesTransformersJS(t *testing.T) {
 			equal, ties, steps := 0, 0, 0
 			var maxDiff float64
 			for c, ref := range refs {
-				got := greedy(t, e, ref.PromptIDs, llmNewTokens, testmodels.LLMEOS)
+				got := greedy(t, e, ref.PromptIDs, llmNewTokens, cfg.EOS, v.shared)
 				ids := make([]int64, len(got))
 				for i, s := range got {
 					ids[i] = s[0].id
