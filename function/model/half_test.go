@@ -3,6 +3,7 @@ package model_test
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,5 +144,54 @@ func TestHalfEmptyInput(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Inputs without a batch dimension (num_logits_to_keep [], a merged
+// decoder's use_cache_branch [1]) go to RunWhole as they are; Run, which
+// batches, refuses the model.
+func TestUnbatchedInputs(t *testing.T) {
+	seq := []onnxgen.Dim{onnxgen.Dynamic("batch"), onnxgen.Dynamic("seq"), onnxgen.Fixed(2)}
+	g := onnxgen.Graph{Name: "keep", Opset: 17,
+		Inputs: []onnxgen.Value{{Name: "x", Type: onnxgen.Float, Shape: seq}, {Name: "num_logits_to_keep", Type: onnxgen.Int64},
+			{Name: "use_cache_branch", Type: onnxgen.Bool, Shape: []onnxgen.Dim{onnxgen.Fixed(1)}}},
+		Outputs: []onnxgen.Value{{Name: "y", Type: onnxgen.Float, Shape: seq}},
+		Initializers: []onnxgen.Tensor{onnxgen.Int64Tensor("axes", []int64{1}, []int64{1}), onnxgen.Int64Tensor("axes0", []int64{1}, []int64{0}), onnxgen.Int64Tensor("end", []int64{1}, []int64{math.MaxInt64}),
+			onnxgen.FloatTensor("ten", nil, []float32{10}), onnxgen.FloatTensor("zero", nil, []float32{0})},
+		Nodes: []onnxgen.Node{
+			{Op: "Neg", Inputs: []string{"num_logits_to_keep"}, Outputs: []string{"neg"}},
+			{Op: "Unsqueeze", Inputs: []string{"neg", "axes0"}, Outputs: []string{"start"}},
+			{Op: "Slice", Inputs: []string{"x", "start", "end", "axes"}, Outputs: []string{"kept"}},
+			{Op: "Where", Inputs: []string{"use_cache_branch", "ten", "zero"}, Outputs: []string{"add"}},
+			{Op: "Add", Inputs: []string{"kept", "add"}, Outputs: []string{"y"}},
+		}}
+	e, err := model.New(model.Params{Library: library(t), Data: g.Marshal(), Name: "keep", Device: model.DeviceCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if in := e.Inputs(); in[0].Unbatched || !in[1].Unbatched || !in[2].Unbatched {
+		t.Fatalf("Unbatched: %v %v %v, want false true true", in[0].Unbatched, in[1].Unbatched, in[2].Unbatched)
+	}
+	item := []model.Tensor{{Name: "x", DType: model.FP32, Shape: []int64{1, 3, 2}, F32: []float32{1, 2, 3, 4, 5, 6}},
+		{Name: "num_logits_to_keep", DType: model.INT64, Shape: []int64{}, I64: []int64{1}},
+		{Name: "use_cache_branch", DType: model.BOOL, Shape: []int64{1}, B: []bool{true}}}
+	if err := e.Check(item); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.RunWhole(context.Background(), item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out[0].F32, []float32{15, 16}; !slices.Equal(got, want) || !slices.Equal(out[0].Shape, []int64{1, 1, 2}) {
+		t.Errorf("y = %v %v, want [1 1 2] %v", out[0].Shape, got, want)
+	}
+	bad := slices.Clone(item)
+	bad[2] = model.Tensor{Name: "use_cache_branch", DType: model.BOOL, Shape: []int64{2}, B: []bool{true, false}}
+	if err := e.Check(bad); !errors.Is(err, model.ErrInput) {
+		t.Errorf("Check of use_cache_branch [2]: %v, want ErrInput", err)
+	}
+	if _, err := e.Run(context.Background(), [][]model.Tensor{item}); !errors.Is(err, model.ErrInput) {
+		t.Errorf("Run: %v, want ErrInput", err)
 	}
 }

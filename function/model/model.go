@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"unsafe"
@@ -75,6 +76,7 @@ type Engine struct {
 	maxElems  int64
 	metadata  map[string]string
 	seqInputs []bool // inputs whose dimension 1 is dynamic and padded
+	unbatched bool   // some input has no batch dimension: Run refuses
 }
 
 var (
@@ -148,12 +150,17 @@ func New(p Params) (*Engine, error) {
 	if e.inputs, err = infos(ins, "input"); err != nil {
 		return nil, fmt.Errorf("model: %s: %w", p.Name, err)
 	}
+	for _, in := range e.inputs {
+		if in.Unbatched {
+			e.unbatched = true
+		}
+	}
 	if e.outputs, err = infos(outs, "output"); err != nil {
 		return nil, fmt.Errorf("model: %s: %w", p.Name, err)
 	}
 	e.seqInputs = make([]bool, len(e.inputs))
 	for i, in := range e.inputs {
-		e.seqInputs[i] = len(in.Shape) >= 2 && in.Shape[1] < 0
+		e.seqInputs[i] = !in.Unbatched && len(in.Shape) >= 2 && in.Shape[1] < 0
 		if in.Name == p.StateIn {
 			e.stateIn = i
 		}
@@ -202,10 +209,11 @@ func infos(list []ort.InputOutputInfo, kind string) ([]Info, error) {
 			return nil, fmt.Errorf("%s %q has element type %s; FP32, FP16, BF16, INT64, INT32 and BOOL are served", kind, io.Name, io.DataType)
 		}
 		shape := []int64(io.Dimensions)
-		if len(shape) == 0 || shape[0] >= 0 {
+		unbatched := len(shape) == 0 || shape[0] >= 0
+		if unbatched && (kind != "input" || slices.Contains(shape, -1)) {
 			return nil, fmt.Errorf("%s %q has shape %v: the first dimension must be the dynamic batch dimension", kind, io.Name, shape)
 		}
-		out = append(out, Info{Name: io.Name, DType: dt, Shape: append([]int64(nil), shape...)})
+		out = append(out, Info{Name: io.Name, DType: dt, Shape: append([]int64{}, shape...), Unbatched: unbatched})
 	}
 	return out, nil
 }
@@ -342,7 +350,7 @@ func (e *Engine) Check(item []Tensor) error {
 		if err := check(&item[i], e.inputs[i], e.maxElems); err != nil {
 			return err
 		}
-		if item[i].Shape[0] != item[0].Shape[0] {
+		if !e.inputs[i].Unbatched && !e.inputs[0].Unbatched && item[i].Shape[0] != item[0].Shape[0] {
 			return inputErr("input %q has %d rows, input %q has %d", item[i].Name, item[i].Shape[0], item[0].Name, item[0].Shape[0])
 		}
 	}
@@ -394,6 +402,9 @@ var ErrRun = errors.New("model: run failed")
 func (e *Engine) Run(ctx context.Context, items [][]Tensor) ([][]Tensor, error) {
 	if len(items) == 0 {
 		return nil, nil
+	}
+	if e.unbatched {
+		return nil, fmt.Errorf("%w: model %s has inputs without a batch dimension; Run cannot batch it, RunWhole and RunBound take it", ErrInput, e.name)
 	}
 	rows := make([]int64, len(items))
 	var total int64
@@ -579,6 +590,22 @@ var ErrNotBound = errors.New("model: a 16-bit float output must be bound to call
 // writes bound outputs into it).
 func newValue(t *Tensor) (ort.Value, error) {
 	shape := ort.Shape(t.Shape)
+	if len(shape) == 0 { // a scalar (num_logits_to_keep): its own constructor
+		if t.Len() != 1 {
+			return nil, fmt.Errorf("a scalar holds one element, data has %d", t.Len())
+		}
+		switch t.DType {
+		case FP32:
+			return ort.NewScalar(t.F32[0])
+		case INT64:
+			return ort.NewScalar(t.I64[0])
+		case INT32:
+			return ort.NewScalar(t.I32[0])
+		case BOOL:
+			return ort.NewScalar(t.B[0])
+		}
+		return nil, fmt.Errorf("a %s scalar is not supported", t.DType)
+	}
 	switch t.DType {
 	case FP32:
 		return ort.NewTensor(shape, t.F32)
@@ -630,7 +657,9 @@ func (e *Engine) Warm(ctx context.Context, rows int) error {
 	item := make([]Tensor, len(e.inputs))
 	for i, in := range e.inputs {
 		shape := make([]int64, len(in.Shape))
-		shape[0] = 1
+		if len(shape) > 0 {
+			shape[0] = 1
+		}
 		n := int64(1)
 		for d := 1; d < len(shape); d++ {
 			shape[d] = in.Shape[d]

@@ -130,6 +130,11 @@ type Info struct {
 	Name  string
 	DType DType
 	Shape []int64
+	// Unbatched marks an input without a leading dynamic batch dimension
+	// (a scalar num_logits_to_keep, a merged decoder's use_cache_branch
+	// [1]): one value for the whole call. Run cannot batch such a model;
+	// RunWhole and RunBound take it.
+	Unbatched bool
 }
 
 // ErrInput marks an input that does not fit the model: the caller's fault,
@@ -170,6 +175,17 @@ func check(t *Tensor, in Info, maxElements int64) error {
 	n, err := elements(t.Shape, maxElements)
 	if err != nil {
 		return inputErr("input %q: %v", t.Name, err)
+	}
+	if in.Unbatched {
+		for i := range t.Shape {
+			if in.Shape[i] >= 0 && t.Shape[i] != in.Shape[i] {
+				return inputErr("input %q: shape %v, model takes %v", t.Name, t.Shape, in.Shape)
+			}
+		}
+		if int64(t.Len()) != n {
+			return inputErr("input %q: shape %v holds %d elements, data has %d", t.Name, t.Shape, n, t.Len())
+		}
+		return nil
 	}
 	if t.Shape[0] < 1 {
 		return inputErr("input %q: shape %v has no rows", t.Name, t.Shape)
