@@ -63,17 +63,21 @@ type LLMVariant struct {
 	GQA bool
 	// External: weights in File + "_data" beside the graph.
 	External bool
+	// LogitsToKeep: a scalar int64 input num_logits_to_keep, the logits
+	// computed for that many last positions (0: all), which
+	// transformers.js feeds 1 while generating.
+	LogitsToKeep bool
 }
 
-// LLMVariants are the onnx-community layout's files (testdata/models/llm):
-// fp32; fp16 as transformers.js converts it (float16 weights and
-// activations, float32 inputs and outputs with Casts at the edges:
-// keep_io_types); q8; q4.
+// LLMVariants are the onnx-community layout's files (testdata/models/llm),
+// each with num_logits_to_keep: fp32; fp16 as transformers.js converts it
+// (float16 weights and activations, float32 inputs and outputs with Casts
+// at the edges: keep_io_types); q8; q4.
 var LLMVariants = []LLMVariant{
-	{DType: "fp32", File: "onnx/model.onnx", Compute: onnxgen.Float, KV: onnxgen.Float},
-	{DType: "fp16", File: "onnx/model_fp16.onnx", Compute: onnxgen.Float16, KV: onnxgen.Float},
-	{DType: "q8", File: "onnx/model_quantized.onnx", Compute: onnxgen.Float, KV: onnxgen.Float, Quant: "q8"},
-	{DType: "q4", File: "onnx/model_q4.onnx", Compute: onnxgen.Float, KV: onnxgen.Float, Quant: "q4"},
+	{DType: "fp32", File: "onnx/model.onnx", Compute: onnxgen.Float, KV: onnxgen.Float, LogitsToKeep: true},
+	{DType: "fp16", File: "onnx/model_fp16.onnx", Compute: onnxgen.Float16, KV: onnxgen.Float, LogitsToKeep: true},
+	{DType: "q8", File: "onnx/model_quantized.onnx", Compute: onnxgen.Float, KV: onnxgen.Float, Quant: "q8", LogitsToKeep: true},
+	{DType: "q4", File: "onnx/model_q4.onnx", Compute: onnxgen.Float, KV: onnxgen.Float, Quant: "q4", LogitsToKeep: true},
 }
 
 // LLMFP16 is the Optimum-style float16 export (testdata/models/llm-fp16):
@@ -349,12 +353,19 @@ func (w *llmWeights) graph(v LLMVariant) onnxgen.Graph {
 	}
 	kvIn := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(LLMKVHeads), dyn("past_sequence_length"), onnxgen.Fixed(LLMHeadDim)}
 	kvOut := []onnxgen.Dim{dyn("batch_size"), onnxgen.Fixed(LLMKVHeads), dyn("past_sequence_length + sequence_length"), onnxgen.Fixed(LLMHeadDim)}
-	b.g.Outputs = []onnxgen.Value{{Name: "logits", Type: v.KV, Shape: []onnxgen.Dim{dyn("batch_size"), dyn("sequence_length"), onnxgen.Fixed(LLMVocab)}}}
+	logitsLen := dyn("sequence_length")
+	if v.LogitsToKeep {
+		logitsLen = dyn("logits_sequence_length")
+	}
+	b.g.Outputs = []onnxgen.Value{{Name: "logits", Type: v.KV, Shape: []onnxgen.Dim{dyn("batch_size"), logitsLen, onnxgen.Fixed(LLMVocab)}}}
 	for l := range LLMLayers {
 		for _, kind := range []string{"key", "value"} {
 			b.g.Inputs = append(b.g.Inputs, onnxgen.Value{Name: fmt.Sprintf("past_key_values.%d.%s", l, kind), Type: v.KV, Shape: kvIn})
 			b.g.Outputs = append(b.g.Outputs, onnxgen.Value{Name: fmt.Sprintf("present.%d.%s", l, kind), Type: v.KV, Shape: kvOut})
 		}
+	}
+	if v.LogitsToKeep {
+		b.g.Inputs = append(b.g.Inputs, onnxgen.Value{Name: "num_logits_to_keep", Type: onnxgen.Int64})
 	}
 	b.constants()
 	x := b.embed(w)
@@ -386,6 +397,11 @@ func (w *llmWeights) graph(v LLMVariant) onnxgen.Graph {
 		x = b.node("Add", []string{x, b.mlp(h, p+".mlp", lw)}, p+"/Add_1_output_0")
 	}
 	x = b.rmsNorm(x, "model.norm", w.norm)
+	if v.LogitsToKeep { // the last num_logits_to_keep positions; 0 keeps all
+		b.node("Neg", []string{"num_logits_to_keep"}, "logits_to_keep/Neg_output_0")
+		b.node("Unsqueeze", []string{"logits_to_keep/Neg_output_0", "axes_0"}, "logits_to_keep/start")
+		x = b.node("Slice", []string{x, "logits_to_keep/start", b.ints("logits_to_keep/end", math.MaxInt64), "axes_1"}, "logits_to_keep/Slice_output_0")
+	}
 	logits := "logits"
 	if v.KV != v.Compute {
 		logits = "logits_" + typeName(v.Compute)

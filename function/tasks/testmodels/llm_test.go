@@ -130,6 +130,8 @@ func greedy(t *testing.T, e *model.Engine, prompt []int64, n int, eos []int64, s
 					p.I64[j] = past + int64(j)
 				}
 				feed[i] = p
+			case in.Name == "num_logits_to_keep": // as transformers.js feeds it
+				feed[i] = model.Tensor{Name: in.Name, DType: model.INT64, Shape: []int64{}, I64: []int64{1}}
 			case pasts[in.Name].Name != "":
 				feed[i] = pasts[in.Name]
 			default:
@@ -137,10 +139,14 @@ func greedy(t *testing.T, e *model.Engine, prompt []int64, n int, eos []int64, s
 			}
 		}
 		bind := model.Bind{Into: map[int]model.Tensor{}, Shared: map[int]int{}}
+		keep := s // logits rows
+		if slices.ContainsFunc(ins, func(in model.Info) bool { return in.Name == "num_logits_to_keep" }) {
+			keep = 1
+		}
 		for o, out := range outs {
 			switch {
 			case out.Name == "logits":
-				bind.Into[o] = model.NewTensor(out.Name, out.DType, []int64{1, s, out.Shape[2]})
+				bind.Into[o] = model.NewTensor(out.Name, out.DType, []int64{1, keep, out.Shape[2]})
 			case shared > 0:
 				bind.Shared[o] = pastIndex["past_key_values."+strings.TrimPrefix(out.Name, "present.")]
 			default:
@@ -152,7 +158,7 @@ func greedy(t *testing.T, e *model.Engine, prompt []int64, n int, eos []int64, s
 			for _, r := range res {
 				if r.Name == "logits" {
 					v := int(r.Shape[2])
-					top = top5(&r, int(s-1)*v, v)
+					top = top5(&r, int(keep-1)*v, v)
 				} else {
 					pasts["past_key_values."+strings.TrimPrefix(r.Name, "present.")] = r
 				}
