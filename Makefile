@@ -111,7 +111,7 @@ redis:
 # tokenizer) under testdata/models: text-classification,
 # feature-extraction, token-classification, text-generation,
 # text-generation-gqa, and the Llama-architecture decoder over Qwen3's
-# tokenizer: llm (onnx/model.onnx, model_fp16, model_quantized, model_q4),
+# tokenizer: llm (onnx/model.onnx, model_fp16, model_quantized, model_q4, model_q4f16),
 # llm-fp16 (float16 KV and logits, external data), llm-genai (GroupQueryAttention,
 # shared KV buffer, genai_config.json)
 # (SOUS_MODEL=testdata/models/...).

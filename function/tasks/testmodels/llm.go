@@ -72,12 +72,14 @@ type LLMVariant struct {
 // LLMVariants are the onnx-community layout's files (testdata/models/llm),
 // each with num_logits_to_keep: fp32; fp16 as transformers.js converts it
 // (float16 weights and activations, float32 inputs and outputs with Casts
-// at the edges: keep_io_types); q8; q4.
+// at the edges: keep_io_types); q8; q4; q4f16 (q4, then the float16
+// conversion, as quantize.py chains them: float16 scales and activations).
 var LLMVariants = []LLMVariant{
 	{DType: "fp32", File: "onnx/model.onnx", Compute: onnxgen.Float, KV: onnxgen.Float, LogitsToKeep: true},
 	{DType: "fp16", File: "onnx/model_fp16.onnx", Compute: onnxgen.Float16, KV: onnxgen.Float, LogitsToKeep: true},
 	{DType: "q8", File: "onnx/model_quantized.onnx", Compute: onnxgen.Float, KV: onnxgen.Float, Quant: "q8", LogitsToKeep: true},
 	{DType: "q4", File: "onnx/model_q4.onnx", Compute: onnxgen.Float, KV: onnxgen.Float, Quant: "q4", LogitsToKeep: true},
+	{DType: "q4f16", File: "onnx/model_q4f16.onnx", Compute: onnxgen.Float16, KV: onnxgen.Float, Quant: "q4", LogitsToKeep: true},
 }
 
 // LLMFP16 is the Optimum-style float16 export (testdata/models/llm-fp16):
