@@ -183,6 +183,23 @@ type llmWeights struct {
 	head   []float32 // [hidden, vocab]: the embedding's transpose
 	layers []llmLayer
 	norm   []float32
+	// tensors: initializers already encoded, by name and element type,
+	// shared by the variants (the same name always holds the same
+	// weight): the 151,669-row ones are slow to encode again.
+	tensors map[string]onnxgen.Tensor
+	scales  map[string][]float32 // the 4-bit form's, by weight name
+}
+
+// tensor returns the initializer name of type typ, made by make the first
+// time only.
+func (w *llmWeights) tensor(name string, typ int, make func() onnxgen.Tensor) onnxgen.Tensor {
+	key := fmt.Sprint(name, "/", typ)
+	t, ok := w.tensors[key]
+	if !ok {
+		t = make()
+		w.tensors[key] = t
+	}
+	return t
 }
 
 type llmLayer struct {
@@ -210,7 +227,7 @@ func newLLMWeights() *llmWeights {
 	q, kv := LLMHeads*LLMHeadDim, LLMKVHeads*LLMHeadDim
 	// Weights large enough that attention and the context move the
 	// logits: a wrong position, mask or cache changes tokens.
-	w := &llmWeights{embed: normal(LLMVocab*h, 1)}
+	w := &llmWeights{embed: normal(LLMVocab*h, 1), tensors: map[string]onnxgen.Tensor{}, scales: map[string][]float32{}}
 	for range LLMLayers {
 		w.layers = append(w.layers, llmLayer{
 			inNorm: norm(), postNorm: norm(),
@@ -231,6 +248,7 @@ func newLLMWeights() *llmWeights {
 type llmBuilder struct {
 	g onnxgen.Graph
 	v LLMVariant
+	w *llmWeights
 	// dq: the DynamicQuantizeLinear outputs per float input (q8), one per
 	// input however many MatMuls read it, as ONNX Runtime's quantizer
 	// writes them.
@@ -246,15 +264,19 @@ func (b *llmBuilder) node(op string, ins []string, out string, attrs ...onnxgen.
 // f32).
 func (b *llmBuilder) float(name string, dims []int64, data []float32, f32 bool) string {
 	if b.v.Compute == onnxgen.Float16 && !f32 {
-		// As transformers.js's float16 conversion clamps: to the largest
-		// finite half.
-		c := make([]float32, len(data))
-		for i, x := range data {
-			c[i] = max(-65504, min(65504, x))
-		}
-		b.g.Initializers = append(b.g.Initializers, onnxgen.Float16Tensor(name, dims, c))
+		b.g.Initializers = append(b.g.Initializers, b.w.tensor(name, onnxgen.Float16, func() onnxgen.Tensor {
+			// As transformers.js's float16 conversion clamps: to the
+			// largest finite half.
+			c := make([]float32, len(data))
+			for i, x := range data {
+				c[i] = max(-65504, min(65504, x))
+			}
+			return onnxgen.Float16Tensor(name, dims, c)
+		}))
 	} else {
-		b.g.Initializers = append(b.g.Initializers, onnxgen.FloatTensor(name, dims, data))
+		b.g.Initializers = append(b.g.Initializers, b.w.tensor(name, onnxgen.Float, func() onnxgen.Tensor {
+			return onnxgen.FloatTensor(name, dims, data)
+		}))
 	}
 	return name
 }
@@ -274,10 +296,14 @@ func (b *llmBuilder) matmul(x, name string, w []float32, k, n int) string {
 	out := name + "/MatMul_output_0"
 	switch b.v.Quant {
 	case "q4":
-		packed, scales := quantize4(w, k, n)
 		blocks := int64((k + 31) / 32)
-		b.g.Initializers = append(b.g.Initializers, onnxgen.Uint8Tensor(name+".weight_Q4", []int64{int64(n), blocks, 16}, packed))
-		b.float(name+".weight_scales", []int64{int64(n) * blocks}, scales, false)
+		q := b.w.tensor(name+".weight_Q4", onnxgen.Uint8, func() onnxgen.Tensor {
+			packed, scales := quantize4(w, k, n)
+			b.w.scales[name] = scales
+			return onnxgen.Uint8Tensor(name+".weight_Q4", []int64{int64(n), blocks, 16}, packed)
+		})
+		b.g.Initializers = append(b.g.Initializers, q)
+		b.float(name+".weight_scales", []int64{int64(n) * blocks}, b.w.scales[name], false)
 		b.g.Nodes = append(b.g.Nodes, onnxgen.Node{Op: "MatMulNBits", Domain: onnxgen.MSDomain,
 			Inputs: []string{x, name + ".weight_Q4", name + ".weight_scales"}, Outputs: []string{out},
 			Attrs: []onnxgen.Attr{onnxgen.IntAttr("K", int64(k)), onnxgen.IntAttr("N", int64(n)),
@@ -345,7 +371,7 @@ func (w *llmWeights) graph(v LLMVariant) onnxgen.Graph {
 	if v.GQA {
 		return w.graphGQA(v)
 	}
-	b := &llmBuilder{v: v, dq: map[string][3]string{}}
+	b := &llmBuilder{v: v, w: w, dq: map[string][3]string{}}
 	b.g = onnxgen.Graph{Name: "main_graph", Opset: 17}
 	dyn := onnxgen.Dynamic
 	b.g.Inputs = []onnxgen.Value{
@@ -640,7 +666,7 @@ func abs32(x float32) float32 { return float32(math.Abs(float64(x))) }
 // past's memory; seqlens_k and total_sequence_length are computed from the
 // attention mask in the graph).
 func (w *llmWeights) graphGQA(v LLMVariant) onnxgen.Graph {
-	b := &llmBuilder{v: v, dq: map[string][3]string{}}
+	b := &llmBuilder{v: v, w: w, dq: map[string][3]string{}}
 	b.g = onnxgen.Graph{Name: "main_graph", Opset: 17}
 	dyn := onnxgen.Dynamic
 	b.g.Inputs = []onnxgen.Value{
