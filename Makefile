@@ -27,11 +27,11 @@ FUZZTIME  ?= 30s
 # for FUZZTIME each.
 FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
-	./function/tokenizer:FuzzEncode
+	./function/tokenizer:FuzzEncode ./function/tasks:FuzzExternalData
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
-	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity llm-tokenizers
+	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity llm-tokenizers transformers-js
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -71,6 +71,18 @@ $(LLM_TOK)/%/tokenizer.json:
 	set -- $(SHA_$*); printf '%s  %s\n%s  %s\n' $$1 $(LLM_TOK)/$*.tmp/tokenizer.json $$2 $(LLM_TOK)/$*.tmp/tokenizer_config.json | sha256sum -c --quiet
 	rm -rf $(LLM_TOK)/$* && mv $(LLM_TOK)/$*.tmp $(LLM_TOK)/$*
 
+# transformers.js, the reference engine of the language-model tests
+# (function/tasks/testmodels/testdata/reference.js): installed without
+# install scripts; its onnxruntime-node dependency carries ONNX Runtime's
+# CPU library inside the package.
+TRANSFORMERS_JS_VERSION := 4.3.1
+TRANSFORMERS_JS := .cache/npm-transformers/node_modules/@huggingface/transformers/package.json
+transformers-js: $(TRANSFORMERS_JS)
+$(TRANSFORMERS_JS):
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+	@mkdir -p .cache/npm-transformers
+	cd .cache/npm-transformers && npm install --ignore-scripts --no-audit --no-fund --silent @huggingface/transformers@$(TRANSFORMERS_JS_VERSION) >/dev/null
+
 # The official OpenAI JavaScript SDK, an independent client of
 # /v1/chat/completions in the tests (npm pack, no install scripts, no
 # dependencies needed: its peer dependencies are optional).
@@ -98,8 +110,12 @@ redis:
 # and the test model directories (Optimum's layout, a real WordPiece
 # tokenizer) under testdata/models: text-classification,
 # feature-extraction, token-classification, text-generation,
-# text-generation-gqa (SOUS_MODEL=testdata/models/...).
-model:
+# text-generation-gqa, and the Llama-architecture decoder over Qwen3's
+# tokenizer: llm (onnx/model.onnx, model_fp16, model_quantized, model_q4, model_q4f16),
+# llm-fp16 (float16 KV and logits, external data), llm-genai (GroupQueryAttention,
+# shared KV buffer, genai_config.json)
+# (SOUS_MODEL=testdata/models/...).
+model: $(LLM_TOK)/qwen3/tokenizer.json
 	$(GO) run ./function/demo/gen -out function/demo
 	cd tools/chatmodel && $(GO) run . -data ../../function/demo/data/chat.txt -out ../../function/demo/chat
 	$(GO) run ./function/tasks/testmodels/gen -out testdata/models
@@ -110,7 +126,7 @@ model:
 validate:
 	cd tools/validate && $(GO) test -count=1 ./... && $(GO) run . ../../knative/*.yaml ../../func.yaml
 
-test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) redis validate
+test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(LLM_TOK)/qwen3/tokenizer.json $(TRANSFORMERS_JS) redis validate
 	$(GO) vet ./...
 	$(GO) vet -tags image .
 	cd tools/e2e && $(GO) vet ./...

@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -73,6 +76,7 @@ type Engine struct {
 	maxElems  int64
 	metadata  map[string]string
 	seqInputs []bool // inputs whose dimension 1 is dynamic and padded
+	unbatched bool   // some input has no batch dimension: Run refuses
 }
 
 var (
@@ -146,12 +150,17 @@ func New(p Params) (*Engine, error) {
 	if e.inputs, err = infos(ins, "input"); err != nil {
 		return nil, fmt.Errorf("model: %s: %w", p.Name, err)
 	}
+	for _, in := range e.inputs {
+		if in.Unbatched {
+			e.unbatched = true
+		}
+	}
 	if e.outputs, err = infos(outs, "output"); err != nil {
 		return nil, fmt.Errorf("model: %s: %w", p.Name, err)
 	}
 	e.seqInputs = make([]bool, len(e.inputs))
 	for i, in := range e.inputs {
-		e.seqInputs[i] = len(in.Shape) >= 2 && in.Shape[1] < 0
+		e.seqInputs[i] = !in.Unbatched && len(in.Shape) >= 2 && in.Shape[1] < 0
 		if in.Name == p.StateIn {
 			e.stateIn = i
 		}
@@ -190,14 +199,21 @@ func infos(list []ort.InputOutputInfo, kind string) ([]Info, error) {
 			dt = INT64
 		case ort.TensorElementDataTypeInt32:
 			dt = INT32
+		case ort.TensorElementDataTypeFloat16:
+			dt = FP16
+		case ort.TensorElementDataTypeBFloat16:
+			dt = BF16
+		case ort.TensorElementDataTypeBool:
+			dt = BOOL
 		default:
-			return nil, fmt.Errorf("%s %q has element type %s; FP32, INT64 and INT32 are served", kind, io.Name, io.DataType)
+			return nil, fmt.Errorf("%s %q has element type %s; FP32, FP16, BF16, INT64, INT32 and BOOL are served", kind, io.Name, io.DataType)
 		}
 		shape := []int64(io.Dimensions)
-		if len(shape) == 0 || shape[0] >= 0 {
+		unbatched := len(shape) == 0 || shape[0] >= 0
+		if unbatched && (kind != "input" || slices.Contains(shape, -1)) {
 			return nil, fmt.Errorf("%s %q has shape %v: the first dimension must be the dynamic batch dimension", kind, io.Name, shape)
 		}
-		out = append(out, Info{Name: io.Name, DType: dt, Shape: append([]int64(nil), shape...)})
+		out = append(out, Info{Name: io.Name, DType: dt, Shape: append([]int64{}, shape...), Unbatched: unbatched})
 	}
 	return out, nil
 }
@@ -334,7 +350,7 @@ func (e *Engine) Check(item []Tensor) error {
 		if err := check(&item[i], e.inputs[i], e.maxElems); err != nil {
 			return err
 		}
-		if item[i].Shape[0] != item[0].Shape[0] {
+		if !e.inputs[i].Unbatched && !e.inputs[0].Unbatched && item[i].Shape[0] != item[0].Shape[0] {
 			return inputErr("input %q has %d rows, input %q has %d", item[i].Name, item[i].Shape[0], item[0].Name, item[0].Shape[0])
 		}
 	}
@@ -387,6 +403,9 @@ func (e *Engine) Run(ctx context.Context, items [][]Tensor) ([][]Tensor, error) 
 	if len(items) == 0 {
 		return nil, nil
 	}
+	if e.unbatched {
+		return nil, fmt.Errorf("%w: model %s has inputs without a batch dimension; Run cannot batch it, RunWhole and RunBound take it", ErrInput, e.name)
+	}
 	rows := make([]int64, len(items))
 	var total int64
 	for k, it := range items {
@@ -423,6 +442,9 @@ func (e *Engine) Run(ctx context.Context, items [][]Tensor) ([][]Tensor, error) 
 		values = append(values, v)
 	}
 
+	if o := e.halfOutput(nil); o >= 0 {
+		return nil, fmt.Errorf("%w: %s: output %q is %s; Run cannot bind it, RunBound can", ErrNotBound, e.name, e.outputs[o].Name, e.outputs[o].DType)
+	}
 	outs, err := e.call(ctx, values)
 	if err != nil {
 		return nil, err
@@ -454,6 +476,10 @@ func (e *Engine) Run(ctx context.Context, items [][]Tensor) ([][]Tensor, error) 
 				t.I64 = splitRows(v.GetData(), shape, start, itemShape)
 			case *ort.Tensor[int32]:
 				t.I32 = splitRows(v.GetData(), shape, start, itemShape)
+			case *ort.Tensor[bool]:
+				t.B = splitRows(v.GetData(), shape, start, itemShape)
+			case *ort.CustomDataTensor:
+				return nil, fmt.Errorf("%w: %s: output %q is %s", ErrNotBound, e.name, info.Name, info.DType)
 			default:
 				return nil, fmt.Errorf("%w: %s: output %q has unexpected type %T", ErrRun, e.name, info.Name, v)
 			}
@@ -492,10 +518,22 @@ func (e *Engine) callInto(ctx context.Context, values, outs []ort.Value) ([]ort.
 
 func destroy(values []ort.Value) {
 	for _, v := range values {
-		if v != nil {
+		// A failed Run can leave typed nils (a nil *CustomDataTensor).
+		if v != nil && !reflect.ValueOf(v).IsNil() {
 			v.Destroy()
 		}
 	}
+}
+
+// halfOutput is the first output that ONNX Runtime would allocate as a
+// 16-bit float (bound[o] nil), or -1.
+func (e *Engine) halfOutput(bound []ort.Value) int {
+	for o, info := range e.outputs {
+		if (info.DType == FP16 || info.DType == BF16) && (bound == nil || bound[o] == nil) {
+			return o
+		}
+	}
+	return -1
 }
 
 // splitRows copies rows [start, start+want[0]) of data (shape full) into a
@@ -522,8 +560,75 @@ func (e *Engine) batchInput(in Info, i int, shape []int64, items [][]Tensor) (or
 		return concat(items, i, shape, e.padInt, func(t *Tensor) []int64 { return t.I64 })
 	case INT32:
 		return concat(items, i, shape, int32(e.padInt), func(t *Tensor) []int32 { return t.I32 })
+	case BOOL:
+		return concat(items, i, shape, false, func(t *Tensor) []bool { return t.B })
+	case FP16, BF16:
+		rowSize := int64(1)
+		for _, d := range shape[1:] {
+			rowSize *= d
+		}
+		out := Tensor{DType: in.DType, Shape: shape, F16: make([]uint16, shape[0]*rowSize)}
+		var offset int64
+		for _, it := range items {
+			copyBlock(out.F16[offset:], shape, it[i].F16, it[i].Shape, it[i].Shape)
+			offset += it[i].Shape[0] * rowSize
+		}
+		return newValue(&out)
 	}
 	return nil, fmt.Errorf("model: input %q: unsupported datatype %s", in.Name, in.DType)
+}
+
+// ErrNotBound marks an FP16 or BF16 output that the caller did not bind to
+// its own memory. onnxruntime_go v1.27.0 copies such an output, when ONNX
+// Runtime allocates it, with its element count taken as its byte count
+// (half the data; the Run then fails). Bind it with RunBound's Bind.Into (or
+// Shared), in a tensor of the output's exact shape.
+var ErrNotBound = errors.New("model: a 16-bit float output must be bound to caller memory (Bind.Into)")
+
+// newValue wraps t's memory as an ONNX Runtime value, nothing copied: t's
+// data must stay as it is until the value is destroyed (ONNX Runtime
+// writes bound outputs into it).
+func newValue(t *Tensor) (ort.Value, error) {
+	shape := ort.Shape(t.Shape)
+	if len(shape) == 0 { // a scalar (num_logits_to_keep): its own constructor
+		if t.Len() != 1 {
+			return nil, fmt.Errorf("a scalar holds one element, data has %d", t.Len())
+		}
+		switch t.DType {
+		case FP32:
+			return ort.NewScalar(t.F32[0])
+		case INT64:
+			return ort.NewScalar(t.I64[0])
+		case INT32:
+			return ort.NewScalar(t.I32[0])
+		case BOOL:
+			return ort.NewScalar(t.B[0])
+		}
+		return nil, fmt.Errorf("a %s scalar is not supported", t.DType)
+	}
+	switch t.DType {
+	case FP32:
+		return ort.NewTensor(shape, t.F32)
+	case INT64:
+		return ort.NewTensor(shape, t.I64)
+	case INT32:
+		return ort.NewTensor(shape, t.I32)
+	case BOOL:
+		return ort.NewTensor(shape, t.B)
+	case FP16, BF16:
+		dt := ort.TensorElementDataType(ort.TensorElementDataTypeFloat16)
+		if t.DType == BF16 {
+			dt = ort.TensorElementDataType(ort.TensorElementDataTypeBFloat16)
+		}
+		data := t.F16
+		if len(data) == 0 {
+			// An empty tensor (a first step's zero-length past) still needs
+			// a buffer: ONNX Runtime only checks that it is big enough.
+			data = make([]uint16, 1)
+		}
+		return ort.NewCustomDataTensor(shape, unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(data))), 2*len(data)), dt)
+	}
+	return nil, fmt.Errorf("unsupported datatype %s", t.DType)
 }
 
 // concat builds the batch tensor of input i: every item's rows, one after
@@ -552,7 +657,9 @@ func (e *Engine) Warm(ctx context.Context, rows int) error {
 	item := make([]Tensor, len(e.inputs))
 	for i, in := range e.inputs {
 		shape := make([]int64, len(in.Shape))
-		shape[0] = 1
+		if len(shape) > 0 {
+			shape[0] = 1
+		}
 		n := int64(1)
 		for d := 1; d < len(shape); d++ {
 			shape[d] = in.Shape[d]
@@ -561,16 +668,7 @@ func (e *Engine) Warm(ctx context.Context, rows int) error {
 			}
 			n *= shape[d]
 		}
-		t := Tensor{Name: in.Name, DType: in.DType, Shape: shape}
-		switch in.DType {
-		case FP32:
-			t.F32 = make([]float32, n)
-		case INT64:
-			t.I64 = make([]int64, n)
-		case INT32:
-			t.I32 = make([]int32, n)
-		}
-		item[i] = t
+		item[i] = NewTensor(in.Name, in.DType, shape)
 	}
 	items := make([][]Tensor, max(1, rows))
 	for k := range items {
@@ -627,8 +725,9 @@ type Bind struct {
 	// memory on both sides and appends the new positions to it.
 	Shared map[int]int
 	// Into maps an output's index to a tensor of exactly the output's
-	// shape to write it into (logits into a buffer reused step after
-	// step, nothing copied out of ONNX Runtime).
+	// shape and type to write it into (logits into a buffer reused step
+	// after step, nothing copied out of ONNX Runtime). FP16 and BF16
+	// outputs must be bound, here or in Shared (see ErrNotBound).
 	Into map[int]Tensor
 }
 
@@ -645,34 +744,24 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, b Bind, view func(o
 	}
 	values := make([]ort.Value, 0, len(ins))
 	defer func() { destroy(values) }()
-	for i, t := range ins {
-		var v ort.Value
-		var err error
-		switch t.DType {
-		case FP32:
-			v, err = ort.NewTensor(ort.Shape(t.Shape), t.F32)
-		case INT64:
-			v, err = ort.NewTensor(ort.Shape(t.Shape), t.I64)
-		case INT32:
-			v, err = ort.NewTensor(ort.Shape(t.Shape), t.I32)
-		default:
-			err = fmt.Errorf("unsupported datatype %s", t.DType)
-		}
+	for i := range ins {
+		v, err := newValue(&ins[i])
 		if err != nil {
 			return nil, fmt.Errorf("model: input %q: %w", e.inputs[i].Name, err)
 		}
 		values = append(values, v)
 	}
 	bound := make([]ort.Value, len(e.outputs))
-	bind := func(o int, t Tensor) error {
-		if o < 0 || o >= len(bound) || bound[o] != nil || t.DType != FP32 {
+	boundTo := make([]*Tensor, len(e.outputs))
+	bind := func(o int, t *Tensor) error {
+		if o < 0 || o >= len(bound) || bound[o] != nil || t.DType != e.outputs[o].DType {
 			return inputErr("output %d cannot be bound to %s %v", o, t.DType, t.Shape)
 		}
-		v, err := ort.NewTensor(ort.Shape(t.Shape), t.F32)
+		v, err := newValue(t)
 		if err != nil {
 			return fmt.Errorf("model: output %q: %w", e.outputs[o].Name, err)
 		}
-		bound[o] = v
+		bound[o], boundTo[o] = v, t
 		return nil
 	}
 	for o, i := range b.Shared {
@@ -680,16 +769,20 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, b Bind, view func(o
 			destroy(bound)
 			return nil, inputErr("output %d cannot share input %d", o, i)
 		}
-		if err := bind(o, ins[i]); err != nil {
+		if err := bind(o, &ins[i]); err != nil {
 			destroy(bound)
 			return nil, err
 		}
 	}
 	for o, t := range b.Into {
-		if err := bind(o, t); err != nil {
+		if err := bind(o, &t); err != nil {
 			destroy(bound)
 			return nil, err
 		}
+	}
+	if o := e.halfOutput(bound); o >= 0 {
+		destroy(bound)
+		return nil, fmt.Errorf("%w: %s: output %q is %s", ErrNotBound, e.name, e.outputs[o].Name, e.outputs[o].DType)
 	}
 	outs, err := e.callInto(ctx, values, bound) // destroys bound on error
 	if err != nil {
@@ -698,6 +791,11 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, b Bind, view func(o
 	defer destroy(outs)
 	res := make([]Tensor, len(outs))
 	for o, info := range e.outputs {
+		if bt := boundTo[o]; bt != nil {
+			res[o] = *bt
+			res[o].Name = info.Name
+			continue
+		}
 		t := Tensor{Name: info.Name, DType: info.DType, Shape: []int64(outs[o].GetShape())}
 		switch v := outs[o].(type) {
 		case *ort.Tensor[float32]:
@@ -706,6 +804,10 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, b Bind, view func(o
 			t.I64 = v.GetData()
 		case *ort.Tensor[int32]:
 			t.I32 = v.GetData()
+		case *ort.Tensor[bool]:
+			t.B = v.GetData()
+		case *ort.CustomDataTensor:
+			return nil, fmt.Errorf("%w: %s: output %q is %s", ErrNotBound, e.name, info.Name, info.DType)
 		default:
 			return nil, fmt.Errorf("%w: %s: output %q has unexpected type %T", ErrRun, e.name, info.Name, v)
 		}
@@ -715,9 +817,13 @@ func (e *Engine) runWhole(ctx context.Context, ins []Tensor, b Bind, view func(o
 		return nil, view(res)
 	}
 	for o := range res { // copies that outlive the call's values
+		if boundTo[o] != nil {
+			continue // the caller's own memory
+		}
 		res[o].F32 = append([]float32(nil), res[o].F32...)
 		res[o].I64 = append([]int64(nil), res[o].I64...)
 		res[o].I32 = append([]int32(nil), res[o].I32...)
+		res[o].B = append([]bool(nil), res[o].B...)
 	}
 	return res, nil
 }

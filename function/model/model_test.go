@@ -102,7 +102,7 @@ func close32(a, b []float32, tol float64) bool {
 func TestIntrospection(t *testing.T) {
 	e := demoEngine(t)
 	got := fmt.Sprint(e.Inputs(), e.Outputs())
-	want := "[{tokens INT64 [-1 -1]} {state_in FP32 [-1 7]}] [{probs FP32 [-1 6]} {state_out FP32 [-1 7]} {token_logits FP32 [-1 -1 6]}]"
+	want := "[{tokens INT64 [-1 -1] false} {state_in FP32 [-1 7] false}] [{probs FP32 [-1 6] false} {state_out FP32 [-1 7] false} {token_logits FP32 [-1 -1 6] false}]"
 	if got != want {
 		t.Errorf("inputs/outputs\n got %s\nwant %s", got, want)
 	}

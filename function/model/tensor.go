@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/sous-ai/sous/function/model/half"
 )
 
 // DType is a tensor element type, named as the Open Inference Protocol names
@@ -15,29 +17,28 @@ const (
 	FP32 DType = iota + 1
 	INT64
 	INT32
+	// FP16 is IEEE binary16, BF16 bfloat16: both held as their bits in
+	// Tensor.F16 (package half converts).
+	FP16
+	BF16
+	BOOL
 )
 
+var dtypeNames = map[DType]string{FP32: "FP32", INT64: "INT64", INT32: "INT32", FP16: "FP16", BF16: "BF16", BOOL: "BOOL"}
+
 func (d DType) String() string {
-	switch d {
-	case FP32:
-		return "FP32"
-	case INT64:
-		return "INT64"
-	case INT32:
-		return "INT32"
+	if s, ok := dtypeNames[d]; ok {
+		return s
 	}
 	return fmt.Sprintf("DType(%d)", int(d))
 }
 
 // ParseDType maps an OIP datatype name to a DType.
 func ParseDType(s string) (DType, bool) {
-	switch s {
-	case "FP32":
-		return FP32, true
-	case "INT64":
-		return INT64, true
-	case "INT32":
-		return INT32, true
+	for d, name := range dtypeNames {
+		if name == s {
+			return d, true
+		}
 	}
 	return 0, false
 }
@@ -51,6 +52,8 @@ type Tensor struct {
 	F32   []float32
 	I64   []int64
 	I32   []int32
+	F16   []uint16 // FP16 or BF16, as DType says: the raw bits
+	B     []bool
 }
 
 // Len returns the number of elements held.
@@ -62,8 +65,64 @@ func (t *Tensor) Len() int {
 		return len(t.I64)
 	case INT32:
 		return len(t.I32)
+	case FP16, BF16:
+		return len(t.F16)
+	case BOOL:
+		return len(t.B)
 	}
 	return 0
+}
+
+// NewTensor returns a zero-valued tensor of dtype and shape.
+func NewTensor(name string, dtype DType, shape []int64) Tensor {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	t := Tensor{Name: name, DType: dtype, Shape: append([]int64(nil), shape...)}
+	switch dtype {
+	case FP32:
+		t.F32 = make([]float32, n)
+	case INT64:
+		t.I64 = make([]int64, n)
+	case INT32:
+		t.I32 = make([]int32, n)
+	case FP16, BF16:
+		t.F16 = make([]uint16, n)
+	case BOOL:
+		t.B = make([]bool, n)
+	}
+	return t
+}
+
+// Float32s returns the tensor's elements as float32: FP32's own slice
+// (not a copy), FP16 and BF16 converted. Other types return nil.
+func (t *Tensor) Float32s() []float32 {
+	switch t.DType {
+	case FP32:
+		return t.F32
+	case FP16:
+		return half.Float32s(t.F16)
+	case BF16:
+		out := make([]float32, len(t.F16))
+		for i, v := range t.F16 {
+			out[i] = half.ToFloat32BF(v)
+		}
+		return out
+	}
+	return nil
+}
+
+// Float32At returns element i as a float32 for FP32, FP16 and BF16
+// tensors, without converting the rest (a decoder's logits row).
+func (t *Tensor) Float32At(i int) float32 {
+	switch t.DType {
+	case FP16:
+		return half.ToFloat32(t.F16[i])
+	case BF16:
+		return half.ToFloat32BF(t.F16[i])
+	}
+	return t.F32[i]
 }
 
 // Info describes a model input or output. Dynamic dimensions are -1.
@@ -71,6 +130,11 @@ type Info struct {
 	Name  string
 	DType DType
 	Shape []int64
+	// Unbatched marks an input without a leading dynamic batch dimension
+	// (a scalar num_logits_to_keep, a merged decoder's use_cache_branch
+	// [1]): one value for the whole call. Run cannot batch such a model;
+	// RunWhole and RunBound take it.
+	Unbatched bool
 }
 
 // ErrInput marks an input that does not fit the model: the caller's fault,
@@ -111,6 +175,17 @@ func check(t *Tensor, in Info, maxElements int64) error {
 	n, err := elements(t.Shape, maxElements)
 	if err != nil {
 		return inputErr("input %q: %v", t.Name, err)
+	}
+	if in.Unbatched {
+		for i := range t.Shape {
+			if in.Shape[i] >= 0 && t.Shape[i] != in.Shape[i] {
+				return inputErr("input %q: shape %v, model takes %v", t.Name, t.Shape, in.Shape)
+			}
+		}
+		if int64(t.Len()) != n {
+			return inputErr("input %q: shape %v holds %d elements, data has %d", t.Name, t.Shape, n, t.Len())
+		}
+		return nil
 	}
 	if t.Shape[0] < 1 {
 		return inputErr("input %q: shape %v has no rows", t.Name, t.Shape)

@@ -13,6 +13,7 @@ import (
 func main() {
 	tok := flag.String("tokenizer", "function/tokenizer/testdata/tokenizers/all-minilm-l6-v2.json", "a BERT-family tokenizer.json")
 	out := flag.String("out", "testdata/models", "where to write <task>/")
+	qwen3 := flag.String("qwen3", ".cache/llm-tokenizers/qwen3", "Qwen3's tokenizer.json and tokenizer_config.json (make llm-tokenizers), for llm/")
 	flag.Parse()
 	b, err := os.ReadFile(*tok)
 	if err != nil {
@@ -25,6 +26,9 @@ func main() {
 		log.Fatal(err)
 	}
 	if err := testmodels.DecoderGQA(*out, b); err != nil {
+		log.Fatal(err)
+	}
+	if err := testmodels.LLM(*out, *qwen3); err != nil {
 		log.Fatal(err)
 	}
 }
