@@ -129,9 +129,10 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 	case cfg.Model == "":
 		p.Data, p.Name = demo.ONNX, demo.Name
 	case tasks.IsDir(path):
-		if dir, err = tasks.Open(path, cfg.Task, cfg.Aggregation); err != nil {
+		if dir, err = tasks.OpenVariant(path, cfg.Task, cfg.Aggregation, cfg.ModelDType, cfg.ModelFile); err != nil {
 			return nil, err
 		}
+		o.logger.Info("model file", "file", dir.File, "dtype", dir.Variant.DType, "chosen_by", dir.Variant.Source)
 		p.Model, p.Name = dir.File, dir.Name
 	default:
 		p.Model = cfg.Model

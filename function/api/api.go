@@ -82,7 +82,7 @@ func New(p Params) *echo.Echo {
 	oip.Register(e, work, oip.Params{Turns: p.Turns, Model: p.Model, Dir: p.Dir, Version: Version,
 		MaxBatch: p.MaxBatch, MaxBody: p.MaxBody, Ready: p.Ready})
 	op := openai.Params{Turns: p.Turns, Model: p.Model.Name(), Generates: p.Generates,
-		Renderer: r, Tracer: p.Tracer, MaxBody: p.MaxBody, Started: p.Started, EOS: -1}
+		Renderer: r, Tracer: p.Tracer, MaxBody: p.MaxBody, Started: p.Started}
 	if p.Generates {
 		op.Tokens = func(id int64) []byte { return p.Dir.Tok.AppendDecoded(nil, id) }
 		op.EOS = p.Dir.EOS

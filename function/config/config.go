@@ -45,6 +45,8 @@ type Config struct {
 	BatchOrder     string // SOUS_BATCH_ORDER: length (group similar lengths) or arrival
 	KVTokens       int    // SOUS_KV_TOKENS: decoder models: KV positions all generating sequences may hold
 	PrefixCache    int64  // SOUS_PREFIX_CACHE_BYTES: decoder models: bytes of recent sessions' KV kept (0: none)
+	ModelDType     string // SOUS_MODEL_DTYPE: a model directory's variant (fp32, fp16, q8, q4, q4f16), as transformers.js's dtype
+	ModelFile      string // SOUS_MODEL_FILE: the .onnx file inside a model directory, explicitly
 }
 
 // Defaults.
@@ -135,6 +137,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.BatchOrder = oneOf("SOUS_BATCH_ORDER", "length", "length", "arrival")
 	c.KVTokens = num("SOUS_KV_TOKENS", 65536, 16, 1<<24)
 	c.PrefixCache = int64(num("SOUS_PREFIX_CACHE_BYTES", 128<<20, 0, 1<<40))
+	c.ModelDType = oneOf("SOUS_MODEL_DTYPE", "", "", "fp32", "fp16", "q8", "int8", "uint8", "q4", "bnb4", "q4f16")
+	c.ModelFile = getenv("SOUS_MODEL_FILE")
 	if c.Queue < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("SOUS_QUEUE=%d: must be at least SOUS_MAX_BATCH=%d", c.Queue, c.MaxBatch))
 	}

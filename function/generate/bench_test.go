@@ -24,7 +24,7 @@ func BenchmarkDecode32(b *testing.B) {
 			})
 			for _, mb := range []int{32, 1} {
 				b.Run(fmt.Sprint("maxbatch-", mb), func(b *testing.B) {
-					e := startEngine(b, m, Options{EOS: -1, SharedKV: f.shared, MaxBatch: mb})
+					e := startEngine(b, m, Options{SharedKV: f.shared, MaxBatch: mb})
 					ps := make([][]int64, 32)
 					for i := range ps {
 						ps[i] = make([]int64, 30)

@@ -23,14 +23,18 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/model/half"
 )
 
 // Params are one generation's settings.
@@ -110,7 +114,9 @@ var (
 
 // Options configure an Engine.
 type Options struct {
-	EOS      int64 // end-of-sequence token id (-1: none)
+	// EOS are the end-of-sequence token ids (generation_config.json may
+	// list several); none: generations end by length or stop strings.
+	EOS      []int64
 	MaxBatch int   // most sequences in one decode step (default 32)
 	// Queue bounds the sequences waiting for admission (default 1024):
 	// beyond it Generate answers batching.ErrFull at once.
@@ -144,8 +150,12 @@ type Engine struct {
 	shape kvShape
 	kv    kvLayout
 	cache *prefixCache // nil: none
-	// logitsBuf takes the logits of decode steps: the loop's own, reused.
+	// logitsBuf and logits16 take the logits of steps (FP32 or FP16, as
+	// the model gives them), rows16 their rows as float32: the loop's own,
+	// reused.
 	logitsBuf []float32
+	logits16  []uint16
+	rows16    []float32
 
 	queue *batching.Queue[*seq]
 	mu    sync.Mutex // guards reserved, admittedN
@@ -160,11 +170,40 @@ type Engine struct {
 type kvShape struct {
 	layers    int
 	heads, hd int64
-	// input and output indexes
-	ids, mask, pos int
-	past           [][2]int // per layer: key, value input index
-	logits         int
-	present        [][2]int // per layer: key, value output index
+	kv        model.DType // of the past inputs: FP32, FP16 or BF16
+	// input and output indexes; pos and keep are -1 where the model has
+	// no position_ids (ONNX Runtime GenAI's form: positions follow from
+	// the mask) or no num_logits_to_keep.
+	ids, mask, pos, keep int
+	inputs               int
+	past                 [][2]int // per layer: key, value input index
+	logits               int
+	present              [][2]int // per layer: key, value output index
+}
+
+// row is the bytes of one position of one head: hd elements.
+func (sh kvShape) row() int64 {
+	if sh.kv == model.FP32 {
+		return sh.hd * 4
+	}
+	return sh.hd * 2
+}
+
+// tensor views b, KV bytes, as a tensor of the model's KV type.
+func (sh kvShape) tensor(shape []int64, b []byte) model.Tensor {
+	t := model.Tensor{DType: sh.kv, Shape: shape}
+	if sh.kv == model.FP32 {
+		t.F32 = []float32{}
+		if len(b) > 0 {
+			t.F32 = unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+		}
+		return t
+	}
+	t.F16 = []uint16{}
+	if len(b) > 0 {
+		t.F16 = unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
+	}
+	return t
 }
 
 // seq is one generation, from Generate until it is retired.
@@ -181,7 +220,7 @@ type seq struct {
 	// prefill's KV and logits copied to them.
 	siblings []*seq
 	lps      []Logprob
-	kv       [][2][]float32 // per layer: key, value, [heads, length, hd] (Optimum's form)
+	kv      [][2][]byte // per layer: key, value, [heads, length, hd] (Optimum's form)
 	length   int            // positions whose KV it holds
 	done     chan Result
 	err      error
@@ -227,7 +266,7 @@ func New(m *model.Engine, opt Options) (*Engine, error) {
 // readShape finds the decoder's inputs and outputs: Optimum's names, with
 // fixed heads and head_dim.
 func readShape(m *model.Engine) (kvShape, error) {
-	sh := kvShape{ids: -1, mask: -1, pos: -1, logits: -1}
+	sh := kvShape{ids: -1, mask: -1, pos: -1, keep: -1, logits: -1, inputs: len(m.Inputs())}
 	idx := func(list []model.Info) map[string]int {
 		out := map[string]int{}
 		for i, in := range list {
@@ -243,11 +282,17 @@ func readShape(m *model.Engine) (kvShape, error) {
 	if sh.mask, ok = ins["attention_mask"]; !ok {
 		return sh, fmt.Errorf("generate: model %s has no attention_mask", m.Name())
 	}
-	if sh.pos, ok = ins["position_ids"]; !ok {
-		return sh, fmt.Errorf("generate: model %s has no position_ids", m.Name())
-	}
 	if sh.logits, ok = outs["logits"]; !ok {
 		return sh, fmt.Errorf("generate: model %s has no logits output", m.Name())
+	}
+	known := 2
+	if i, ok := ins["position_ids"]; ok {
+		sh.pos, known = i, known+1
+	}
+	if i, ok := ins["num_logits_to_keep"]; ok {
+		// Fed 1: the logits of the last position only, the one sampled
+		// (a prompt's other positions' logits are never read).
+		sh.keep, known = i, known+1
 	}
 	for l := 0; ; l++ {
 		k, okK := ins["past_key_values."+strconv.Itoa(l)+".key"]
@@ -261,14 +306,41 @@ func readShape(m *model.Engine) (kvShape, error) {
 		sh.present = append(sh.present, [2]int{pk, pv})
 	}
 	sh.layers = len(sh.past)
-	if sh.layers == 0 || len(ins) != 3+2*sh.layers {
-		return sh, fmt.Errorf("generate: model %s: want input_ids, attention_mask, position_ids and past_key_values.{i}.key/value, got %d inputs", m.Name(), len(ins))
+	if sh.layers == 0 {
+		return sh, fmt.Errorf("generate: model %s: no past_key_values.{i}.key/value inputs with present.{i}.key/value outputs", m.Name())
 	}
-	shape := m.Inputs()[sh.past[0][0]].Shape
-	if len(shape) != 4 || shape[1] <= 0 || shape[3] <= 0 {
-		return sh, fmt.Errorf("generate: model %s: past keys have shape %v, want [batch, heads, past, head_dim] with fixed heads and head_dim", m.Name(), shape)
+	if n := known + 2*sh.layers; sh.inputs != n {
+		var extra []string
+		for name := range ins {
+			if name != "input_ids" && name != "attention_mask" && name != "position_ids" && name != "num_logits_to_keep" && !strings.HasPrefix(name, "past_key_values.") {
+				extra = append(extra, name)
+			}
+		}
+		sort.Strings(extra)
+		return sh, fmt.Errorf("generate: model %s: inputs %s are not served (a decoder takes input_ids, attention_mask, position_ids, num_logits_to_keep and past_key_values.{i}.key/value)", m.Name(), strings.Join(extra, ", "))
 	}
-	sh.heads, sh.hd = shape[1], shape[3]
+	in := m.Inputs()[sh.past[0][0]]
+	if len(in.Shape) != 4 || in.Shape[1] <= 0 || in.Shape[3] <= 0 {
+		return sh, fmt.Errorf("generate: model %s: past keys have shape %v, want [batch, heads, past, head_dim] with fixed heads and head_dim", m.Name(), in.Shape)
+	}
+	sh.heads, sh.hd, sh.kv = in.Shape[1], in.Shape[3], in.DType
+	switch sh.kv {
+	case model.FP32, model.FP16, model.BF16:
+	default:
+		return sh, fmt.Errorf("generate: model %s: KV cache of type %s is not served (FP32, FP16, BF16)", m.Name(), sh.kv)
+	}
+	for l := range sh.layers {
+		for k := range 2 {
+			if p, o := m.Inputs()[sh.past[l][k]], m.Outputs()[sh.present[l][k]]; p.DType != sh.kv || o.DType != sh.kv {
+				return sh, fmt.Errorf("generate: model %s: %s and %s are %s and %s, want both %s as the first layer's", m.Name(), p.Name, o.Name, p.DType, o.DType, sh.kv)
+			}
+		}
+	}
+	switch lt := m.Outputs()[sh.logits]; lt.DType {
+	case model.FP32, model.FP16:
+	default:
+		return sh, fmt.Errorf("generate: model %s: logits of type %s are not served (FP32, FP16)", m.Name(), lt.DType)
+	}
 	return sh, nil
 }
 
@@ -500,7 +572,7 @@ func (e *Engine) gone(s *seq) bool {
 // stop string in its text, or MaxTokens.
 func (e *Engine) finished(s *seq) bool {
 	switch {
-	case len(s.out) > 0 && s.out[len(s.out)-1] == e.opt.EOS:
+	case len(s.out) > 0 && slices.Contains(e.opt.EOS, s.out[len(s.out)-1]):
 		s.finish = FinishStop
 	case s.text != nil && s.text.stopped():
 		s.finish = FinishStop
@@ -555,10 +627,10 @@ func (e *Engine) prefillInputs(s *seq, past int) []model.Tensor {
 		pos[i] = int64(past + i)
 	}
 	sh := e.shape
-	ins := make([]model.Tensor, 3+2*sh.layers)
+	ins := make([]model.Tensor, sh.inputs)
 	ins[sh.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(len(pos))}, I64: s.prompt[past:]}
 	ins[sh.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: ones}
-	ins[sh.pos] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(len(pos))}, I64: pos}
+	e.optionalInputs(ins, []int64{1, int64(len(pos))}, pos)
 	return ins
 }
 
@@ -605,11 +677,31 @@ func (e *Engine) stepInputs(active []*seq, p int64, leftPad bool) []model.Tensor
 		}
 	}
 	sh := e.shape
-	ins := make([]model.Tensor, 3+2*sh.layers)
+	ins := make([]model.Tensor, sh.inputs)
 	ins[sh.ids] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: ids}
 	ins[sh.mask] = model.Tensor{DType: model.INT64, Shape: []int64{b, p + 1}, I64: mask}
-	ins[sh.pos] = model.Tensor{DType: model.INT64, Shape: []int64{b, 1}, I64: pos}
+	e.optionalInputs(ins, []int64{b, 1}, pos)
 	return ins
+}
+
+// optionalInputs sets the inputs a model may lack: position_ids (shape,
+// pos) and num_logits_to_keep (1: the last position's logits).
+func (e *Engine) optionalInputs(ins []model.Tensor, shape, pos []int64) {
+	if e.shape.pos >= 0 {
+		ins[e.shape.pos] = model.Tensor{DType: model.INT64, Shape: shape, I64: pos}
+	}
+	if e.shape.keep >= 0 {
+		ins[e.shape.keep] = model.Tensor{DType: model.INT64, Shape: []int64{}, I64: []int64{1}}
+	}
+}
+
+// logitRows is how many positions' logits a call over n new positions
+// gives: 1 with num_logits_to_keep, else n.
+func (e *Engine) logitRows(n int64) int64 {
+	if e.shape.keep >= 0 {
+		return 1
+	}
+	return n
 }
 
 // bound binds outputs: each present to its past input where the form
@@ -617,12 +709,22 @@ func (e *Engine) stepInputs(active []*seq, p int64, leftPad bool) []model.Tensor
 // vocab] to the engine's buffer when the vocabulary's size is fixed.
 func (e *Engine) bound(shared map[int]int, rows, seq int64) model.Bind {
 	b := model.Bind{Shared: shared, Into: map[int]model.Tensor{}}
-	if v := e.m.Outputs()[e.shape.logits].Shape; len(v) == 3 && v[2] > 0 {
+	out := e.m.Outputs()[e.shape.logits]
+	if v := out.Shape; len(v) == 3 && v[2] > 0 {
 		n := rows * seq * v[2]
-		if int64(cap(e.logitsBuf)) < n {
-			e.logitsBuf = make([]float32, n)
+		t := model.Tensor{DType: out.DType, Shape: []int64{rows, seq, v[2]}}
+		if out.DType == model.FP16 {
+			if int64(cap(e.logits16)) < n {
+				e.logits16 = make([]uint16, n)
+			}
+			t.F16 = e.logits16[:n]
+		} else {
+			if int64(cap(e.logitsBuf)) < n {
+				e.logitsBuf = make([]float32, n)
+			}
+			t.F32 = e.logitsBuf[:n]
 		}
-		b.Into[e.shape.logits] = model.Tensor{DType: model.FP32, Shape: []int64{rows, seq, v[2]}, F32: e.logitsBuf[:n]}
+		b.Into[e.shape.logits] = t
 	}
 	return b
 }
@@ -641,15 +743,31 @@ func longest(active []*seq) int {
 func (e *Engine) emitRows(active []*seq, logits model.Tensor) {
 	v := int(logits.Shape[2])
 	for i, s := range active {
-		e.emit(s, logits.F32[i*v:(i+1)*v])
+		e.emit(s, e.logitRow(logits, i, v))
 	}
+}
+
+// logitRow is row i of logits as float32 (FP16 logits converted into the
+// loop's buffer, which the next call reuses).
+func (e *Engine) logitRow(logits model.Tensor, i, v int) []float32 {
+	if logits.DType != model.FP16 {
+		return logits.F32[i*v : (i+1)*v]
+	}
+	if cap(e.rows16) < v {
+		e.rows16 = make([]float32, v)
+	}
+	row := e.rows16[:v]
+	for j, h := range logits.F16[i*v : (i+1)*v] {
+		row[j] = half.ToFloat32(h)
+	}
+	return row
 }
 
 // emitLast hands out s's token from the last row of a prefill's logits
 // [1, S, vocab].
 func (e *Engine) emitLast(s *seq, logits model.Tensor) {
 	rows, v := int(logits.Shape[1]), int(logits.Shape[2])
-	row := logits.F32[(rows-1)*v : rows*v]
+	row := e.logitRow(logits, rows-1, v)
 	// Siblings first: emit may change the row it samples from.
 	for _, sib := range s.siblings {
 		sib.length = s.length
@@ -680,7 +798,7 @@ func (e *Engine) emit(s *seq, logits []float32) {
 	if s.onToken != nil {
 		s.onToken(t)
 	}
-	if s.text != nil && t != e.opt.EOS {
+	if s.text != nil && !slices.Contains(e.opt.EOS, t) {
 		s.text.add(t, s.p.OnText)
 	}
 }

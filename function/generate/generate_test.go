@@ -107,10 +107,10 @@ func TestContinuousBatchingEqualsAlone(t *testing.T) { eachForm(t, testContinuou
 
 func testContinuousBatchingEqualsAlone(t *testing.T, f form, m *model.Engine) {
 	ps := prompts()
-	alone := greedy(t, startEngine(t, m, Options{EOS: -1, SharedKV: f.shared}), ps)
+	alone := greedy(t, startEngine(t, m, Options{SharedKV: f.shared}), ps)
 	var mu sync.Mutex
 	var batches []int
-	e := startEngine(t, m, Options{EOS: -1, SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
+	e := startEngine(t, m, Options{SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
 	// Staggered: each sequence starts when the previous one has made 4
 	// tokens, so they join while others are mid-flight, and their
 	// different max_tokens make them leave at different steps.
@@ -164,8 +164,8 @@ func TestFormsAgree(t *testing.T) {
 	gqa := decoderModel(t, "gqa-mha", func(dir string, tok []byte) error {
 		return testmodels.DecoderForm(dir, "gqa-mha", tok, 32, 2, 2, 2, true)
 	})
-	want := greedy(t, startEngine(t, opt, Options{EOS: -1}), ps)
-	got := greedy(t, startEngine(t, gqa, Options{EOS: -1, SharedKV: 256}), ps)
+	want := greedy(t, startEngine(t, opt, Options{}), ps)
+	got := greedy(t, startEngine(t, gqa, Options{SharedKV: 256}), ps)
 	for i := range ps {
 		if fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
 			t.Errorf("prompt %d: GroupQueryAttention form %v, Optimum form %v", i, got[i], want[i])
@@ -179,7 +179,7 @@ func TestCallerLeavingFreesItsSequence(t *testing.T) { eachForm(t, testCallerLea
 
 func testCallerLeavingFreesItsSequence(t *testing.T, f form, m *model.Engine) {
 	// Room for one sequence of up to 256 positions.
-	e := startEngine(t, m, Options{EOS: -1, KVTokens: 256, SharedKV: f.shared})
+	e := startEngine(t, m, Options{KVTokens: 256, SharedKV: f.shared})
 	ps := prompts()
 	ctx, cancel := context.WithCancel(context.Background())
 	var made int
@@ -221,7 +221,7 @@ func testKVBudgetBackPressure(t *testing.T, f form, m *model.Engine) {
 	// Optimum's form: each sequence below reserves 3+140=143 of 256
 	// positions; the GroupQueryAttention form: one 256-position buffer.
 	// Either way one at a time.
-	e := startEngine(t, m, Options{EOS: -1, KVTokens: 256, SharedKV: f.shared})
+	e := startEngine(t, m, Options{KVTokens: 256, SharedKV: f.shared})
 	ps := prompts()
 	if _, err := e.Generate(context.Background(), ps[0], Params{MaxTokens: 300}, nil); err != ErrTooLong {
 		t.Fatalf("over the budget: %v", err)
@@ -260,7 +260,7 @@ func testKVBudgetBackPressure(t *testing.T, f form, m *model.Engine) {
 // Sampling with a seed is reproducible; different seeds differ.
 func TestSeededSampling(t *testing.T) {
 	m := decoderModel(t, "text-generation", testmodels.Decoder)
-	e := startEngine(t, m, Options{EOS: -1})
+	e := startEngine(t, m, Options{})
 	p := prompts()[2]
 	gen := func(seed uint64) []int64 {
 		r, err := e.Generate(context.Background(), p, Params{MaxTokens: 16, Temperature: 1.5, TopK: 50, TopP: 0.95, Seed: seed}, nil)
@@ -285,8 +285,8 @@ func TestSeededSampling(t *testing.T) {
 func TestPrefixCache(t *testing.T) { eachForm(t, testPrefixCache) }
 
 func testPrefixCache(t *testing.T, f form, m *model.Engine) {
-	cached := startEngine(t, m, Options{EOS: -1, SharedKV: f.shared, PrefixCacheBytes: 1 << 20})
-	plain := startEngine(t, m, Options{EOS: -1, SharedKV: f.shared})
+	cached := startEngine(t, m, Options{SharedKV: f.shared, PrefixCacheBytes: 1 << 20})
+	plain := startEngine(t, m, Options{SharedKV: f.shared})
 	ps := prompts()
 	gen := func(e *Engine, prompt []int64, session, prev, next string) Result {
 		t.Helper()
@@ -375,7 +375,7 @@ func TestPrefixCacheBound(t *testing.T) {
 // admitted meanwhile.
 func TestQueueBoundsWaitingSequences(t *testing.T) {
 	m := decoderModel(t, forms[0].dir, forms[0].write)
-	e, err := New(m, Options{EOS: -1, Queue: 1})
+	e, err := New(m, Options{Queue: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +415,7 @@ func TestGenerateNSharesThePrefill(t *testing.T) { eachForm(t, testGenerateN) }
 func testGenerateN(t *testing.T, f form, m *model.Engine) {
 	var mu sync.Mutex
 	var batches []int
-	e := startEngine(t, m, Options{EOS: -1, SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
+	e := startEngine(t, m, Options{SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
 	prompt := prompts()[3]
 	ps := []Params{
 		{MaxTokens: 10},

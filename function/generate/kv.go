@@ -17,7 +17,7 @@ type kvLayout interface {
 	// prefill runs s's prompt from position past on (pkv: the first past
 	// positions' KV, per layer [heads, past, hd]) into s's KV, and hands
 	// out its first token. ins holds the ids, mask and positions.
-	prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]float32) error
+	prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]byte) error
 	// step runs one decode call for the active sequences (active[i] in
 	// slot i) and hands each its token.
 	step(ctx context.Context, active []*seq) error
@@ -29,23 +29,27 @@ type kvLayout interface {
 	move(s *seq, to int)
 	// kvOf is s's KV, per layer [heads, s.length, hd], for the prefix
 	// cache; it may be s's own (the caller keeps it, s is retiring).
-	kvOf(s *seq) [][2][]float32
+	kvOf(s *seq) [][2][]byte
 	fmt.Stringer
 }
 
-// copyHeads copies n values of each of heads heads from src, whose heads
-// start srcStride apart, into dst, whose heads start dstStride apart: the
-// per-head copies between KV layouts of different lengths.
-func copyHeads(dst []float32, dstStride int64, src []float32, srcStride int64, heads, n int64) {
+// KV is held as bytes whatever its element type (the model's, FP32 or
+// FP16/BF16: the type of its past inputs), so that one code moves it; a
+// tensor views those bytes as its elements (kvShape.tensor).
+
+// copyHeads copies n bytes of each of heads heads from src, whose heads
+// start srcStride bytes apart, into dst, whose heads start dstStride
+// apart: the per-head copies between KV layouts of different lengths.
+func copyHeads(dst []byte, dstStride int64, src []byte, srcStride int64, heads, n int64) {
 	for h := range heads {
 		copy(dst[h*dstStride:h*dstStride+n], src[h*srcStride:h*srcStride+n])
 	}
 }
 
 // headsPrefix copies the first n of length positions of each head of kv
-// [heads, length, hd].
-func headsPrefix(kv []float32, heads, length, n, hd int64) []float32 {
-	out := make([]float32, heads*n*hd)
-	copyHeads(out, n*hd, kv, length*hd, heads, n*hd)
+// [heads, length, hd] (row: one position's bytes, hd elements).
+func headsPrefix(kv []byte, heads, length, n, row int64) []byte {
+	out := make([]byte, heads*n*row)
+	copyHeads(out, n*row, kv, length*row, heads, n*row)
 	return out
 }

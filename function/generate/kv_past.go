@@ -21,7 +21,7 @@ type pastKV struct {
 	// pastBuf and presentBuf hold each layer's batched pasts and the
 	// step's presents: the loop's own, reused step after step (ONNX
 	// Runtime reads and writes them during Run).
-	pastBuf, presentBuf [][2][]float32
+	pastBuf, presentBuf [][2][]byte
 }
 
 func (k *pastKV) String() string { return "Optimum form (past_key_values)" }
@@ -31,7 +31,7 @@ func (k *pastKV) reserve(n int) (int, error) { return n, nil }
 func (k *pastKV) move(s *seq, to int) { s.slot = to }
 
 func (k *pastKV) fork(from, to *seq) {
-	to.kv = make([][2][]float32, len(from.kv))
+	to.kv = make([][2][]byte, len(from.kv))
 	for l := range from.kv {
 		for kind := range 2 {
 			to.kv[l][kind] = slices.Clone(from.kv[l][kind])
@@ -39,32 +39,35 @@ func (k *pastKV) fork(from, to *seq) {
 	}
 }
 
-func (k *pastKV) kvOf(s *seq) [][2][]float32 { return s.kv }
+func (k *pastKV) kvOf(s *seq) [][2][]byte { return s.kv }
 
-func (k *pastKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]float32) error {
+func (k *pastKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]byte) error {
 	sh := k.e.shape
 	for l := range sh.layers {
 		for kind := range 2 {
-			t := model.Tensor{DType: model.FP32, Shape: []int64{1, sh.heads, int64(past), sh.hd}, F32: []float32{}}
+			var b []byte
 			if past > 0 {
-				t.F32 = pkv[l][kind]
+				b = pkv[l][kind]
 			}
-			ins[sh.past[l][kind]] = t
+			ins[sh.past[l][kind]] = sh.tensor([]int64{1, sh.heads, int64(past), sh.hd}, b)
 		}
 	}
-	outs, err := k.e.m.RunWhole(ctx, ins)
-	if err != nil {
-		return err
-	}
-	s.kv = make([][2][]float32, sh.layers)
+	// Presents [1, heads, prompt, hd] and the logits into memory the loop
+	// owns (ONNX Runtime's own FP16 outputs cannot be copied out whole).
+	n := int64(len(s.prompt))
+	bind := k.e.bound(nil, 1, k.e.logitRows(n-int64(past)))
+	s.kv = make([][2][]byte, sh.layers)
 	for l := range sh.layers {
 		for kind := range 2 {
-			s.kv[l][kind] = outs[sh.present[l][kind]].F32
+			s.kv[l][kind] = make([]byte, sh.heads*n*sh.row())
+			bind.Into[sh.present[l][kind]] = sh.tensor([]int64{1, sh.heads, n, sh.hd}, s.kv[l][kind])
 		}
 	}
-	s.length = len(s.prompt)
-	k.e.emitLast(s, outs[sh.logits])
-	return nil
+	return k.e.m.RunBound(ctx, ins, bind, func(outs []model.Tensor) error {
+		s.length = len(s.prompt)
+		k.e.emitLast(s, outs[sh.logits])
+		return nil
+	})
 }
 
 func (k *pastKV) step(ctx context.Context, active []*seq) error {
@@ -72,41 +75,43 @@ func (k *pastKV) step(ctx context.Context, active []*seq) error {
 	b := int64(len(active))
 	p := int64(longest(active))
 	ins := k.e.stepInputs(active, p, true)
-	rowSize := sh.heads * p * sh.hd
+	r := sh.row()
+	rowSize := sh.heads * p * r
 	if len(k.pastBuf) != sh.layers {
-		k.pastBuf = make([][2][]float32, sh.layers)
-		k.presentBuf = make([][2][]float32, sh.layers)
+		k.pastBuf = make([][2][]byte, sh.layers)
+		k.presentBuf = make([][2][]byte, sh.layers)
 	}
 	for l := range sh.layers {
 		for kind := range 2 {
 			if int64(cap(k.pastBuf[l][kind])) < b*rowSize {
-				k.pastBuf[l][kind] = make([]float32, b*rowSize, 2*b*rowSize)
+				k.pastBuf[l][kind] = make([]byte, b*rowSize, 2*b*rowSize)
 			}
 			past := k.pastBuf[l][kind][:b*rowSize]
 			for i, s := range active {
 				row, pad := past[int64(i)*rowSize:], p-int64(s.length)
 				for h := range sh.heads {
-					clear(row[h*p*sh.hd : h*p*sh.hd+pad*sh.hd])
+					clear(row[h*p*r : h*p*r+pad*r])
 				}
-				copyHeads(row[pad*sh.hd:], p*sh.hd, s.kv[l][kind], int64(s.length)*sh.hd, sh.heads, int64(s.length)*sh.hd)
+				copyHeads(row[pad*r:], p*r, s.kv[l][kind], int64(s.length)*r, sh.heads, int64(s.length)*r)
 			}
-			ins[sh.past[l][kind]] = model.Tensor{DType: model.FP32, Shape: []int64{b, sh.heads, p, sh.hd}, F32: past}
+			ins[sh.past[l][kind]] = sh.tensor([]int64{b, sh.heads, p, sh.hd}, past)
 		}
 	}
 	// Presents [b, heads, p+1, hd] and logits go into the loop's own
 	// buffers, not ONNX Runtime's (which would be copied out again).
 	bind := k.e.bound(nil, b, 1)
-	n := b * sh.heads * (p + 1) * sh.hd
+	n := b * sh.heads * (p + 1) * r
 	for l := range sh.layers {
 		for kind := range 2 {
 			if int64(cap(k.presentBuf[l][kind])) < n {
-				k.presentBuf[l][kind] = make([]float32, n, 2*n)
+				k.presentBuf[l][kind] = make([]byte, n, 2*n)
 			}
-			bind.Into[sh.present[l][kind]] = model.Tensor{DType: model.FP32, Shape: []int64{b, sh.heads, p + 1, sh.hd}, F32: k.presentBuf[l][kind][:n]}
+			k.presentBuf[l][kind] = k.presentBuf[l][kind][:n]
+			bind.Into[sh.present[l][kind]] = sh.tensor([]int64{b, sh.heads, p + 1, sh.hd}, k.presentBuf[l][kind])
 		}
 	}
 	return k.e.m.RunBound(ctx, ins, bind, func(outs []model.Tensor) error {
-		k.take(active, outs, p)
+		k.take(active, p)
 		k.e.emitRows(active, outs[sh.logits])
 		return nil
 	})
@@ -114,16 +119,17 @@ func (k *pastKV) step(ctx context.Context, active []*seq) error {
 
 // take copies each row's present (less its padding) into its sequence's
 // KV.
-func (k *pastKV) take(active []*seq, outs []model.Tensor, p int64) {
+func (k *pastKV) take(active []*seq, p int64) {
 	sh := k.e.shape
-	outSize := sh.heads * (p + 1) * sh.hd
+	r := sh.row()
+	outSize := sh.heads * (p + 1) * r
 	for i, s := range active {
 		pad := p - int64(s.length)
 		n := int64(s.length) + 1
 		for l := range sh.layers {
 			for kind := range 2 {
-				kv := make([]float32, sh.heads*n*sh.hd)
-				copyHeads(kv, n*sh.hd, outs[sh.present[l][kind]].F32[int64(i)*outSize+pad*sh.hd:], (p+1)*sh.hd, sh.heads, n*sh.hd)
+				kv := make([]byte, sh.heads*n*r)
+				copyHeads(kv, n*r, k.presentBuf[l][kind][int64(i)*outSize+pad*r:], (p+1)*r, sh.heads, n*r)
 				s.kv[l][kind] = kv
 			}
 		}

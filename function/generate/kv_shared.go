@@ -21,18 +21,18 @@ type sharedKV struct {
 	slots  int
 	buffer int64 // positions per slot
 	// slab holds each layer's keys and values, slot after slot.
-	slab [][2][]float32
+	slab [][2][]byte
 	// outs maps each present output to its past input.
 	outs map[int]int
 }
 
 func newSharedKV(e *Engine, slots int, buffer int64) *sharedKV {
 	sh := e.shape
-	k := &sharedKV{e: e, slots: slots, buffer: buffer, slab: make([][2][]float32, sh.layers), outs: make(map[int]int, 2*sh.layers)}
+	k := &sharedKV{e: e, slots: slots, buffer: buffer, slab: make([][2][]byte, sh.layers), outs: make(map[int]int, 2*sh.layers)}
 	// Allocated once; pages are touched only as slots fill.
 	for l := range k.slab {
 		for kind := range 2 {
-			k.slab[l][kind] = make([]float32, int64(slots)*sh.heads*buffer*sh.hd)
+			k.slab[l][kind] = make([]byte, int64(slots)*sh.heads*buffer*sh.row())
 			k.outs[sh.present[l][kind]] = sh.past[l][kind]
 		}
 	}
@@ -54,8 +54,8 @@ func (k *sharedKV) reserve(n int) (int, error) {
 
 // slotKV is slot's buffer [kv_heads, buffer, hd] of layer l's keys (kind
 // 0) or values (kind 1).
-func (k *sharedKV) slotKV(l, kind, slot int) []float32 {
-	row := k.e.shape.heads * k.buffer * k.e.shape.hd
+func (k *sharedKV) slotKV(l, kind, slot int) []byte {
+	row := k.e.shape.heads * k.buffer * k.e.shape.row()
 	return k.slab[l][kind][int64(slot)*row : int64(slot+1)*row]
 }
 
@@ -66,7 +66,7 @@ func (k *sharedKV) move(s *seq, to int) {
 	sh := k.e.shape
 	for l := range sh.layers {
 		for kind := range 2 {
-			copyHeads(k.slotKV(l, kind, to), k.buffer*sh.hd, k.slotKV(l, kind, s.slot), k.buffer*sh.hd, sh.heads, int64(s.length)*sh.hd)
+			copyHeads(k.slotKV(l, kind, to), k.buffer*sh.row(), k.slotKV(l, kind, s.slot), k.buffer*sh.row(), sh.heads, int64(s.length)*sh.row())
 		}
 	}
 	s.slot = to
@@ -76,17 +76,17 @@ func (k *sharedKV) fork(from, to *seq) {
 	sh := k.e.shape
 	for l := range sh.layers {
 		for kind := range 2 {
-			copyHeads(k.slotKV(l, kind, to.slot), k.buffer*sh.hd, k.slotKV(l, kind, from.slot), k.buffer*sh.hd, sh.heads, int64(from.length)*sh.hd)
+			copyHeads(k.slotKV(l, kind, to.slot), k.buffer*sh.row(), k.slotKV(l, kind, from.slot), k.buffer*sh.row(), sh.heads, int64(from.length)*sh.row())
 		}
 	}
 }
 
-func (k *sharedKV) kvOf(s *seq) [][2][]float32 {
+func (k *sharedKV) kvOf(s *seq) [][2][]byte {
 	sh := k.e.shape
-	kv := make([][2][]float32, sh.layers)
+	kv := make([][2][]byte, sh.layers)
 	for l := range kv {
 		for kind := range 2 {
-			kv[l][kind] = headsPrefix(k.slotKV(l, kind, s.slot), sh.heads, k.buffer, int64(s.length), sh.hd)
+			kv[l][kind] = headsPrefix(k.slotKV(l, kind, s.slot), sh.heads, k.buffer, int64(s.length), sh.row())
 		}
 	}
 	return kv
@@ -94,18 +94,19 @@ func (k *sharedKV) kvOf(s *seq) [][2][]float32 {
 
 // prefill copies the cached prefix's KV, if any, into s's slot; the
 // prompt's keys and values go straight into it.
-func (k *sharedKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]float32) error {
+func (k *sharedKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]byte) error {
 	sh := k.e.shape
+	r := sh.row()
 	for l := range sh.layers {
 		for kind := range 2 {
 			slot := k.slotKV(l, kind, s.slot)
 			if past > 0 {
-				copyHeads(slot, k.buffer*sh.hd, pkv[l][kind], int64(past)*sh.hd, sh.heads, int64(past)*sh.hd)
+				copyHeads(slot, k.buffer*r, pkv[l][kind], int64(past)*r, sh.heads, int64(past)*r)
 			}
-			ins[sh.past[l][kind]] = model.Tensor{DType: model.FP32, Shape: []int64{1, sh.heads, k.buffer, sh.hd}, F32: slot}
+			ins[sh.past[l][kind]] = sh.tensor([]int64{1, sh.heads, k.buffer, sh.hd}, slot)
 		}
 	}
-	return k.e.m.RunBound(ctx, ins, k.e.bound(k.outs, 1, int64(len(s.prompt)-past)), func(outs []model.Tensor) error {
+	return k.e.m.RunBound(ctx, ins, k.e.bound(k.outs, 1, k.e.logitRows(int64(len(s.prompt)-past))), func(outs []model.Tensor) error {
 		s.length = len(s.prompt)
 		k.e.emitLast(s, outs[sh.logits])
 		return nil
@@ -120,10 +121,10 @@ func (k *sharedKV) step(ctx context.Context, active []*seq) error {
 	sh := k.e.shape
 	b := int64(len(active))
 	ins := k.e.stepInputs(active, int64(longest(active)), false)
-	row := sh.heads * k.buffer * sh.hd
+	row := sh.heads * k.buffer * sh.row()
 	for l := range sh.layers {
 		for kind := range 2 {
-			ins[sh.past[l][kind]] = model.Tensor{DType: model.FP32, Shape: []int64{b, sh.heads, k.buffer, sh.hd}, F32: k.slab[l][kind][:b*row]}
+			ins[sh.past[l][kind]] = sh.tensor([]int64{b, sh.heads, k.buffer, sh.hd}, k.slab[l][kind][:b*row])
 		}
 	}
 	return k.e.m.RunBound(ctx, ins, k.e.bound(k.outs, b, 1), func(outs []model.Tensor) error {

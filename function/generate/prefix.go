@@ -33,7 +33,7 @@ type CacheStats struct {
 type prefix struct {
 	session, version string
 	ids              []int64
-	kv               [][2][]float32 // per layer: key, value, [heads, len(ids), hd]
+	kv               [][2][]byte // per layer: key, value, [heads, len(ids), hd]
 	bytes            int64
 }
 
@@ -105,7 +105,7 @@ func commonPrefix(a, b []int64) int {
 // lookup finds s's session in the prefix cache: how many of the prompt's
 // tokens it already holds KV for (at least one token is left to prefill,
 // for its logits), and that KV, per layer [heads, past, hd].
-func (e *Engine) lookup(s *seq) (int, [][2][]float32) {
+func (e *Engine) lookup(s *seq) (int, [][2][]byte) {
 	if e.cache == nil || s.p.Session == "" {
 		return 0, nil
 	}
@@ -122,10 +122,10 @@ func (e *Engine) lookup(s *seq) (int, [][2][]float32) {
 		return past, c.kv
 	}
 	sh := e.shape
-	kv := make([][2][]float32, sh.layers)
+	kv := make([][2][]byte, sh.layers)
 	for l := range kv {
 		for k := range 2 {
-			kv[l][k] = headsPrefix(c.kv[l][k], sh.heads, int64(len(c.ids)), int64(past), sh.hd)
+			kv[l][k] = headsPrefix(c.kv[l][k], sh.heads, int64(len(c.ids)), int64(past), sh.row())
 		}
 	}
 	return past, kv
@@ -146,7 +146,7 @@ func (e *Engine) remember(s *seq) {
 		return
 	}
 	e.cache.put(&prefix{session: s.p.Session, version: s.p.Next, ids: ids, kv: kv,
-		bytes: int64(sh.layers) * 2 * sh.heads * int64(s.length) * sh.hd * 4})
+		bytes: int64(sh.layers) * 2 * sh.heads * int64(s.length) * sh.row()})
 }
 
 // CacheStats reports the prefix cache's counters (zero without one).

@@ -49,7 +49,12 @@ type Model struct {
 	MultiLabel  bool     // config.json problem_type multi_label_classification: sigmoid
 	MaxLength   int      // tokens per input, special tokens included
 	Aggregation string
-	EOS         int64 // text generation: config.json eos_token_id, else [SEP]; -1 if neither
+	// EOS are the end-of-sequence ids of text generation: config.json's
+	// and generation_config.json's eos_token_id (a number or a list),
+	// else [SEP]; none if neither.
+	EOS []int64
+	// Variant is the ONNX file chosen (SOUS_MODEL_DTYPE, SOUS_MODEL_FILE).
+	Variant Variant
 	// Chat is tokenizer_config.json's chat template, nil if it has none.
 	Chat *prompt.Template
 	// SharedKV is the KV buffer per sequence of a decoder whose past and
@@ -73,6 +78,12 @@ func IsDir(path string) bool {
 // Open reads a model directory. task ("" to infer it from the outputs) and
 // aggregation ("" for simple) come from SOUS_TASK and SOUS_AGGREGATION.
 func Open(dir, task, aggregation string) (*Model, error) {
+	return OpenVariant(dir, task, aggregation, "", "")
+}
+
+// OpenVariant is Open with the ONNX file chosen as ChooseVariant does
+// (dtype: SOUS_MODEL_DTYPE, file: SOUS_MODEL_FILE).
+func OpenVariant(dir, task, aggregation, dtype, file string) (*Model, error) {
 	m := &Model{Dir: dir, Name: filepath.Base(filepath.Clean(dir)), Task: task, Aggregation: aggregation}
 	if m.Aggregation == "" {
 		m.Aggregation = "simple"
@@ -83,23 +94,18 @@ func Open(dir, task, aggregation string) (*Model, error) {
 	if task != "" && task != TextClassification && task != FeatureExtraction && task != TokenClassification && task != TextGeneration {
 		return nil, fmt.Errorf("SOUS_TASK %q: want %s, %s, %s or %s", task, TextClassification, FeatureExtraction, TokenClassification, TextGeneration)
 	}
-	for _, f := range []string{"model.onnx", filepath.Join("onnx", "model.onnx")} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-			m.File = filepath.Join(dir, f)
-			break
-		}
-	}
-	if m.File == "" {
-		return nil, fmt.Errorf("model directory %s: no model.onnx or onnx/model.onnx", dir)
-	}
 	var err error
+	if m.Variant, err = ChooseVariant(dir, dtype, file); err != nil {
+		return nil, err
+	}
+	m.File = m.Variant.File
 	if m.Tok, err = tokenizer.Load(filepath.Join(dir, "tokenizer.json")); err != nil {
 		return nil, fmt.Errorf("model directory %s: %w", dir, err)
 	}
 
 	var cfg struct {
 		ID2Label              map[string]string `json:"id2label"`
-		EOSTokenID            *int64            `json:"eos_token_id"`
+		EOSTokenID            json.RawMessage   `json:"eos_token_id"`
 		ProblemType           string            `json:"problem_type"`
 		MaxPositionEmbeddings int               `json:"max_position_embeddings"`
 		NPositions            int               `json:"n_positions"` // GPT-2's name for it
@@ -118,12 +124,28 @@ func Open(dir, task, aggregation string) (*Model, error) {
 		m.Labels[i] = v
 	}
 	m.MultiLabel = cfg.ProblemType == "multi_label_classification"
-	m.EOS = -1
-	if sep, ok := m.Tok.Special("[SEP]"); ok {
-		m.EOS = sep
+	var gen struct {
+		EOSTokenID json.RawMessage `json:"eos_token_id"`
 	}
-	if cfg.EOSTokenID != nil {
-		m.EOS = *cfg.EOSTokenID
+	if err := readJSON(filepath.Join(dir, "generation_config.json"), &gen); err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"config.json", cfg.EOSTokenID}, {"generation_config.json", gen.EOSTokenID}} {
+		ids, err := tokenIDs(f.raw)
+		if err != nil {
+			return nil, fmt.Errorf("model directory %s: %s: eos_token_id: %w", dir, f.name, err)
+		}
+		for _, id := range ids {
+			if !slices.Contains(m.EOS, id) {
+				m.EOS = append(m.EOS, id)
+			}
+		}
+	}
+	if sep, ok := m.Tok.Special("[SEP]"); ok && len(m.EOS) == 0 {
+		m.EOS = []int64{sep}
 	}
 
 	if m.Chat, err = prompt.Load(filepath.Join(dir, "tokenizer_config.json")); err != nil {
@@ -169,6 +191,22 @@ func Open(dir, task, aggregation string) (*Model, error) {
 		m.MaxLength = min(m.MaxLength, m.SharedKV) // a sequence cannot outgrow its buffer
 	}
 	return m, nil
+}
+
+// tokenIDs reads a token id or a list of them (absent or null: none).
+func tokenIDs(raw json.RawMessage) ([]int64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var one int64
+	if json.Unmarshal(raw, &one) == nil {
+		return []int64{one}, nil
+	}
+	var list []int64
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, fmt.Errorf("%s is not a token id or a list of them", raw)
+	}
+	return list, nil
 }
 
 // readJSON reads an optional JSON file into v.

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -43,7 +44,7 @@ type Params struct {
 	// Tokens gives a token's bytes and EOS the end-of-sequence id, for
 	// logprobs.
 	Tokens func(id int64) []byte
-	EOS    int64
+	EOS    []int64
 }
 
 type server struct{ p Params }
@@ -205,7 +206,7 @@ func (s *server) logprobs(lps []generate.Logprob) []tokenLogprob {
 	}
 	out := make([]tokenLogprob, 0, len(lps))
 	for _, l := range lps {
-		if l.ID == s.p.EOS {
+		if slices.Contains(s.p.EOS, l.ID) {
 			continue // not part of the content
 		}
 		e := entry(l.ID, l.Logprob)

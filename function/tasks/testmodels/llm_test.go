@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/sous-ai/sous/function/generate"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/tasks/testmodels"
@@ -304,6 +306,60 @@ func TestLLMMatchesTransformersJS(t *testing.T) {
 			}
 			t.Logf("%s: %d/%d conversations token for token equal, %d parted at near-ties; %d steps compared, top logit differs by at most %.3g",
 				v.name, equal, len(refs), ties, steps, maxDiff)
+			engineMatches(t, e, v.name, refs, cfg.EOS, v.shared, chosen.DType == "q8")
 		})
 	}
+}
+
+// engineMatches runs the conversations through sous's decode engine, all
+// at once (continuous batching: one decode call per step for every
+// sequence), and holds its greedy tokens to transformers.js's. q8's
+// DynamicQuantizeLinear takes one activation scale over the whole batch,
+// so a row's result depends on its neighbours: there the engine is held
+// to the reference one sequence at a time, and the batched agreement is
+// reported.
+func engineMatches(t *testing.T, e *model.Engine, name string, refs []reference, eos []int64, shared int64, perBatchScale bool) {
+	t.Helper()
+	eng, err := generate.New(e, generate.Options{EOS: eos, SharedKV: int(shared), KVTokens: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { eng.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	run := func(i int) []int64 {
+		r, err := eng.Generate(context.Background(), refs[i].PromptIDs, generate.Params{MaxTokens: llmNewTokens}, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		return r.Tokens
+	}
+	together := make([][]int64, len(refs))
+	var wg sync.WaitGroup
+	for i := range refs {
+		wg.Add(1)
+		go func() { defer wg.Done(); together[i] = run(i) }()
+	}
+	wg.Wait()
+	agree, total := 0, 0
+	for i, ref := range refs {
+		for j := range min(len(together[i]), len(ref.GeneratedIDs)) {
+			total++
+			if together[i][j] != ref.GeneratedIDs[j] {
+				break
+			}
+			agree++
+		}
+		if perBatchScale {
+			if alone := run(i); !slices.Equal(alone, ref.GeneratedIDs) {
+				t.Errorf("%s conversation %d, the engine alone: %v, transformers.js %v", name, i, alone, ref.GeneratedIDs)
+			}
+			continue
+		}
+		if !slices.Equal(together[i], ref.GeneratedIDs) {
+			t.Errorf("%s conversation %d, the engine with %d sequences at once: %v, transformers.js %v", name, i, len(refs), together[i], ref.GeneratedIDs)
+		}
+	}
+	t.Logf("%s: decode engine, %d sequences at once: %d of %d tokens agree with transformers.js before the first difference", name, len(refs), agree, total)
 }
