@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
@@ -27,7 +28,27 @@ type DaprParams struct {
 	Store string
 	// Token, when set, is sent as dapr-api-token (DAPR_API_TOKEN).
 	Token string
+	// Batch is how SaveBulk writes a batch; "" is BatchTransaction.
+	Batch BatchWrite
 }
+
+// BatchWrite is how SaveBulk writes the sessions of one batch.
+type BatchWrite string
+
+const (
+	// BatchTransaction writes a batch's existing sessions in one state
+	// transaction (one MULTI/EXEC on a single Redis) and each new session
+	// alone. The store switches to BatchBulk for good the first time a
+	// transaction is refused as spanning hash slots (CROSSSLOT).
+	BatchTransaction BatchWrite = "transaction"
+	// BatchBulk writes all of a batch's sessions with one bulk save, each
+	// conditional on its own ETag (a new one on being absent), for a
+	// Redis Cluster: the sessions of a batch hash to different slots,
+	// which daprd saves in parallel, where Dapr 1.18 splits a transaction
+	// into one MULTI/EXEC per slot, run one after another (and a newer
+	// Redis client refuses it).
+	BatchBulk BatchWrite = "bulk"
+)
 
 // Dapr keeps sessions through the Dapr state API over gRPC (dapr/go-sdk),
 // backed by whatever state component the sidecar has (Redis in sous's
@@ -37,6 +58,7 @@ type DaprParams struct {
 type Dapr struct {
 	client dapr.Client
 	store  string
+	bulk   atomic.Bool // SaveBulk writes with one bulk save (BatchBulk)
 }
 
 // NewDapr connects to the sidecar lazily: the connection is made, and
@@ -59,7 +81,19 @@ func NewDapr(p DaprParams) (*Dapr, error) {
 	if p.Token != "" {
 		c.WithAuthToken(p.Token)
 	}
-	return &Dapr{client: c, store: p.Store}, nil
+	return newDapr(c, p)
+}
+
+func newDapr(c dapr.Client, p DaprParams) (*Dapr, error) {
+	d := &Dapr{client: c, store: p.Store}
+	switch p.Batch {
+	case "", BatchTransaction:
+	case BatchBulk:
+		d.bulk.Store(true)
+	default:
+		return nil, fmt.Errorf("state: batch write %q: want %q or %q", p.Batch, BatchTransaction, BatchBulk)
+	}
+	return d, nil
 }
 
 // Wait blocks until the sidecar answers a state read, or ctx ends.
@@ -126,17 +160,27 @@ func (d *Dapr) GetBulk(ctx context.Context, ids []string) ([]Entry, error) {
 	return out, nil
 }
 
-// SaveBulk implements Store. Sessions that exist (they carry an ETag) are
-// written in one state transaction, whose operations are each checked
-// against their ETag; it costs daprd much less than a bulk save. Redis does
-// not roll a transaction back, so when one operation fails the others may
-// have been written: those then report ErrConflict when saved alone, and the
-// caller must make its redo idempotent (the turn pipeline finds the turn in
-// the transcript by its request key). A new session is saved alone: a transaction does not enforce "only
-// if absent" for an operation without an ETag, and first-write-wins must
-// hold for a session two pods start at once. If the transaction fails, each
-// of its sessions is saved alone and classified as Save does.
+// SaveBulk implements Store, as BatchTransaction or BatchBulk says.
 func (d *Dapr) SaveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error {
+	if d.bulk.Load() {
+		return d.saveBulk(ctx, items, ttl)
+	}
+	return d.saveTransaction(ctx, items, ttl)
+}
+
+// saveTransaction writes sessions that exist (they carry an ETag) in one
+// state transaction, whose operations are each checked against their ETag;
+// it costs daprd much less than a bulk save. Redis does not roll a
+// transaction back, so when one operation fails the others may have been
+// written: those then report ErrConflict when saved alone, and the caller
+// must make its redo idempotent (the turn pipeline finds the turn in the
+// transcript by its request key). A new session is saved alone: a
+// transaction does not enforce "only if absent" for an operation without
+// an ETag, and first-write-wins must hold for a session two pods start at
+// once. If the transaction fails, each of its sessions is saved alone and
+// classified as Save does; if it was refused for spanning hash slots, they
+// are saved as saveBulk does, and so is every later batch.
+func (d *Dapr) saveTransaction(ctx context.Context, items []SaveItem, ttl time.Duration) []error {
 	errs := make([]error, len(items))
 	var inTx []int
 	var ops []*dapr.StateOperation
@@ -156,13 +200,86 @@ func (d *Dapr) SaveBulk(ctx context.Context, items []SaveItem, ttl time.Duration
 	if len(ops) == 0 {
 		return errs
 	}
-	if err := d.client.ExecuteStateTransaction(ctx, d.store, nil, ops); err == nil {
+	err := d.client.ExecuteStateTransaction(ctx, d.store, nil, ops)
+	if err == nil {
+		return errs
+	}
+	if strings.Contains(err.Error(), "CROSSSLOT") {
+		// Refused before anything was written.
+		d.bulk.Store(true)
+		rest := make([]SaveItem, len(inTx))
+		for k, i := range inTx {
+			rest[k] = items[i]
+		}
+		for k, err := range d.saveBulk(ctx, rest, ttl) {
+			errs[inTx[k]] = err
+		}
 		return errs
 	}
 	for _, i := range inTx {
 		errs[i] = d.Save(ctx, items[i].ID, items[i].Session, items[i].ETag, ttl)
 	}
 	return errs
+}
+
+// saveBulk writes every item with one bulk save, each conditional on its
+// own ETag. daprd saves the items independently, in parallel, so some may
+// be written when others fail, and it answers with one error for the
+// call. One bulk read then tells each item's fate: a session now holding
+// the item's last turn under the item's turn number was written by this
+// save; one whose ETag moved otherwise was written by another writer
+// (ErrConflict); one whose ETag did not move was not written, for the
+// failure the call reports (an ETag mismatch would have moved it); one
+// that cannot be read is unavailable.
+func (d *Dapr) saveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error {
+	if len(items) == 1 {
+		return []error{d.Save(ctx, items[0].ID, items[0].Session, items[0].ETag, ttl)}
+	}
+	errs := make([]error, len(items))
+	var sent []int
+	var ids []string
+	var reqs []*dapr.SetStateItem
+	for i, it := range items {
+		si, err := d.setItem(it.ID, it.Session, it.ETag, ttl)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		sent, ids, reqs = append(sent, i), append(ids, it.ID), append(reqs, si)
+	}
+	if len(reqs) == 0 {
+		return errs
+	}
+	err := d.client.SaveBulkState(ctx, d.store, reqs...)
+	if err == nil {
+		return errs
+	}
+	var now []Entry
+	var gerr error = ctx.Err()
+	if gerr == nil {
+		now, gerr = d.GetBulk(ctx, ids)
+	}
+	for k, i := range sent {
+		switch {
+		case gerr != nil || now[k].Err != nil:
+			errs[i] = d.failed(ctx, "save", ids[k], err)
+		case now[k].ETag != items[i].ETag && sameLastTurn(now[k].Session, items[i].Session):
+			errs[i] = nil
+		case now[k].ETag != items[i].ETag:
+			errs[i] = fmt.Errorf("state: save %q: %w", ids[k], ErrConflict)
+		default:
+			errs[i] = d.failed(ctx, "save", ids[k], err)
+		}
+	}
+	return errs
+}
+
+// sameLastTurn reports whether stored is at want's turn with want's last
+// transcript entry, as identified by its request key.
+func sameLastTurn(stored, want Session) bool {
+	a, b := stored.History, want.History
+	return stored.Turn == want.Turn && len(a) > 0 && len(b) > 0 &&
+		b[len(b)-1].Event != "" && a[len(a)-1].Event == b[len(b)-1].Event && a[len(a)-1].N == b[len(b)-1].N
 }
 
 func (d *Dapr) setItem(id string, s Session, etag string, ttl time.Duration) (*dapr.SetStateItem, error) {
