@@ -216,7 +216,7 @@ func New(cfg Config, opts ...Option) (*Function, error) {
 	if f.store == nil {
 		switch {
 		case cfg.State == "dapr" || (cfg.State == "auto" && cfg.DaprAvailable):
-			d, err := state.NewDapr(state.DaprParams{Address: cfg.DaprAddress, Store: cfg.StateStore, Token: cfg.DaprToken})
+			d, err := state.NewDapr(state.DaprParams{Address: cfg.DaprAddress, Store: cfg.StateStore, Token: cfg.DaprToken, Batch: state.BatchWrite(cfg.StateBulk)})
 			if err != nil {
 				f.engine.Close()
 				return nil, err

@@ -15,8 +15,14 @@ import (
 func daprStore(tb testing.TB) *state.Dapr {
 	tb.Helper()
 	redis := daprtest.StartRedis(tb)
-	d := daprtest.StartDaprd(tb, daprtest.DaprdParams{AppID: "sous", AppPort: daprtest.FreePort(tb), Redis: redis})
-	s, err := state.NewDapr(state.DaprParams{Address: "127.0.0.1:" + strconv.Itoa(d.GRPCPort), Store: "statestore"})
+	return daprStoreOn(tb, daprtest.DaprdParams{AppID: "sous", AppPort: daprtest.FreePort(tb), Redis: redis}, "")
+}
+
+// daprStoreOn starts daprd as p says and connects a store to it.
+func daprStoreOn(tb testing.TB, p daprtest.DaprdParams, batch state.BatchWrite) *state.Dapr {
+	tb.Helper()
+	d := daprtest.StartDaprd(tb, p)
+	s, err := state.NewDapr(state.DaprParams{Address: "127.0.0.1:" + strconv.Itoa(d.GRPCPort), Store: "statestore", Batch: batch})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -32,7 +38,18 @@ func daprStore(tb testing.TB) *state.Dapr {
 // Against a real daprd and redis-server: first-write ETags, conflicts
 // told apart from outages, and the TTL.
 func TestDaprStore(t *testing.T) {
-	s := daprStore(t)
+	storeContract(t, daprStore(t))
+}
+
+// On a Redis Cluster (3 masters, 3 replicas) with bulk saves, the same
+// contract holds.
+func TestDaprStoreOnRedisCluster(t *testing.T) {
+	c := daprtest.StartRedisCluster(t, daprtest.ClusterParams{})
+	s := daprStoreOn(t, daprtest.DaprdParams{AppID: "sous", AppPort: daprtest.FreePort(t), Cluster: c}, state.BatchBulk)
+	storeContract(t, s)
+}
+
+func storeContract(t *testing.T, s *state.Dapr) {
 	ctx := context.Background()
 	const ttl = time.Hour
 
