@@ -46,19 +46,24 @@ const (
 	// Redis Cluster: the sessions of a batch hash to different slots,
 	// which daprd saves in parallel, where Dapr 1.18 splits a transaction
 	// into one MULTI/EXEC per slot, run one after another (and a newer
-	// Redis client refuses it).
+	// Redis client refuses it). Its saves ask for eventual consistency:
+	// on a cluster, Dapr's strong consistency is a WAIT sent to a random
+	// master on any pooled connection, which checks nothing about the
+	// write, and once a master has lost its replica it holds every save
+	// routed there for its full second.
 	BatchBulk BatchWrite = "bulk"
 )
 
 // Dapr keeps sessions through the Dapr state API over gRPC (dapr/go-sdk),
 // backed by whatever state component the sidecar has (Redis in sous's
 // deployment). Saves use first-write concurrency with the ETag read and
-// strong consistency, and set ttlInSeconds, so every turn renews the
-// session's expiry.
+// strong consistency (eventual with BatchBulk), and set ttlInSeconds, so
+// every turn renews the session's expiry.
 type Dapr struct {
-	client dapr.Client
-	store  string
-	bulk   atomic.Bool // SaveBulk writes with one bulk save (BatchBulk)
+	client      dapr.Client
+	store       string
+	consistency dapr.StateConsistency
+	bulk        atomic.Bool // SaveBulk writes with one bulk save (BatchBulk)
 }
 
 // NewDapr connects to the sidecar lazily: the connection is made, and
@@ -85,11 +90,12 @@ func NewDapr(p DaprParams) (*Dapr, error) {
 }
 
 func newDapr(c dapr.Client, p DaprParams) (*Dapr, error) {
-	d := &Dapr{client: c, store: p.Store}
+	d := &Dapr{client: c, store: p.Store, consistency: dapr.StateConsistencyStrong}
 	switch p.Batch {
 	case "", BatchTransaction:
 	case BatchBulk:
 		d.bulk.Store(true)
+		d.consistency = dapr.StateConsistencyEventual
 	default:
 		return nil, fmt.Errorf("state: batch write %q: want %q or %q", p.Batch, BatchTransaction, BatchBulk)
 	}
@@ -293,7 +299,7 @@ func (d *Dapr) setItem(id string, s Session, etag string, ttl time.Duration) (*d
 		Metadata: map[string]string{"ttlInSeconds": strconv.FormatInt(int64(max(1, ttl/time.Second)), 10)},
 		Options: &dapr.StateOptions{
 			Concurrency: dapr.StateConcurrencyFirstWrite,
-			Consistency: dapr.StateConsistencyStrong,
+			Consistency: d.consistency,
 		},
 	}
 	if etag != "" {

@@ -26,6 +26,7 @@ type fakeSidecar struct {
 	txErr               error // what ExecuteStateTransaction answers
 	bulkSaves, bulkGets int
 	txs, gets           int
+	consistency         []dapr.StateConsistency // of each item saved
 }
 
 type fakeValue struct {
@@ -39,6 +40,7 @@ func (f *fakeSidecar) SaveBulkState(_ context.Context, _ string, items ...*dapr.
 	f.bulkSaves++
 	var failed error
 	for _, it := range items {
+		f.consistency = append(f.consistency, it.Options.Consistency)
 		cur, exists := f.data[it.Key]
 		switch {
 		case f.failWrite[it.Key]:
@@ -128,6 +130,12 @@ func TestSaveBulkClassifiesEachItem(t *testing.T) {
 	if f.bulkSaves != 1 || f.bulkGets != 1 || f.txs != 0 || f.gets != 0 {
 		t.Errorf("calls: %d bulk saves, %d bulk reads, %d transactions, %d reads; want one bulk save and one bulk read",
 			f.bulkSaves, f.bulkGets, f.txs, f.gets)
+	}
+
+	for _, c := range f.consistency {
+		if c != dapr.StateConsistencyEventual {
+			t.Fatalf("an item saved with consistency %v, want eventual (no WAIT)", c)
+		}
 	}
 
 	// A batch that all goes in is one call.

@@ -232,6 +232,19 @@ func (c *RedisCluster) Stat(section, field string) int64 {
 	return n
 }
 
+// CPUSeconds sums the running masters' process CPU, user and system
+// (INFO cpu), which CONFIG RESETSTAT does not reset.
+func (c *RedisCluster) CPUSeconds() float64 {
+	var sum float64
+	for _, r := range c.Masters() {
+		for _, f := range []string{"used_cpu_user", "used_cpu_sys"} {
+			v, _ := strconv.ParseFloat(c.info(r, "cpu", f), 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
 // ResetStats zeroes every running node's statistics (CONFIG RESETSTAT).
 func (c *RedisCluster) ResetStats() {
 	for _, r := range c.Nodes {
