@@ -138,8 +138,42 @@ func (d *Dapr) Get(ctx context.Context, id string) (Session, string, error) {
 	return s, item.Etag, nil
 }
 
-// GetBulk implements Store with one GetBulkState call.
+// GetBulk implements Store with one GetBulkState call; with BatchBulk, as
+// readAll does.
 func (d *Dapr) GetBulk(ctx context.Context, ids []string) ([]Entry, error) {
+	if d.bulk.Load() {
+		return d.readAll(ctx, ids)
+	}
+	return d.getBulk(ctx, ids)
+}
+
+// readAll reads ids with one bulk read given half the time ctx has left;
+// when that fails, with one read per session, concurrently, in the time
+// left. A bulk read answers only once its slowest session has, so on a
+// Redis Cluster one shard that does not answer (a dead master, until its
+// replica has taken over and daprd has learnt so) would fail every
+// session of the batch, not just its own.
+func (d *Dapr) readAll(ctx context.Context, ids []string) ([]Entry, error) {
+	bctx, cancel := halfTime(ctx)
+	out, err := d.getBulk(bctx, ids)
+	cancel()
+	if err == nil || ctx.Err() != nil || len(ids) == 1 {
+		return out, err
+	}
+	return PerCall{d}.GetBulk(ctx, ids)
+}
+
+// halfTime is ctx with half the time to its deadline; ctx itself when it
+// has none.
+func halfTime(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Until(deadline)/2)
+}
+
+func (d *Dapr) getBulk(ctx context.Context, ids []string) ([]Entry, error) {
 	items, err := d.client.GetBulkState(ctx, d.store, ids, nil, int32(min(len(ids), 16)))
 	if err != nil {
 		return nil, d.failed(ctx, "get bulk", strings.Join(ids[:min(3, len(ids))], ","), err)
@@ -236,7 +270,8 @@ func (d *Dapr) saveTransaction(ctx context.Context, items []SaveItem, ttl time.D
 // save; one whose ETag moved otherwise was written by another writer
 // (ErrConflict); one whose ETag did not move was not written, for the
 // failure the call reports (an ETag mismatch would have moved it); one
-// that cannot be read is unavailable.
+// that cannot be read is unavailable. The bulk save has half the time ctx
+// has left, the read the rest (see readAll).
 func (d *Dapr) saveBulk(ctx context.Context, items []SaveItem, ttl time.Duration) []error {
 	if len(items) == 1 {
 		return []error{d.Save(ctx, items[0].ID, items[0].Session, items[0].ETag, ttl)}
@@ -256,14 +291,18 @@ func (d *Dapr) saveBulk(ctx context.Context, items []SaveItem, ttl time.Duration
 	if len(reqs) == 0 {
 		return errs
 	}
-	err := d.client.SaveBulkState(ctx, d.store, reqs...)
+	// Half the time, so that a save held up by one shard leaves time to
+	// learn which sessions went in.
+	bctx, cancel := halfTime(ctx)
+	err := d.client.SaveBulkState(bctx, d.store, reqs...)
+	cancel()
 	if err == nil {
 		return errs
 	}
 	var now []Entry
 	var gerr error = ctx.Err()
 	if gerr == nil {
-		now, gerr = d.GetBulk(ctx, ids)
+		now, gerr = d.readAll(ctx, ids)
 	}
 	for k, i := range sent {
 		switch {

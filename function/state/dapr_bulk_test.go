@@ -23,6 +23,7 @@ type fakeSidecar struct {
 	mu                  sync.Mutex // guards the fields below
 	data                map[string]fakeValue
 	failWrite, failRead map[string]bool
+	hang                map[string]bool // calls on these keys answer when ctx ends
 	txErr               error // what ExecuteStateTransaction answers
 	bulkSaves, bulkGets int
 	txs, gets           int
@@ -34,12 +35,32 @@ type fakeValue struct {
 	value []byte
 }
 
-func (f *fakeSidecar) SaveBulkState(_ context.Context, _ string, items ...*dapr.SetStateItem) error {
+// hung blocks until ctx ends if any of keys hangs, and says whether it did.
+func (f *fakeSidecar) hung(ctx context.Context, keys ...string) bool {
+	for _, k := range keys {
+		if f.hang[k] {
+			<-ctx.Done()
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fakeSidecar) SaveBulkState(ctx context.Context, _ string, items ...*dapr.SetStateItem) (failed error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.bulkSaves++
-	var failed error
+	var keys []string
+	defer func() {
+		f.mu.Unlock()
+		if f.hung(ctx, keys...) {
+			failed = status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+		}
+	}()
 	for _, it := range items {
+		keys = append(keys, it.Key)
+		if f.hang[it.Key] {
+			continue
+		}
 		f.consistency = append(f.consistency, it.Options.Consistency)
 		cur, exists := f.data[it.Key]
 		switch {
@@ -54,10 +75,15 @@ func (f *fakeSidecar) SaveBulkState(_ context.Context, _ string, items ...*dapr.
 	return failed
 }
 
-func (f *fakeSidecar) GetBulkState(_ context.Context, _ string, keys []string, _ map[string]string, _ int32) ([]*dapr.BulkStateItem, error) {
+func (f *fakeSidecar) GetBulkState(ctx context.Context, _ string, keys []string, _ map[string]string, _ int32) ([]*dapr.BulkStateItem, error) {
+	f.mu.Lock()
+	f.bulkGets++
+	f.mu.Unlock()
+	if f.hung(ctx, keys...) {
+		return nil, status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.bulkGets++
 	var out []*dapr.BulkStateItem
 	for _, k := range keys {
 		it := &dapr.BulkStateItem{Key: k}
@@ -71,10 +97,15 @@ func (f *fakeSidecar) GetBulkState(_ context.Context, _ string, keys []string, _
 	return out, nil
 }
 
-func (f *fakeSidecar) GetState(_ context.Context, _, key string, _ map[string]string) (*dapr.StateItem, error) {
+func (f *fakeSidecar) GetState(ctx context.Context, _, key string, _ map[string]string) (*dapr.StateItem, error) {
+	f.mu.Lock()
+	f.gets++
+	f.mu.Unlock()
+	if f.hung(ctx, key) {
+		return nil, status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.gets++
 	if f.failRead[key] {
 		return nil, status.Error(codes.Internal, "connection refused")
 	}
@@ -143,6 +174,37 @@ func TestSaveBulkClassifiesEachItem(t *testing.T) {
 	errs = d.SaveBulk(context.Background(), []SaveItem{{ID: "ok", Session: session(5, "ok#5"), ETag: "4"}, {ID: "new2", Session: session(1, "new2#1")}}, time.Hour)
 	if errs[0] != nil || errs[1] != nil || f.bulkSaves != 1 || f.bulkGets != 0 {
 		t.Errorf("a clean batch: %v with %d bulk saves, %d bulk reads; want no errors, one save, no read", errs, f.bulkSaves, f.bulkGets)
+	}
+}
+
+// A shard that does not answer holds up a bulk call until its deadline:
+// with bulk saves the store then asks session by session, so that only
+// that shard's sessions fail.
+func TestBulkSurvivesAShardThatHangs(t *testing.T) {
+	enc := func(s Session) []byte { b, _ := json.Marshal(s); return b }
+	f := &fakeSidecar{
+		data: map[string]fakeValue{"a": {1, enc(session(1, "a"))}, "b": {1, enc(session(1, "b"))}, "dead": {1, enc(session(1, "d"))}},
+		hang: map[string]bool{"dead": true},
+	}
+	d, err := newDapr(f, DaprParams{Store: "statestore", Batch: BatchBulk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	entries, err := d.GetBulk(ctx, []string{"a", "dead", "b"})
+	cancel()
+	if err != nil || entries[0].Err != nil || entries[2].Err != nil || entries[0].Session.Turn != 1 || !errors.Is(entries[1].Err, ErrUnavailable) {
+		t.Fatalf("GetBulk with a hung shard: %+v, %v; want a and b read, dead unavailable", entries, err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
+	errs := d.SaveBulk(ctx, []SaveItem{
+		{ID: "a", Session: session(2, "a#2"), ETag: entries[0].ETag},
+		{ID: "dead", Session: session(2, "dead#2"), ETag: entries[1].ETag},
+		{ID: "b", Session: session(2, "b#2"), ETag: entries[2].ETag},
+	}, time.Hour)
+	cancel()
+	if errs[0] != nil || errs[2] != nil || !errors.Is(errs[1], ErrUnavailable) {
+		t.Fatalf("SaveBulk with a hung shard: %v; want a and b saved, dead unavailable", errs)
 	}
 }
 
