@@ -24,7 +24,7 @@ type fakeSidecar struct {
 	data                map[string]fakeValue
 	failWrite, failRead map[string]bool
 	hang                map[string]bool // calls on these keys answer when ctx ends
-	txErr               error // what ExecuteStateTransaction answers
+	txErr               error           // what ExecuteStateTransaction answers
 	bulkSaves, bulkGets int
 	txs, gets           int
 	consistency         []dapr.StateConsistency // of each item saved
