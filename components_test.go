@@ -43,18 +43,15 @@ func TestComponentsLoadInDaprd(t *testing.T) {
 	}
 	// The Redis Cluster variant, against a real cluster.
 	cluster := daprtest.StartRedisCluster(t, daprtest.ClusterParams{})
-	variant, err := os.ReadFile("components/redis-cluster/statestore.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	onCluster := clusterResources(t, redis, func(name, s string) string {
-		if name == "statestore.yaml" {
-			return daprtest.PlainSecrets(string(variant), cluster.Hosts())
+		variant, err := os.ReadFile(filepath.Join("components", "redis-cluster", name))
+		if err != nil {
+			return s
 		}
-		return s
+		return daprtest.PlainSecrets(string(variant), cluster.Hosts())
 	})
 	if err := daprtest.LoadResources(t, onCluster); err != nil {
-		t.Fatalf("components/redis-cluster/statestore.yaml does not load: %v", err)
+		t.Fatalf("components/redis-cluster/ (statestore.yaml, resiliency.yaml) do not load: %v", err)
 	}
 	broken := clusterResources(t, redis, func(name, s string) string {
 		if name == "statestore.yaml" {
@@ -62,7 +59,7 @@ func TestComponentsLoadInDaprd(t *testing.T) {
 		}
 		return s
 	})
-	err = daprtest.LoadResources(t, broken)
+	err := daprtest.LoadResources(t, broken)
 	if err == nil || !strings.Contains(err.Error(), "nosuchstore") {
 		t.Fatalf("a component of an unknown type: got %v, want daprd to refuse it", err)
 	}

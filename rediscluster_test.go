@@ -17,11 +17,14 @@ import (
 )
 
 // clusterPods starts two sous pods, each with its daprd, on a Redis
-// Cluster of 3 masters and 3 replicas, writing batches with bulk saves.
+// Cluster of 3 masters and 3 replicas, writing batches with bulk saves;
+// daprd has the resiliency policies deployed with a cluster.
+const clusterResiliency = "components/redis-cluster/resiliency.yaml"
+
 func clusterPods(t *testing.T, c *daprtest.RedisCluster, env ...string) []*pod {
 	t.Helper()
 	env = append([]string{"SOUS_STATE_BULK=bulk"}, env...)
-	return []*pod{startPodWith(t, daprtest.DaprdParams{Cluster: c}, env...), startPodWith(t, daprtest.DaprdParams{Cluster: c}, env...)}
+	return []*pod{startPodWith(t, daprtest.DaprdParams{Cluster: c, Resiliency: clusterResiliency}, env...), startPodWith(t, daprtest.DaprdParams{Cluster: c, Resiliency: clusterResiliency}, env...)}
 }
 
 // turnWithID posts one /turn carrying a request id (a retry with the same

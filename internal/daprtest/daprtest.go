@@ -212,6 +212,9 @@ type DaprdParams struct {
 	NameDB string
 	// Env is added to daprd's environment (e.g. APP_API_TOKEN).
 	Env []string
+	// Resiliency, a path from the repository root, adds those resiliency
+	// policies (e.g. components/resiliency.yaml, the deployed ones).
+	Resiliency string
 }
 
 // Binary returns the daprd that `make daprd` built.
@@ -262,6 +265,15 @@ func StartDaprd(t T, p DaprdParams) *Daprd {
 		}
 		os.MkdirAll(filepath.Dir(target), 0o755)
 		if err := os.WriteFile(target, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.Resiliency != "" {
+		b, err := os.ReadFile(filepath.Join(root, p.Resiliency))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "resources", "resiliency.yaml"), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
