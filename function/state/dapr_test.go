@@ -41,12 +41,16 @@ func TestDaprStore(t *testing.T) {
 	storeContract(t, daprStore(t))
 }
 
-// On a Redis Cluster (3 masters, 3 replicas) with bulk saves, the same
-// contract holds.
+// On a Redis Cluster (3 masters, 3 replicas) the same contract holds, with
+// bulk saves and with transactions (which Dapr 1.18 splits by hash slot).
 func TestDaprStoreOnRedisCluster(t *testing.T) {
 	c := daprtest.StartRedisCluster(t, daprtest.ClusterParams{})
-	s := daprStoreOn(t, daprtest.DaprdParams{AppID: "sous", AppPort: daprtest.FreePort(t), Cluster: c}, state.BatchBulk)
-	storeContract(t, s)
+	for _, batch := range []state.BatchWrite{state.BatchBulk, state.BatchTransaction} {
+		t.Run(string(batch), func(t *testing.T) {
+			c.FlushAll()
+			storeContract(t, daprStoreOn(t, daprtest.DaprdParams{AppID: "sous", AppPort: daprtest.FreePort(t), Cluster: c}, batch))
+		})
+	}
 }
 
 func storeContract(t *testing.T, s *state.Dapr) {

@@ -245,6 +245,16 @@ func (c *RedisCluster) CPUSeconds() float64 {
 	return sum
 }
 
+// FlushAll empties every running master (FLUSHALL).
+func (c *RedisCluster) FlushAll() {
+	c.t.Helper()
+	for _, r := range c.Masters() {
+		if _, err := c.Do(r, "flushall"); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
 // ResetStats zeroes every running node's statistics (CONFIG RESETSTAT).
 func (c *RedisCluster) ResetStats() {
 	for _, r := range c.Nodes {
