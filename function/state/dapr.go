@@ -39,7 +39,8 @@ const (
 	// BatchTransaction writes a batch's existing sessions in one state
 	// transaction (one MULTI/EXEC on a single Redis) and each new session
 	// alone. The store switches to BatchBulk for good the first time a
-	// transaction is refused as spanning hash slots (CROSSSLOT).
+	// transaction is refused as spanning hash slots (CROSSSLOT): a Redis
+	// Cluster's.
 	BatchTransaction BatchWrite = "transaction"
 	// BatchBulk writes all of a batch's sessions with one bulk save, each
 	// conditional on its own ETag (a new one on being absent), for a
@@ -60,10 +61,9 @@ const (
 // strong consistency (eventual with BatchBulk), and set ttlInSeconds, so
 // every turn renews the session's expiry.
 type Dapr struct {
-	client      dapr.Client
-	store       string
-	consistency dapr.StateConsistency
-	bulk        atomic.Bool // SaveBulk writes with one bulk save (BatchBulk)
+	client dapr.Client
+	store  string
+	bulk   atomic.Bool // BatchBulk: SaveBulk writes with one bulk save, saves ask for eventual consistency
 }
 
 // NewDapr connects to the sidecar lazily: the connection is made, and
@@ -90,12 +90,11 @@ func NewDapr(p DaprParams) (*Dapr, error) {
 }
 
 func newDapr(c dapr.Client, p DaprParams) (*Dapr, error) {
-	d := &Dapr{client: c, store: p.Store, consistency: dapr.StateConsistencyStrong}
+	d := &Dapr{client: c, store: p.Store}
 	switch p.Batch {
 	case "", BatchTransaction:
 	case BatchBulk:
 		d.bulk.Store(true)
-		d.consistency = dapr.StateConsistencyEventual
 	default:
 		return nil, fmt.Errorf("state: batch write %q: want %q or %q", p.Batch, BatchTransaction, BatchBulk)
 	}
@@ -338,8 +337,11 @@ func (d *Dapr) setItem(id string, s Session, etag string, ttl time.Duration) (*d
 		Metadata: map[string]string{"ttlInSeconds": strconv.FormatInt(int64(max(1, ttl/time.Second)), 10)},
 		Options: &dapr.StateOptions{
 			Concurrency: dapr.StateConcurrencyFirstWrite,
-			Consistency: d.consistency,
+			Consistency: dapr.StateConsistencyStrong,
 		},
+	}
+	if d.bulk.Load() {
+		item.Options.Consistency = dapr.StateConsistencyEventual
 	}
 	if etag != "" {
 		item.Etag = &dapr.ETag{Value: etag}

@@ -228,6 +228,11 @@ func TestSaveTransactionSwitchesOnCrossSlot(t *testing.T) {
 	if f.txs != 1 || f.bulkSaves != 2 {
 		t.Errorf("%d transactions, %d bulk saves; want the one refused transaction, then bulk saves", f.txs, f.bulkSaves)
 	}
+	for _, c := range f.consistency {
+		if c != dapr.StateConsistencyEventual {
+			t.Errorf("after the switch, an item saved with consistency %v, want eventual", c)
+		}
+	}
 	if _, err := newDapr(f, DaprParams{Batch: "pipeline"}); err == nil {
 		t.Error(`Batch "pipeline" accepted`)
 	}
