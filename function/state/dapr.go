@@ -51,7 +51,9 @@ const (
 	// on a cluster, Dapr's strong consistency is a WAIT sent to a random
 	// master on any pooled connection, which checks nothing about the
 	// write, and once a master has lost its replica it holds every save
-	// routed there for its full second.
+	// routed there for its full second. Its bulk reads and saves get half
+	// the time left, then the store asks session by session (readAll), so
+	// that a dead shard fails only its own sessions.
 	BatchBulk BatchWrite = "bulk"
 )
 
