@@ -149,11 +149,11 @@ func (d *Dapr) GetBulk(ctx context.Context, ids []string) ([]Entry, error) {
 }
 
 // readAll reads ids with one bulk read given half the time ctx has left;
-// when that fails, with one read per session, concurrently, in the time
-// left. A bulk read answers only once its slowest session has, so on a
-// Redis Cluster one shard that does not answer (a dead master, until its
-// replica has taken over and daprd has learnt so) would fail every
-// session of the batch, not just its own.
+// when that fails, with one read per session (readEach) in the time left.
+// A bulk read answers only once its slowest session has, so on a Redis
+// Cluster one shard that does not answer (a dead master, until its replica
+// has taken over and daprd has learnt so) would fail every session of the
+// batch, not just its own.
 func (d *Dapr) readAll(ctx context.Context, ids []string) ([]Entry, error) {
 	bctx, cancel := halfTime(ctx)
 	out, err := d.getBulk(bctx, ids)
@@ -161,7 +161,43 @@ func (d *Dapr) readAll(ctx context.Context, ids []string) ([]Entry, error) {
 	if err == nil || ctx.Err() != nil || len(ids) == 1 {
 		return out, err
 	}
-	return PerCall{d}.GetBulk(ctx, ids)
+	return d.readEach(ctx, ids), nil
+}
+
+// straggle is the least readEach waits for a read once another has
+// answered.
+const straggle = 100 * time.Millisecond
+
+// readEach reads ids one call each, concurrently. Reads still out when
+// none has answered for a while (straggle, or as long as the answers so
+// far took, if longer) are given up as unavailable instead of waited for
+// to the deadline: they are a shard that does not answer, and the batch's
+// other turns go ahead without them.
+func (d *Dapr) readEach(ctx context.Context, ids []string) []Entry {
+	out := make([]Entry, len(ids))
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan int, len(ids))
+	for i, id := range ids {
+		go func() {
+			out[i].Session, out[i].ETag, out[i].Err = d.Get(rctx, id)
+			done <- i
+		}()
+	}
+	start := time.Now()
+	var quiet <-chan time.Time // armed by the first answer
+	for n := 0; n < len(ids); {
+		select {
+		case <-done:
+			n++
+			quiet = time.After(max(straggle, time.Since(start)))
+		case <-quiet:
+			// Cancelled, the reads still out end at once, unavailable.
+			cancel()
+			quiet = nil
+		}
+	}
+	return out
 }
 
 // halfTime is ctx with half the time to its deadline; ctx itself when it
