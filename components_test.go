@@ -3,16 +3,11 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/sous-ai/sous/internal/daprtest"
 )
-
-// secretRef matches a secretKeyRef block; the test has no Kubernetes
-// secrets, so each becomes a plain value.
-var secretRef = regexp.MustCompile(`(?m)^(\s+)secretKeyRef:\n\s+name: sous-redis\n\s+key: (\w+).*$`)
 
 // clusterResources copies components/*.yaml with the Redis address and an
 // empty password in place of their secret references, and edit applied.
@@ -28,13 +23,7 @@ func clusterResources(t *testing.T, redis *daprtest.Redis, edit func(name, s str
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := secretRef.ReplaceAllStringFunc(string(b), func(m string) string {
-			sub := secretRef.FindStringSubmatch(m)
-			if sub[2] == "host" {
-				return sub[1] + "value: " + redis.Addr()
-			}
-			return sub[1] + `value: ""`
-		})
+		s := daprtest.PlainSecrets(string(b), redis.Addr())
 		if edit != nil {
 			s = edit(filepath.Base(f), s)
 		}
@@ -45,11 +34,24 @@ func clusterResources(t *testing.T, redis *daprtest.Redis, edit func(name, s str
 	return dir
 }
 
-// The shipped components load into a real daprd; a broken copy does not.
+// The shipped components load into a real daprd, the Redis Cluster
+// variant of the state store too; a broken copy does not.
 func TestComponentsLoadInDaprd(t *testing.T) {
 	redis := daprtest.StartRedis(t)
 	if err := daprtest.LoadResources(t, clusterResources(t, redis, nil)); err != nil {
 		t.Fatalf("components/ do not load: %v", err)
+	}
+	// The Redis Cluster variant, against a real cluster.
+	cluster := daprtest.StartRedisCluster(t, daprtest.ClusterParams{})
+	onCluster := clusterResources(t, redis, func(name, s string) string {
+		variant, err := os.ReadFile(filepath.Join("components", "redis-cluster", name))
+		if err != nil {
+			return s
+		}
+		return daprtest.PlainSecrets(string(variant), cluster.Hosts())
+	})
+	if err := daprtest.LoadResources(t, onCluster); err != nil {
+		t.Fatalf("components/redis-cluster/ (statestore.yaml, resiliency.yaml) do not load: %v", err)
 	}
 	broken := clusterResources(t, redis, func(name, s string) string {
 		if name == "statestore.yaml" {

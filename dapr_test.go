@@ -25,8 +25,16 @@ type pod struct {
 
 func startPod(t *testing.T, redis *daprtest.Redis, nameDB string, env ...string) *pod {
 	t.Helper()
+	return startPodWith(t, daprtest.DaprdParams{Redis: redis, NameDB: nameDB}, env...)
+}
+
+// startPodWith is startPod on the store p says (a Redis or a Redis
+// Cluster); p's AppID and AppPort are filled in.
+func startPodWith(t *testing.T, p daprtest.DaprdParams, env ...string) *pod {
+	t.Helper()
 	appPort := freePort(t)
-	d := daprtest.StartDaprd(t, daprtest.DaprdParams{AppID: "sous", AppPort: appPort, Redis: redis, NameDB: nameDB})
+	p.AppID, p.AppPort = "sous", appPort
+	d := daprtest.StartDaprd(t, p)
 	env = append([]string{
 		"SOUS_STATE=dapr", "DAPR_GRPC_PORT=" + strconv.Itoa(d.GRPCPort), "DAPR_HTTP_PORT=" + strconv.Itoa(d.HTTPPort),
 	}, env...)

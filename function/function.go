@@ -246,7 +246,8 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 // may be slower), or the embedded memory store.
 func openStore(cfg Config, log *slog.Logger) (state.Store, func(), error) {
 	if cfg.State == "dapr" || (cfg.State == "auto" && cfg.DaprAvailable) {
-		d, err := state.NewDapr(state.DaprParams{Address: cfg.DaprAddress, Store: cfg.StateStore, Token: cfg.DaprToken})
+		d, err := state.NewDapr(state.DaprParams{Address: cfg.DaprAddress, Store: cfg.StateStore, Token: cfg.DaprToken,
+			Batch: state.BatchWrite(cfg.StateBulk)})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -35,6 +35,7 @@ type Config struct {
 	AppToken      string        // APP_API_TOKEN, required of requests from the sidecar
 	DaprWait      time.Duration // SOUS_DAPR_WAIT, how long start-up waits for the sidecar
 	BatchState    bool          // SOUS_STATE_BATCH: one state read and write per batch (default), or per turn
+	StateBulk     string        // SOUS_STATE_BULK: a batch's write as one transaction (default) or one bulk save (Redis Cluster)
 	PubSub        string        // SOUS_PUBSUB, the Dapr pub/sub component
 	Topic         string        // SOUS_TOPIC, the topic of turn events
 	// Model directories (Hugging Face exports).
@@ -128,6 +129,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.AppToken = getenv("APP_API_TOKEN")
 	c.DaprWait = dur("SOUS_DAPR_WAIT", 30*time.Second, 0, 10*time.Minute)
 	c.BatchState = oneOf("SOUS_STATE_BATCH", "true", "true", "false") == "true"
+	c.StateBulk = oneOf("SOUS_STATE_BULK", "transaction", "transaction", "bulk")
 	c.PubSub = str("SOUS_PUBSUB", "pubsub")
 	c.Topic = str("SOUS_TOPIC", "turns")
 	c.Task = oneOf("SOUS_TASK", "", "", "text-classification", "feature-extraction", "token-classification", "text-generation")

@@ -117,7 +117,7 @@ type Options struct {
 	// EOS are the end-of-sequence token ids (generation_config.json may
 	// list several); none: generations end by length or stop strings.
 	EOS      []int64
-	MaxBatch int   // most sequences in one decode step (default 32)
+	MaxBatch int // most sequences in one decode step (default 32)
 	// Queue bounds the sequences waiting for admission (default 1024):
 	// beyond it Generate answers batching.ErrFull at once.
 	Queue int
@@ -220,8 +220,8 @@ type seq struct {
 	// prefill's KV and logits copied to them.
 	siblings []*seq
 	lps      []Logprob
-	kv      [][2][]byte // per layer: key, value, [heads, length, hd] (Optimum's form)
-	length   int            // positions whose KV it holds
+	kv       [][2][]byte // per layer: key, value, [heads, length, hd] (Optimum's form)
+	length   int         // positions whose KV it holds
 	done     chan Result
 	err      error
 	finish   string

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,11 +111,12 @@ func (l *LogBuffer) String() string {
 
 // Redis is a redis-server child process.
 type Redis struct {
-	t    T
-	Port int
-	dir  string
-	cmd  *exec.Cmd
-	logs LogBuffer
+	t     T
+	Port  int
+	dir   string
+	extra []string // more redis-server flags (a cluster node's)
+	cmd   *exec.Cmd
+	logs  LogBuffer
 }
 
 // StartRedis starts redis-server on a free loopback port, persisting
@@ -139,8 +141,9 @@ func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
 // Start (re)starts the server on its port and waits until it answers PING.
 func (r *Redis) Start() {
 	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--dir", r.dir, "--protected-mode", "yes")
+	args := []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--dir", r.dir, "--protected-mode", "yes"}
+	r.cmd = exec.Command("redis-server", append(args, r.extra...)...)
 	r.cmd.Stdout, r.cmd.Stderr = &r.logs, &r.logs
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -199,12 +202,19 @@ type Daprd struct {
 type DaprdParams struct {
 	AppID   string
 	AppPort int
+	// Redis backs the state store and pub/sub; or Cluster does, through
+	// components/redis-cluster/statestore.yaml and a pub/sub of
+	// redisType cluster.
 	Redis   *Redis
+	Cluster *RedisCluster
 	// NameDB is the SQLite file of name resolution; sidecars that must find
 	// each other share it. Default: one per test.
 	NameDB string
 	// Env is added to daprd's environment (e.g. APP_API_TOKEN).
 	Env []string
+	// Resiliency, a path from the repository root, adds those resiliency
+	// policies (e.g. components/resiliency.yaml, the deployed ones).
+	Resiliency string
 }
 
 // Binary returns the daprd that `make daprd` built.
@@ -235,7 +245,19 @@ func StartDaprd(t T, p DaprdParams) *Daprd {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := strings.ReplaceAll(string(b), "localhost:6379", p.Redis.Addr())
+		s := string(b)
+		switch {
+		case p.Cluster != nil && name == "statestore.yaml":
+			b, err := os.ReadFile(filepath.Join(root, "components", "redis-cluster", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s = PlainSecrets(string(b), p.Cluster.Hosts())
+		case p.Cluster != nil:
+			s = strings.ReplaceAll(s, "value: localhost:6379", "value: "+p.Cluster.Hosts()+"\n    - name: redisType\n      value: cluster")
+		default:
+			s = strings.ReplaceAll(s, "localhost:6379", p.Redis.Addr())
+		}
 		s = strings.ReplaceAll(s, "/tmp/sous-dapr-nr.db", p.NameDB)
 		target := filepath.Join(dir, "resources", name)
 		if name == "config.yaml" {
@@ -243,6 +265,15 @@ func StartDaprd(t T, p DaprdParams) *Daprd {
 		}
 		os.MkdirAll(filepath.Dir(target), 0o755)
 		if err := os.WriteFile(target, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.Resiliency != "" {
+		b, err := os.ReadFile(filepath.Join(root, p.Resiliency))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "resources", "resiliency.yaml"), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -313,6 +344,22 @@ func (d *Daprd) Logs() string { return d.logs.String() }
 
 // URL is daprd's HTTP API base.
 func (d *Daprd) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", d.HTTPPort) }
+
+// secretRef matches a secretKeyRef block of the sous-redis Secret.
+var secretRef = regexp.MustCompile(`(?m)^(\s+)secretKeyRef:\n\s+name: sous-redis\n\s+key: (\w+).*$`)
+
+// PlainSecrets replaces a component's references to the sous-redis Secret
+// (tests have no Kubernetes secrets) with plain values: host for its host
+// key, "" for the others (the password).
+func PlainSecrets(component, host string) string {
+	return secretRef.ReplaceAllStringFunc(component, func(m string) string {
+		sub := secretRef.FindStringSubmatch(m)
+		if sub[2] == "host" {
+			return sub[1] + "value: " + host
+		}
+		return sub[1] + `value: ""`
+	})
+}
 
 // LoadResources starts daprd on resourcesDir (components, resiliency) and
 // reports whether it came up healthy; daprd stopping instead, or not being
