@@ -54,6 +54,10 @@ type Params struct {
 	// as vLLM reports them by default.
 	Logprobs    bool
 	TopLogprobs int
+	// Constraint, if set, restricts the sequence's tokens (a grammar:
+	// structured outputs); one per sequence, used by the engine's loop
+	// alone. A constraint that is Done ends the sequence (finish "stop").
+	Constraint Constraint
 	// Stop strings end the generation where they first appear in its text
 	// (finish "stop"); the text ends before it. Needs Options.Decoder.
 	Stop []string
@@ -66,6 +70,18 @@ type Params struct {
 	// Next the version this generation's exchange is saved as: the next
 	// turn, built from Next, starts from this one's KV.
 	Session, Prev, Next string
+}
+
+// Constraint restricts a sequence's tokens, as a grammar's matcher does:
+// the engine samples first and checks the one token (Allowed); only on a
+// rejection does it mask the logits (FillMask: a bitset over the
+// vocabulary, bit i for id i) and sample again, then moves the constraint
+// past the token taken (Accept).
+type Constraint interface {
+	Allowed(id int) bool
+	FillMask(dst []uint64)
+	Accept(id int) error
+	Done() bool
 }
 
 // Finish reasons.
@@ -156,6 +172,7 @@ type Engine struct {
 	logitsBuf []float32
 	logits16  []uint16
 	rows16    []float32
+	mask      []uint64 // a constrained sequence's mask, the loop's own
 
 	queue *batching.Queue[*seq]
 	mu    sync.Mutex // guards reserved, admittedN
@@ -216,6 +233,7 @@ type seq struct {
 	text    *detok // nil without a decoder
 	out     []int64
 	counts  map[int64]int // generated tokens' counts, with penalties
+	stuck   bool          // its constraint refused the token taken
 	// siblings continue the same prompt (GenerateN): admitted with s, its
 	// prefill's KV and logits copied to them.
 	siblings []*seq
@@ -576,6 +594,8 @@ func (e *Engine) finished(s *seq) bool {
 		s.finish = FinishStop
 	case s.text != nil && s.text.stopped():
 		s.finish = FinishStop
+	case s.p.Constraint != nil && (s.p.Constraint.Done() || s.stuck):
+		s.finish = FinishStop
 	case len(s.out) >= s.p.MaxTokens:
 		s.finish = FinishLength
 	default:
@@ -787,6 +807,27 @@ func (e *Engine) emit(s *seq, logits []float32) {
 	}
 	penalized := s.penalize(logits)
 	t := sample(logits, s.p, s.rng)
+	if c := s.p.Constraint; c != nil {
+		if !c.Allowed(int(t)) {
+			// Masked only on a rejection: with the token it would have
+			// drawn allowed, the draw is already one from the allowed set.
+			if n := (len(logits) + 63) / 64; len(e.mask) < n {
+				e.mask = make([]uint64, n)
+			}
+			c.FillMask(e.mask)
+			for i := range logits {
+				if e.mask[i/64]&(1<<(i%64)) == 0 {
+					logits[i] = float32(math.Inf(-1))
+				}
+			}
+			t = sample(logits, s.p, s.rng)
+		}
+		if c.Accept(int(t)) != nil {
+			// Nothing the grammar allows: the constraint cannot go on
+			// (its Done ends the sequence at the finish check).
+			s.stuck = true
+		}
+	}
 	if s.p.Logprobs {
 		raw := float64(logits[t]) + penalized(t)
 		s.lps = append(s.lps, Logprob{ID: t, Logprob: float32(raw - lse), Top: top})

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -149,5 +150,44 @@ func TestPenaltiesAndLogprobs(t *testing.T) {
 	if math.Abs(lse-wantLSE) > 1e-9 || len(top) != 2 || top[0].ID != 2 || top[1].ID != 1 ||
 		math.Abs(float64(top[0].Logprob)-(4-wantLSE)) > 1e-6 {
 		t.Errorf("logsumexp %g top %v, want %g and tokens 2, 1", lse, top, wantLSE)
+	}
+}
+
+// evenOnly is a constraint that allows even ids, and is done after three.
+type evenOnly struct{ n int }
+
+func (c *evenOnly) Allowed(id int) bool { return id%2 == 0 }
+func (c *evenOnly) FillMask(dst []uint64) {
+	for i := range dst {
+		dst[i] = 0x5555555555555555
+	}
+}
+func (c *evenOnly) Accept(id int) error {
+	if id%2 != 0 {
+		return errors.New("odd")
+	}
+	c.n++
+	return nil
+}
+func (c *evenOnly) Done() bool { return c.n == 3 }
+
+// A constrained sequence draws only what its constraint allows, masked
+// only on rejection, and ends when the constraint is done.
+func TestConstraintMasksOnRejection(t *testing.T) {
+	e := &Engine{opt: Options{}}
+	c := &evenOnly{}
+	s := &seq{p: Params{Temperature: 1, Constraint: c}, rng: rand.New(rand.NewPCG(1, 2)), done: make(chan Result, 1)}
+	for range 3 {
+		logits := randomLogits(1000, uint64(len(s.out)))
+		logits[501] = 50 // an odd id the model prefers
+		e.emit(s, logits)
+	}
+	for _, id := range s.out {
+		if id%2 != 0 {
+			t.Errorf("constrained draw %d is odd", id)
+		}
+	}
+	if !e.finished(s) || s.finish != FinishStop {
+		t.Errorf("after three accepted tokens: finished %q, want stop", s.finish)
 	}
 }
