@@ -121,10 +121,19 @@ func nonNil(s []int64) []int64 {
 // Unsupported tokenizer files are refused with a message naming what is
 // not supported.
 func TestParseRefuses(t *testing.T) {
+	const bpe = `"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]}`
 	for _, tc := range []struct{ json, want string }{
-		{`{"model":{"type":"BPE","vocab":{},"merges":[]}}`, `tokenizer model "BPE" is not supported`},
+		{`{"model":{"type":"WordLevel","vocab":{}}}`, `tokenizer model "WordLevel" is not supported`},
 		{`{"model":{"type":"WordPiece","unk_token":"[UNK]","vocab":{"a":0}}}`, `unk_token "[UNK]" is not in the vocabulary`},
 		{`{"normalizer":{"type":"NFC"},"model":{"type":"WordPiece","unk_token":"[UNK]","vocab":{"[UNK]":0}}}`, `normalizer "NFC" is not supported`},
+		{`{"normalizer":{"type":"Precompiled","precompiled_charsmap":"AA=="},` + bpe + `}`, `normalizer "Precompiled" is not supported`},
+		{`{"normalizer":{"type":"Replace","pattern":{"Regex":"a+"},"content":"b"},` + bpe + `}`, `normalizer Replace with a regex pattern is not supported`},
+		{`{"pre_tokenizer":{"type":"Split","pattern":{"Regex":"\\w+"},"behavior":"Isolated"},` + bpe + `}`, `pre_tokenizer Split: regex "\\w+" is not supported`},
+		{`{"pre_tokenizer":{"type":"Punctuation"},` + bpe + `}`, `pre_tokenizer "Punctuation" is not supported`},
+		{`{"post_processor":{"type":"RobertaProcessing"},` + bpe + `}`, `post_processor "RobertaProcessing" is not supported`},
+		{`{"decoder":{"type":"CTC"},` + bpe + `}`, `decoder "CTC" is not supported`},
+		{`{"model":{"type":"BPE","vocab":{"a":0},"merges":["a b"]}}`, `BPE merge "a" "b": a token is not in the vocabulary`},
+		{`{"model":{"type":"BPE","dropout":0.1,"vocab":{},"merges":[]}}`, `BPE dropout is not supported`},
 		{`not json`, `tokenizer.json`},
 	} {
 		_, err := Parse([]byte(tc.json))

@@ -1,0 +1,104 @@
+package tokenizer
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"testing"
+)
+
+// The language models' tokenizer files the parity corpus is held to:
+// fetched by make llm-tokenizers into .cache (never committed).
+var llmTokenizers = []string{"qwen3", "llama3", "gpt4o", "llama2", "gemma3"}
+
+type llmExpected struct {
+	encoded
+	Decoded        string `json:"decoded"`
+	DecodedSpecial string `json:"decoded_special"`
+}
+
+// llmPath is a fetched file's path, from the repository's root.
+func llmPath(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			t.Fatal("no go.mod above the test's directory")
+		}
+		dir = up
+	}
+	p := filepath.Join(dir, ".cache", "llm-tokenizers", name, "tokenizer.json")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is missing: run make llm-tokenizers (%v)", p, err)
+	}
+	return p
+}
+
+var (
+	llmMu     sync.Mutex // guards llmLoaded
+	llmLoaded = map[string]*Tokenizer{}
+)
+
+// loadLLM loads a fetched file once per test binary (Gemma 3's is 33 MB).
+func loadLLM(t testing.TB, name string) *Tokenizer {
+	t.Helper()
+	llmMu.Lock()
+	defer llmMu.Unlock()
+	if tok := llmLoaded[name]; tok != nil {
+		return tok
+	}
+	tok, err := Load(llmPath(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	llmLoaded[name] = tok
+	return tok
+}
+
+// Every corpus line encodes to the ids, type ids and offsets Hugging Face's
+// library gives (testdata/llmgen.js), and decodes to its text with special
+// tokens skipped and kept.
+func TestParityLLM(t *testing.T) {
+	corpus := readLines[corpusLine](t, "testdata/llm_corpus.jsonl")
+	for _, name := range llmTokenizers {
+		t.Run(name, func(t *testing.T) {
+			tok := loadLLM(t, name)
+			want := readLines[llmExpected](t, filepath.Join("testdata", "expected", name+".jsonl"))
+			if len(want) != len(corpus) {
+				t.Fatalf("%d expected lines for %d corpus lines: regenerate with make tokenizer-parity", len(want), len(corpus))
+			}
+			checks, same := 0, 0
+			for i, in := range corpus {
+				got, err := tok.EncodeWith(in.Text, in.Pair, nil)
+				checks += 3
+				if err == nil && equal(got, want[i].encoded) {
+					same++
+				} else {
+					t.Errorf("line %d %q/%v:\n got  %v %v %v (%v)\n want %v %v %v", i+1, in.Text, in.Pair,
+						got.IDs, got.TypeIDs, got.Offsets, err, want[i].IDs, want[i].TypeIDs, want[i].Offsets)
+				}
+				if d := tok.DecodeWith(want[i].IDs, true); d == want[i].Decoded {
+					same++
+				} else {
+					t.Errorf("line %d: decode skipping special tokens:\n got  %q\n want %q", i+1, d, want[i].Decoded)
+				}
+				if d := tok.DecodeWith(want[i].IDs, false); d == want[i].DecodedSpecial {
+					same++
+				} else {
+					t.Errorf("line %d: decode keeping special tokens:\n got  %q\n want %q", i+1, d, want[i].DecodedSpecial)
+				}
+			}
+			t.Logf("%s: %d of %d encodings and decodings equal to Hugging Face tokenizers 0.23.2 (%d corpus lines)", name, same, checks, len(corpus))
+		})
+	}
+}
+
+var _ = reflect.DeepEqual
