@@ -4,11 +4,11 @@ import "unicode/utf8"
 
 // addedToken is one of the file's added_tokens.
 type addedToken struct {
-	content                     string
-	id                          int64
-	special                     bool
-	lstrip, rstrip, singleWord  bool
-	normalized                  bool
+	content                    string
+	id                         int64
+	special                    bool
+	lstrip, rstrip, singleWord bool
+	normalized                 bool
 }
 
 // addedSet finds added tokens in text, leftmost-longest, as the library's

@@ -27,11 +27,11 @@ const (
 )
 
 type decStep struct {
-	kind             decKind
-	from, to         string // Replace; Metaspace's replacement in from
-	content          rune   // Strip
-	start, stop      int
-	prependNever     bool // Metaspace
+	kind         decKind
+	from, to     string // Replace; Metaspace's replacement in from
+	content      rune   // Strip
+	start, stop  int
+	prependNever bool // Metaspace
 }
 
 func (t *Tokenizer) parseDecoder(raw json.RawMessage) error {

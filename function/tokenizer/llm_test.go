@@ -4,8 +4,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+	"unicode/utf8"
 )
 
 // The language models' tokenizer files the parity corpus is held to:
@@ -102,3 +107,67 @@ func TestParityLLM(t *testing.T) {
 }
 
 var _ = reflect.DeepEqual
+
+// TestLoadLLM reports each file's load time and the heap the loaded
+// tokenizer holds; make tokenizer-parity prints them beside the library's.
+func TestLoadLLM(t *testing.T) {
+	for _, name := range llmTokenizers {
+		p := llmPath(t, name)
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		tok, err := Load(p)
+		took := time.Since(start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		t.Logf("LOAD %s go_load_ms %.0f heap_held_mb %.1f vocab %d", name, float64(took.Microseconds())/1000, float64(held)/(1<<20), tok.VocabSize())
+		runtime.KeepAlive(tok)
+	}
+}
+
+// Feeding each corpus line's ids to a StreamDecoder one by one gives pieces
+// that are whole UTF-8 and join to the whole decode, special tokens skipped
+// and kept.
+func TestStreamDecode(t *testing.T) {
+	corpus := readLines[corpusLine](t, "testdata/llm_corpus.jsonl")
+	for _, name := range append(llmTokenizers, parityTokenizers...) {
+		t.Run(name, func(t *testing.T) {
+			var tok *Tokenizer
+			if slices.Contains(llmTokenizers, name) {
+				tok = loadLLM(t, name)
+			} else {
+				var err error
+				if tok, err = Load(filepath.Join("testdata", "tokenizers", name+".json")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, in := range corpus {
+				e, _ := tok.EncodeWith(in.Text, in.Pair, nil)
+				// The ids of the line, then the same with the first one
+				// dropped (a stream that starts inside a character).
+				for _, ids := range [][]int64{e.IDs, e.IDs[min(1, len(e.IDs)):]} {
+					for _, skip := range []bool{true, false} {
+						s := tok.NewStreamDecoder(skip)
+						var got strings.Builder
+						for _, id := range ids {
+							p := s.Next(id)
+							if !utf8.ValidString(p) {
+								t.Fatalf("line %d: piece %q is not whole UTF-8", i+1, p)
+							}
+							got.WriteString(p)
+						}
+						got.WriteString(s.Flush())
+						if want := tok.DecodeWith(ids, skip); got.String() != want {
+							t.Errorf("line %d (skip special %v): stream %q, decode %q", i+1, skip, got.String(), want)
+						}
+					}
+				}
+			}
+		})
+	}
+}

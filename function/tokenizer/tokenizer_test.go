@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -158,16 +159,28 @@ func TestPad(t *testing.T) {
 	}
 }
 
+// BenchmarkEncode encodes a corpus with the tokenizer TOKENIZER_BENCH
+// names (a committed WordPiece file, with corpus.jsonl, or a fetched
+// language model's, with llm_corpus.jsonl), as speed.js times the Rust
+// library on the same corpus.
 func BenchmarkEncode(b *testing.B) {
 	name := os.Getenv("TOKENIZER_BENCH")
 	if name == "" {
 		name = "all-minilm-l6-v2"
 	}
-	tok, err := Load("testdata/tokenizers/" + name + ".json")
-	if err != nil {
-		b.Fatal(err)
+	var tok *Tokenizer
+	var corpus []corpusLine
+	if slices.Contains(llmTokenizers, name) {
+		tok = loadLLM(b, name)
+		corpus = readLines[corpusLine](b, "testdata/llm_corpus.jsonl")
+	} else {
+		var err error
+		if tok, err = Load("testdata/tokenizers/" + name + ".json"); err != nil {
+			b.Fatal(err)
+		}
+		corpus = readLines[corpusLine](b, "testdata/corpus.jsonl")
 	}
-	corpus := readLines[corpusLine](b, "testdata/corpus.jsonl")
+	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		for _, in := range corpus {

@@ -10,14 +10,14 @@ import (
 // lowest piece score less 10, unknown characters fused into one token, as
 // the library's optimized encoder does.
 type unigram struct {
-	scores   []float64
-	vocab    map[string]int32
-	trie     map[uint64]int32 // (node<<8 | byte) → child node
-	terminal []int32          // node → token id, or -1
-	unk      int32            // -1: none
-	unkScore float64
+	scores       []float64
+	vocab        map[string]int32
+	trie         map[uint64]int32 // (node<<8 | byte) → child node
+	terminal     []int32          // node → token id, or -1
+	unk          int32            // -1: none
+	unkScore     float64
 	byteFallback bool
-	fallback [256]int32
+	fallback     [256]int32
 }
 
 const unkPenalty = 10
