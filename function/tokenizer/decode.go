@@ -40,14 +40,18 @@ func (t *Tokenizer) parseDecoder(raw json.RawMessage) error {
 		return err
 	}
 	if c == nil {
-		if t.wp != nil {
-			t.dec.wp = t.wp
-		}
-		return nil
+		return nil // tokens joined by spaces
 	}
 	if c.Type == "WordPiece" {
 		if t.wp == nil {
 			return fmt.Errorf("decoder WordPiece on a model other than WordPiece is not supported")
+		}
+		t.wp.decPrefix, t.wp.cleanup = "##", true
+		if c.Prefix != nil {
+			t.wp.decPrefix = *c.Prefix
+		}
+		if c.Cleanup != nil {
+			t.wp.cleanup = *c.Cleanup
 		}
 		t.dec.wp = t.wp
 		return nil
@@ -131,7 +135,7 @@ func (t *Tokenizer) AppendDecoded(text []byte, id int64) []byte {
 		return text
 	}
 	if t.dec.wp != nil {
-		return t.dec.wp.appendDecoded(text, t.pieces[id], false)
+		return t.dec.wp.appendDecoded(text, t.pieces[id], len(text) == 0)
 	}
 	b := t.tokenBytes(id)
 	if len(text) == 0 {
@@ -175,9 +179,8 @@ func (t *Tokenizer) decode(dst []byte, ids []int64, skipSpecial, cont bool) []by
 		toks = append(toks, t.pieces[id])
 	}
 	if t.dec.wp != nil {
-		for _, tok := range toks {
-			dst = t.dec.wp.appendDecoded(dst, tok, cont)
-			cont = false
+		for i, tok := range toks {
+			dst = t.dec.wp.appendDecoded(dst, tok, i == 0 && !cont)
 		}
 		return dst
 	}
@@ -368,7 +371,7 @@ func (t *Tokenizer) tokenBytes(id int64) []byte {
 	}
 	tok := t.pieces[id]
 	if t.dec.wp != nil {
-		return []byte(strings.TrimPrefix(tok, t.dec.wp.prefix))
+		return []byte(strings.TrimPrefix(tok, t.dec.wp.decPrefix))
 	}
 	for _, s := range t.dec.steps {
 		switch s.kind {

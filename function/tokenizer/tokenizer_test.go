@@ -28,7 +28,9 @@ type encoded struct {
 
 type expected struct {
 	encoded
-	Truncated []variant `json:"truncated"`
+	Decoded        string    `json:"decoded"`
+	DecodedSpecial string    `json:"decoded_special"`
+	Truncated      []variant `json:"truncated"`
 }
 
 type variant struct {
@@ -86,6 +88,14 @@ func TestParity(t *testing.T) {
 				} else {
 					t.Errorf("line %d %q/%v:\n got  %v %v %v (%v)\n want %v %v %v", i+1, in.Text, in.Pair,
 						got.IDs, got.TypeIDs, got.Offsets, err, want[i].IDs, want[i].TypeIDs, want[i].Offsets)
+				}
+				for skip, text := range map[bool]string{true: want[i].Decoded, false: want[i].DecodedSpecial} {
+					checks++
+					if got := tok.DecodeWith(want[i].IDs, skip); got == text {
+						same++
+					} else {
+						t.Errorf("line %d: decode (skip special %v):\n got  %q\n want %q", i+1, skip, got, text)
+					}
 				}
 				for _, v := range want[i].Truncated {
 					tr := &Truncation{MaxLength: v.MaxLength, Strategy: snake(v.Strategy), Left: v.Direction == "left"}

@@ -18,6 +18,10 @@ type wordPiece struct {
 	maxChars int
 
 	clean, chinese, stripAccents, lowercase bool
+
+	// The WordPiece decoder's prefix and cleanup.
+	decPrefix string
+	cleanup   bool
 }
 
 func (t *Tokenizer) loadWordPiece(f *fileJSON) error {
@@ -195,18 +199,29 @@ func (w *wordPiece) encodeWord(word []nchar, out []token) []token {
 	return out
 }
 
-// appendDecoded is the WordPiece decoder's step for one token: word pieces
-// (the continuing-subword prefix) join the word before, other tokens follow
-// a space, except single punctuation marks (the decoder's cleanup).
-func (w *wordPiece) appendDecoded(text []byte, tok string, cont bool) []byte {
-	if rest, ok := strings.CutPrefix(tok, w.prefix); ok && (len(text) > 0 || cont) {
-		return append(text, rest...)
+// appendDecoded is the WordPiece decoder's step for one token: a token
+// after the first joins the text without its continuing-subword prefix, or
+// else after a space; with cleanup, the library's clean_up_tokenization is
+// applied to the token so made (" ." → "." and the like).
+func (w *wordPiece) appendDecoded(text []byte, tok string, first bool) []byte {
+	if !first {
+		if rest, ok := strings.CutPrefix(tok, w.decPrefix); ok {
+			tok = rest
+		} else {
+			tok = " " + tok
+		}
 	}
-	if (len(text) > 0 || cont) && !(len(tok) == 1 && strings.ContainsAny(tok, ".,!?;:'")) {
-		text = append(text, ' ')
+	if w.cleanup {
+		tok = cleanupReplacer.Replace(tok)
 	}
 	return append(text, tok...)
 }
+
+// cleanupReplacer is the library's clean_up_tokenization, whose
+// replacements it applies one after another; on one token with at most
+// one leading space they never overlap, so one pass does the same.
+var cleanupReplacer = strings.NewReplacer(" .", ".", " ?", "?", " !", "!", " ,", ",", " ' ", "'", " n't", "n't",
+	" 'm", "'m", " do not", " don't", " 's", "'s", " 've", "'ve", " 're", "'re")
 
 func isWhitespace(r rune) bool { return r == '\t' || r == '\n' || r == '\r' || unicode.IsSpace(r) }
 
