@@ -411,3 +411,12 @@ func (t *Tokenizer) firstAdded(names ...string) (int64, bool) {
 	}
 	return 0, false
 }
+
+func (t *Tokenizer) hasDecoder(k decKind) bool {
+	for _, s := range t.dec.steps {
+		if s.kind == k {
+			return true
+		}
+	}
+	return false
+}

@@ -386,10 +386,20 @@ func (t *Tokenizer) loadAdded(f *fileJSON) error {
 		}
 	}
 	t.isAdded = make([]uint8, len(t.pieces))
+	special := map[string]bool{}
 	for _, a := range t.added {
 		t.isAdded[a.id] = 1
 		if a.special {
-			t.isAdded[a.id] = 2
+			special[a.content] = true
+		}
+	}
+	// The library skips a token as special by its text: a vocabulary id
+	// that spells a special token is skipped too.
+	if len(special) > 0 {
+		for id, p := range t.pieces {
+			if special[p] {
+				t.isAdded[id] = 2
+			}
 		}
 	}
 	return nil
@@ -404,6 +414,17 @@ func (t *Tokenizer) buildAdded() {
 			normed = append(normed, a)
 		} else {
 			raw = append(raw, a)
+		}
+	}
+	// A normalized token decodes as its normalized content, as the
+	// library's normalized_cache has it.
+	for _, a := range normed {
+		if t.norm != nil {
+			c := t.norm.normalize(nstr{s: a.content}).s
+			t.pieces[a.id] = c
+			if t.raw != nil {
+				t.raw[a.id] = string(byteLevelDecodeToken(c))
+			}
 		}
 	}
 	t.rawAdded = newAddedSet(raw, func(a addedToken) string { return a.content })

@@ -4,9 +4,10 @@ package tokenizer
 // Hugging Face's DecodeStream and vLLM's incremental detokenizer do: each
 // step returns only text that is final, so a character whose bytes span
 // several tokens is held back until its last byte comes. Pieces joined are
-// the whole Decode of the ids (for byte sequences that are valid UTF-8;
-// where a model emits invalid bytes, a piece already shown is never taken
-// back). A StreamDecoder is not safe for concurrent use; its zero value is
+// the whole Decode of the ids, except where a file's ByteFallback decoder
+// meets invalid bytes: it turns the whole run of byte tokens around them
+// into U+FFFDs, while a stream has shown the run's valid characters
+// already and never takes a piece back. A StreamDecoder is not safe for concurrent use; its zero value is
 // not usable: make one with NewStreamDecoder.
 type StreamDecoder struct {
 	t           *Tokenizer

@@ -40,9 +40,8 @@ func newUnigram(pieces []string, scores []float64, unk int32, byteFallback bool)
 			}
 			node = next
 		}
-		if u.terminal[node] < 0 {
-			u.terminal[node] = int32(id)
-		}
+		// A piece listed twice is the later id, as the library's map has it.
+		u.terminal[node] = int32(id)
 	}
 	u.unkScore = minScore - unkPenalty
 	for b := range 256 {
