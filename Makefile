@@ -27,7 +27,8 @@ FUZZTIME  ?= 30s
 # for FUZZTIME each.
 FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
-	./function/tokenizer:FuzzEncode
+	./function/tokenizer:FuzzEncode ./function/tokenizer:FuzzEncodeByteLevel \
+	./function/tokenizer:FuzzEncodeSentencePiece ./function/tokenizer:FuzzEncodeUnigram
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
@@ -110,7 +111,7 @@ model:
 validate:
 	cd tools/validate && $(GO) test -count=1 ./... && $(GO) run . ../../knative/*.yaml ../../func.yaml
 
-test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) redis validate
+test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) redis validate llm-tokenizers
 	$(GO) vet ./...
 	$(GO) vet -tags image .
 	cd tools/e2e && $(GO) vet ./...
@@ -167,19 +168,32 @@ tokenize:
 # tokenizer's speed against it on the same corpus, in one run.
 TOKENIZERS_NPM := 0.23.2
 TOKDATA := function/tokenizer/testdata
-tokenizer-parity:
+WP_TOKENIZERS      := all-minilm-l6-v2 bert-base-uncased
+UNIGRAM_TOKENIZERS := unigram-metaspace unigram-fallback
+TOKNODE := NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node
+tokenizer-parity: llm-tokenizers
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
 	@mkdir -p .cache/npm-tokenizers && cd .cache/npm-tokenizers && \
 		{ test -d node_modules/tokenizers || npm install --ignore-scripts --silent tokenizers@$(TOKENIZERS_NPM) >/dev/null; }
-	@for n in all-minilm-l6-v2 bert-base-uncased; do \
-		NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node $(TOKDATA)/gen.js $(TOKDATA)/tokenizers/$$n.json \
-			< $(TOKDATA)/corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
-	$(GO) test -count=1 -run TestParity -v ./function/tokenizer | grep -E 'equal|^(ok|FAIL)'
-	@for n in all-minilm-l6-v2 bert-base-uncased; do \
-		rust=$$(NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node $(TOKDATA)/speed.js $(TOKDATA)/tokenizers/$$n.json 50 < $(TOKDATA)/corpus.jsonl | awk '{print $$2}'); \
+	@set -e; for n in $(WP_TOKENIZERS); do \
+		$(TOKNODE) $(TOKDATA)/gen.js $(TOKDATA)/tokenizers/$$n.json < $(TOKDATA)/corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
+	@$(TOKNODE) $(TOKDATA)/mkunigram.js $(LLM_TOK)/llama2/tokenizer.json $(TOKDATA)/tokenizers
+	@set -e; for n in $(UNIGRAM_TOKENIZERS); do \
+		$(TOKNODE) $(TOKDATA)/llmgen.js $(TOKDATA)/tokenizers/$$n.json < $(TOKDATA)/llm_corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
+	@set -e; for n in $(LLM_TOKENIZERS); do \
+		$(TOKNODE) $(TOKDATA)/llmgen.js $(LLM_TOK)/$$n/tokenizer.json < $(TOKDATA)/llm_corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
+	$(GO) test -count=1 -run 'TestParity' -v ./function/tokenizer | grep -E 'equal|^(ok|FAIL)'
+	@loads=$$($(GO) test -count=1 -run 'TestLoadTimes' -v ./function/tokenizer | grep ' LOAD '); \
+	for n in $(WP_TOKENIZERS) $(UNIGRAM_TOKENIZERS) $(LLM_TOKENIZERS); do \
+		case $$n in all-*|bert-*) f=$(TOKDATA)/tokenizers/$$n.json c=$(TOKDATA)/corpus.jsonl;; \
+			unigram-*) f=$(TOKDATA)/tokenizers/$$n.json c=$(TOKDATA)/llm_corpus.jsonl;; \
+			*) f=$(LLM_TOK)/$$n/tokenizer.json c=$(TOKDATA)/llm_corpus.jsonl;; esac; \
+		r=$$($(TOKNODE) $(TOKDATA)/speed.js $$f 50 < $$c); \
+		rust=$$(echo "$$r" | awk '{print $$2}'); rload=$$(echo "$$r" | awk '{print $$4}'); \
 		go=$$(TOKENIZER_BENCH=$$n $(GO) test -run XXX -bench 'BenchmarkEncode$$' -count 5 ./function/tokenizer | awk '/^BenchmarkEncode/ {v = $$3 + 0; if (!m || v < m) m = v} END {print m}'); \
 		echo "$$n: Go $$go ns, Rust (Node binding) $$rust ns per corpus pass"; \
 		awk -v g=$$go -v r=$$rust -v n=$$n 'BEGIN { printf "RATIO %s go_vs_rust_tokenizer_speed %.2f (Rust time / Go time; >1: Go faster)\n", n, r / g }'; \
+		echo "$$loads" | awk -v n=$$n -v r=$$rload '$$3 == n { printf "LOAD %s go_ms %s rust_ms %s go_heap_held_mb %s\n", n, $$5, r, $$7 }'; \
 	done
 
 # The container image (Dockerfile) with docker, else podman; on machines

@@ -122,12 +122,14 @@ func TestParityLLM(t *testing.T) {
 	}
 }
 
-
-// TestLoadLLM reports each file's load time and the heap the loaded
+// TestLoadTimes reports each file's load time and the heap the loaded
 // tokenizer holds; make tokenizer-parity prints them beside the library's.
-func TestLoadLLM(t *testing.T) {
-	for _, name := range llmTokenizers {
-		p := llmPath(t, name)
+func TestLoadTimes(t *testing.T) {
+	for _, name := range slices.Concat(parityTokenizers, unigramTokenizers, llmTokenizers) {
+		p := filepath.Join("testdata", "tokenizers", name+".json")
+		if slices.Contains(llmTokenizers, name) {
+			p = llmPath(t, name)
+		}
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)

@@ -178,16 +178,9 @@ func BenchmarkEncode(b *testing.B) {
 	if name == "" {
 		name = "all-minilm-l6-v2"
 	}
-	var tok *Tokenizer
-	var corpus []corpusLine
-	if slices.Contains(llmTokenizers, name) {
-		tok = loadLLM(b, name)
-		corpus = readLines[corpusLine](b, "testdata/llm_corpus.jsonl")
-	} else {
-		var err error
-		if tok, err = Load("testdata/tokenizers/" + name + ".json"); err != nil {
-			b.Fatal(err)
-		}
+	tok := loadAny(b, name)
+	corpus := readLines[corpusLine](b, "testdata/llm_corpus.jsonl")
+	if slices.Contains(parityTokenizers, name) {
 		corpus = readLines[corpusLine](b, "testdata/corpus.jsonl")
 	}
 	b.ReportAllocs()
