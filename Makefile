@@ -158,7 +158,8 @@ fuzz: $(ORT_LIB)
 	done
 
 # The Go tokenizer on the command line: JSON lines {"text", "pair"} on
-# stdin, {"ids", "type_ids", "offsets"} out, truncation as the file says.
+# stdin, {"ids", "type_ids", "offsets"} out, truncation as the file says;
+# lines {"ids"} decoded to {"text"} (special tokens kept).
 tokenize:
 	@test -n "$(TOKENIZER)" || { echo "usage: make tokenize TOKENIZER=path/to/tokenizer.json < lines.jsonl" >&2; exit 2; }
 	@$(GO) run ./function/tokenizer/tokenize $(TOKENIZER)
