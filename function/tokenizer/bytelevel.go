@@ -25,15 +25,22 @@ func init() {
 // byteLevelDecodeToken is what the ByteLevel decoder makes of one token:
 // its characters' bytes if all are in the table, else its own UTF-8.
 func byteLevelDecodeToken(tok string) []byte {
-	out := make([]byte, 0, len(tok))
-	for _, r := range tok {
+	return appendByteLevel(make([]byte, 0, len(tok)), []byte(tok))
+}
+
+// appendByteLevel appends byteLevelDecodeToken(tok) to dst.
+func appendByteLevel(dst, tok []byte) []byte {
+	n := len(dst)
+	for i := 0; i < len(tok); {
+		r, w := utf8.DecodeRune(tok[i:])
 		b, ok := charToByte(r)
 		if !ok {
-			return []byte(tok)
+			return append(dst[:n], tok...)
 		}
-		out = append(out, b)
+		dst = append(dst, b)
+		i += w
 	}
-	return out
+	return dst
 }
 
 func charToByte(r rune) (byte, bool) {
@@ -47,7 +54,3 @@ func charToByte(r rune) (byte, bool) {
 	return b, ok
 }
 
-// byteLevelBytes maps a vocabulary key back to the bytes it stands for.
-func byteLevelBytes(tok string) []byte { return byteLevelDecodeToken(tok) }
-
-var _ = utf8.RuneError

@@ -44,9 +44,19 @@ type fileJSON struct {
 		FuseUnk                 bool            `json:"fuse_unk"`
 		ByteFallback            bool            `json:"byte_fallback"`
 		IgnoreMerges            bool            `json:"ignore_merges"`
-		Vocab                   json.RawMessage `json:"vocab"`
-		Merges                  json.RawMessage `json:"merges"`
+		Vocab                   rawJSON         `json:"vocab"`
+		Merges                  rawJSON         `json:"merges"`
 	} `json:"model"`
+}
+
+// rawJSON is a value kept as its JSON text without a copy (the vocabulary
+// and merges are most of the file): the decoder hands out pieces of its own
+// copy of the input, which nothing else holds.
+type rawJSON []byte
+
+func (r *rawJSON) UnmarshalJSON(b []byte) error {
+	*r = b
+	return nil
 }
 
 // component is the shape every normalizer, pre-tokenizer, post-processor
@@ -235,23 +245,32 @@ func (t *Tokenizer) loadBPE(f *fileJSON) error {
 	if m.EndOfWordSuffix != nil && *m.EndOfWordSuffix != "" {
 		return fmt.Errorf("BPE end_of_word_suffix %q is not supported", *m.EndOfWordSuffix)
 	}
-	var vocab map[string]int32
-	if err := json.Unmarshal(m.Vocab, &vocab); err != nil {
-		return fmt.Errorf("BPE vocab: %w", err)
-	}
-	if err := t.setPieces(vocab); err != nil {
-		return err
-	}
-	merges, err := parseMerges(m.Merges)
-	if err != nil {
-		return err
-	}
 	bl, err := usesByteLevel(f.PreTokenizer)
 	if err != nil {
 		return err
 	}
+	// Byte-level files' vocabularies are keyed here by the bytes each token
+	// stands for, so that words are merged as bytes, not as GPT-2's
+	// characters.
+	var key func([]byte) string
+	var scratch []byte
+	if bl {
+		key = func(tok []byte) string {
+			scratch = appendByteLevel(scratch[:0], tok)
+			return string(scratch)
+		}
+	}
+	vocab, pieces, keys, err := readVocab(m.Vocab, key)
+	if err != nil {
+		return fmt.Errorf("BPE %w", err)
+	}
+	t.pieces = pieces
+	if bl {
+		t.byteLevel = true
+		t.raw = keys
+	}
 	p := &bpe{byteFallback: m.ByteFallback, fuseUnk: m.FuseUnk, ignoreMerges: m.IgnoreMerges, unk: -1, perByte: bl,
-		merges: make(map[uint64]uint64, len(merges))}
+		merges: make(map[uint64]uint64, len(m.Merges)/20)}
 	if m.UnkToken != nil {
 		id, ok := vocab[*m.UnkToken]
 		if !ok {
@@ -259,25 +278,28 @@ func (t *Tokenizer) loadBPE(f *fileJSON) error {
 		}
 		p.unk = id
 	}
-	for rank, mg := range merges {
-		a, ok1 := vocab[mg[0]]
-		b, ok2 := vocab[mg[1]]
-		c, ok3 := vocab[mg[0]+mg[1]]
+	var ka, kb, kc []byte
+	rank := uint64(0)
+	err = readMerges(m.Merges, func(a, b []byte) error {
+		if bl {
+			ka, kb = appendByteLevel(ka[:0], a), appendByteLevel(kb[:0], b)
+		} else {
+			ka, kb = append(ka[:0], a...), append(kb[:0], b...)
+		}
+		kc = append(append(kc[:0], ka...), kb...)
+		x, ok1 := vocab[string(ka)]
+		y, ok2 := vocab[string(kb)]
+		z, ok3 := vocab[string(kc)]
 		if !ok1 || !ok2 || !ok3 {
-			return fmt.Errorf("BPE merge %q %q: a token is not in the vocabulary", mg[0], mg[1])
+			return fmt.Errorf("BPE merge %q %q: a token is not in the vocabulary", a, b)
 		}
-		p.merges[pairKey(a, b)] = uint64(rank)<<32 | uint64(uint32(c))
-	}
-	if bl {
-		t.byteLevel = true
-		raw := make(map[string]int32, len(vocab))
-		t.raw = make([]string, len(t.pieces))
-		for k, id := range vocab {
-			r := string(byteLevelBytes(k))
-			raw[r] = id
-			t.raw[id] = r
-		}
-		vocab = raw
+		// A pair listed twice keeps its later rank, as the library's map.
+		p.merges[pairKey(x, y)] = rank<<32 | uint64(uint32(z))
+		rank++
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	p.vocab = vocab
 	for b := range 256 {
@@ -310,30 +332,6 @@ func usesByteLevel(raw json.RawMessage) (bool, error) {
 		}
 	}
 	return false, nil
-}
-
-// parseMerges reads merges written as "a b" strings or as [a, b] pairs.
-func parseMerges(raw json.RawMessage) ([][2]string, error) {
-	if len(raw) == 0 {
-		return nil, nil
-	}
-	var pairs [][2]string
-	if err := json.Unmarshal(raw, &pairs); err == nil {
-		return pairs, nil
-	}
-	var lines []string
-	if err := json.Unmarshal(raw, &lines); err != nil {
-		return nil, fmt.Errorf("BPE merges: %w", err)
-	}
-	pairs = make([][2]string, len(lines))
-	for i, l := range lines {
-		a, b, ok := strings.Cut(l, " ")
-		if !ok || strings.Contains(b, " ") {
-			return nil, fmt.Errorf("BPE merge %q: want two tokens", l)
-		}
-		pairs[i] = [2]string{a, b}
-	}
-	return pairs, nil
 }
 
 func (t *Tokenizer) loadUnigram(f *fileJSON) error {
