@@ -53,4 +53,3 @@ func charToByte(r rune) (byte, bool) {
 	b, ok := charByte[r]
 	return b, ok
 }
-

@@ -34,18 +34,18 @@ type fileJSON struct {
 		PadID int64 `json:"pad_id"`
 	} `json:"padding"`
 	Model struct {
-		Type                    string          `json:"type"`
-		UnkToken                *string         `json:"unk_token"`
-		UnkID                   *int32          `json:"unk_id"`
-		ContinuingSubwordPrefix *string         `json:"continuing_subword_prefix"`
-		EndOfWordSuffix         *string         `json:"end_of_word_suffix"`
-		MaxInputCharsPerWord    int             `json:"max_input_chars_per_word"`
-		Dropout                 *float64        `json:"dropout"`
-		FuseUnk                 bool            `json:"fuse_unk"`
-		ByteFallback            bool            `json:"byte_fallback"`
-		IgnoreMerges            bool            `json:"ignore_merges"`
-		Vocab                   rawJSON         `json:"vocab"`
-		Merges                  rawJSON         `json:"merges"`
+		Type                    string   `json:"type"`
+		UnkToken                *string  `json:"unk_token"`
+		UnkID                   *int32   `json:"unk_id"`
+		ContinuingSubwordPrefix *string  `json:"continuing_subword_prefix"`
+		EndOfWordSuffix         *string  `json:"end_of_word_suffix"`
+		MaxInputCharsPerWord    int      `json:"max_input_chars_per_word"`
+		Dropout                 *float64 `json:"dropout"`
+		FuseUnk                 bool     `json:"fuse_unk"`
+		ByteFallback            bool     `json:"byte_fallback"`
+		IgnoreMerges            bool     `json:"ignore_merges"`
+		Vocab                   rawJSON  `json:"vocab"`
+		Merges                  rawJSON  `json:"merges"`
 	} `json:"model"`
 }
 
