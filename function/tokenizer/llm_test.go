@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -186,5 +187,33 @@ func TestStreamDecode(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Encoding from many goroutines at once (the word cache shared) gives what
+// encoding one at a time does.
+func TestConcurrentEncode(t *testing.T) {
+	tok := loadLLM(t, "qwen3")
+	corpus := readLines[corpusLine](t, "testdata/llm_corpus.jsonl")
+	want := make([][]int64, len(corpus))
+	for i, in := range corpus {
+		want[i] = tok.IDs(in.Text)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 4*len(corpus))
+	for g := range 4 {
+		wg.Go(func() {
+			for k := range corpus {
+				i := (k + g*7) % len(corpus)
+				if got := tok.IDs(corpus[i].Text); !slices.Equal(got, want[i]) {
+					errs <- fmt.Sprintf("line %d: %v, alone %v", i+1, got, want[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
