@@ -150,7 +150,7 @@ soak: $(ORT_LIB) $(DAPRD) redis
 	SOAK_DURATION=$(SOAK_DURATION) SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -count=1 -timeout 60m \
 		-run 'TestOverload|TestCancellationStorm|TestHostile|TestDaprRedisOutage|TestDaprSidecarOutage|TestSIGTERM' -v .
 
-fuzz: $(ORT_LIB)
+fuzz: $(ORT_LIB) llm-tokenizers
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
@@ -165,8 +165,12 @@ tokenize:
 	@$(GO) run ./function/tokenizer/tokenize $(TOKENIZER)
 
 # Regenerates the tokenizer parity expectations from Hugging Face's own
-# library (npm tokenizers, its Rust core, offline) and measures the Go
-# tokenizer's speed against it on the same corpus, in one run.
+# library (npm tokenizers, its Rust core, offline) for the two WordPiece
+# files, two Unigram files it builds (mkunigram.js) and the five language
+# models' (llm-tokenizers), and measures the Go tokenizer against it on the
+# same corpus, in one run: a RATIO line of speed (the best corpus pass of
+# each) and a LOAD line (load time, and the Go heap the loaded file holds)
+# per file.
 TOKENIZERS_NPM := 0.23.2
 TOKDATA := function/tokenizer/testdata
 WP_TOKENIZERS      := all-minilm-l6-v2 bert-base-uncased
@@ -191,8 +195,8 @@ tokenizer-parity: llm-tokenizers
 			*) f=$(LLM_TOK)/$$n/tokenizer.json c=$(TOKDATA)/llm_corpus.jsonl;; esac; \
 		r=$$($(TOKNODE) $(TOKDATA)/speed.js $$f 50 < $$c); \
 		rust=$$(echo "$$r" | awk '{print $$2}'); rload=$$(echo "$$r" | awk '{print $$4}'); \
-		go=$$(TOKENIZER_BENCH=$$n $(GO) test -run XXX -bench 'BenchmarkEncode$$' -count 5 ./function/tokenizer | awk '/^BenchmarkEncode/ {v = $$3 + 0; if (!m || v < m) m = v} END {print m}'); \
-		echo "$$n: Go $$go ns, Rust (Node binding) $$rust ns per corpus pass"; \
+		go=$$(TOKENIZER_BENCH=$$n $(GO) test -run XXX -bench 'BenchmarkEncode$$' -count 3 ./function/tokenizer | awk '/^BenchmarkEncode/ {for (i = 2; i <= NF; i++) if ($$i == "best-ns/corpus") v = $$(i-1) + 0; if (!m || v < m) m = v} END {print m}'); \
+		echo "$$n: Go $$go ns, Rust (Node binding) $$rust ns per corpus pass (best of each)"; \
 		awk -v g=$$go -v r=$$rust -v n=$$n 'BEGIN { printf "RATIO %s go_vs_rust_tokenizer_speed %.2f (Rust time / Go time; >1: Go faster)\n", n, r / g }'; \
 		echo "$$loads" | awk -v n=$$n -v r=$$rload '$$3 == n { printf "LOAD %s go_ms %s rust_ms %s go_heap_held_mb %s\n", n, $$5, r, $$7 }'; \
 	done

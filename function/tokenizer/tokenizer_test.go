@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 )
 
 // The tokenizers the parity corpus is held to (testdata/tokenizers, from
@@ -112,7 +113,7 @@ func TestParity(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%s: %d of %d encodings equal to Hugging Face tokenizers 0.23.2 (%d corpus lines)", name, same, checks, len(corpus))
+			t.Logf("%s: %d of %d encodings and decodings equal to Hugging Face tokenizers 0.23.2 (%d corpus lines)", name, same, checks, len(corpus))
 		})
 	}
 }
@@ -185,9 +186,16 @@ func BenchmarkEncode(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	// Besides the mean, the best single pass: speed.js reports the Rust
+	// library's best pass, and on a shared machine the two are comparable
+	// only measured the same way.
+	best := time.Duration(1 << 62)
 	for range b.N {
+		start := time.Now()
 		for _, in := range corpus {
 			tok.EncodeWith(in.Text, in.Pair, tok.Truncation)
 		}
+		best = min(best, time.Since(start))
 	}
+	b.ReportMetric(float64(best.Nanoseconds()), "best-ns/corpus")
 }
