@@ -390,15 +390,16 @@ func (t *Tokenizer) tokenBytes(id int64) []byte {
 	return []byte(tok)
 }
 
-// EOS and BOS are the ids of the end- and beginning-of-sequence tokens the
-// file names by their usual spellings (</s>, <|endoftext|>, <eos>,
-// <|end_of_text|>; <s>, <bos>, <|begin_of_text|>), if it has one; a model's
-// generation_config.json is the better source where there is one.
+// EOS is the id of the end-of-sequence token, found among the added tokens
+// by its usual spellings (</s>, <|endoftext|>, <eos>, <|end_of_text|>,
+// <|im_end|>, [SEP], in that order); false if there is none. A model's
+// generation_config.json, which may list several, is the better source.
 func (t *Tokenizer) EOS() (int64, bool) {
 	return t.firstAdded("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>", "<|im_end|>", "[SEP]")
 }
 
-// BOS: see EOS.
+// BOS is the id of the beginning-of-sequence token (<s>, <bos>,
+// <|begin_of_text|>, [CLS]), as EOS finds it.
 func (t *Tokenizer) BOS() (int64, bool) {
 	return t.firstAdded("<s>", "<bos>", "<|begin_of_text|>", "[CLS]")
 }
