@@ -36,8 +36,10 @@ func loadAny(t testing.TB, name string) *Tokenizer {
 
 type llmExpected struct {
 	encoded
-	Decoded        string `json:"decoded"`
-	DecodedSpecial string `json:"decoded_special"`
+	Decoded         string `json:"decoded"`
+	DecodedSpecial  string `json:"decoded_special"`
+	DecodedTail     string `json:"decoded_tail"`
+	DecodedReversed string `json:"decoded_reversed"`
 }
 
 // llmPath is a fetched file's path, from the repository's root.
@@ -100,7 +102,7 @@ func TestParityLLM(t *testing.T) {
 			checks, same := 0, 0
 			for i, in := range corpus {
 				got, err := tok.EncodeWith(in.Text, in.Pair, nil)
-				checks += 3
+				checks += 3 // encoding, two decodings; two more below
 				if err == nil && equal(got, want[i].encoded) {
 					same++
 				} else {
@@ -116,6 +118,21 @@ func TestParityLLM(t *testing.T) {
 					same++
 				} else {
 					t.Errorf("line %d: decode keeping special tokens:\n got  %q\n want %q", i+1, d, want[i].DecodedSpecial)
+				}
+				ids := want[i].IDs
+				rev := slices.Clone(ids)
+				slices.Reverse(rev)
+				for _, c := range []struct {
+					what string
+					ids  []int64
+					want string
+				}{{"less the first id", ids[min(1, len(ids)):], want[i].DecodedTail}, {"reversed", rev, want[i].DecodedReversed}} {
+					checks++
+					if d := tok.DecodeWith(c.ids, false); d == c.want {
+						same++
+					} else {
+						t.Errorf("line %d: decode %s:\n got  %q\n want %q", i+1, c.what, d, c.want)
+					}
 				}
 			}
 			t.Logf("%s: %d of %d encodings and decodings equal to Hugging Face tokenizers 0.23.2 (%d corpus lines)", name, same, checks, len(corpus))

@@ -3,7 +3,10 @@
 // core as a Node binding, offline). make tokenizer-parity runs it:
 //   node llmgen.js TOKENIZER.json < llm_corpus.jsonl > expected/NAME.jsonl
 // Each line: ids, type_ids and offsets (special tokens added, no padding or
-// truncation), and the ids decoded with special tokens skipped and kept.
+// truncation), and the ids decoded with special tokens skipped and kept;
+// then, special tokens kept, the ids less the first (a decode that starts
+// inside a character) and the ids reversed (byte tokens out of order: the
+// replacement-character rules).
 const {Tokenizer} = require('tokenizers');
 const fs = require('fs');
 (async () => {
@@ -17,6 +20,7 @@ const fs = require('fs');
     process.stdout.write(JSON.stringify({
       ids, type_ids: e.getTypeIds(), offsets: e.getOffsets(),
       decoded: await t.decode(ids, true), decoded_special: await t.decode(ids, false),
+      decoded_tail: await t.decode(ids.slice(1), false), decoded_reversed: await t.decode([...ids].reverse(), false),
     }) + '\n');
   }
 })();
