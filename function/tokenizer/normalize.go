@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"sort"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -129,9 +130,12 @@ func (u unicodeNorm) normalize(n nstr) nstr {
 	if u.form.IsNormalString(n.s) {
 		return n
 	}
-	// Segment by segment (a starter and what combines with it): a segment
-	// that changes maps its new characters onto its old ones in order, the
-	// last new one taking what is left, as the library's composition does.
+	if out, ok := u.aligned(n); ok {
+		return out
+	}
+	// Not reached for text the steps below model; should they ever differ
+	// from the form's own output, that output wins, mapped segment by
+	// segment onto the original characters in order.
 	var chs []change
 	for i := 0; i < len(n.s); {
 		k := u.form.NextBoundaryInString(n.s[i:], true)
@@ -154,6 +158,75 @@ func (u unicodeNorm) normalize(n nstr) nstr {
 		}
 	}
 	return n.transform(chs)
+}
+
+// aligned normalizes as the library's unicode-normalization does, keeping
+// its account of each output character against the input, which the
+// library then applies in order (NormalizedString::transform): every
+// character decomposed on its own (its first part replacing it, the others
+// inserted after), combining marks put in canonical order (their accounts
+// move with them), then for NFC and NFKC composed (a composite takes over
+// what it absorbs, one character fewer).
+func (u unicodeNorm) aligned(n nstr) (nstr, bool) {
+	decomp, compose := norm.NFD, false
+	switch u.form {
+	case norm.NFKC:
+		decomp, compose = norm.NFKD, true
+	case norm.NFKD:
+		decomp = norm.NFKD
+	case norm.NFC:
+		compose = true
+	}
+	cs := make([]change, 0, len(n.s)+8)
+	for _, r := range n.s {
+		for k, d := range []rune(decomp.String(string(r))) {
+			cs = append(cs, change{d, min(k, 1)})
+		}
+	}
+	ccc := func(r rune) uint8 { return norm.NFD.PropertiesString(string(r)).CCC() }
+	for i := 0; i < len(cs); {
+		if ccc(cs[i].r) == 0 {
+			i++
+			continue
+		}
+		j := i
+		for j < len(cs) && ccc(cs[j].r) != 0 {
+			j++
+		}
+		run := cs[i:j]
+		sort.SliceStable(run, func(a, b int) bool { return ccc(run[a].r) < ccc(run[b].r) })
+		i = j
+	}
+	if compose {
+		out := cs[:0]
+		starter := -1
+		for _, c := range cs {
+			cc := ccc(c.r)
+			if starter >= 0 {
+				last := len(out) - 1
+				if last == starter || ccc(out[last].r) < cc {
+					if comp := norm.NFC.String(string([]rune{out[starter].r, c.r})); utf8.RuneCountInString(comp) == 1 {
+						out[starter].r, _ = utf8.DecodeRuneInString(comp)
+						out[starter].n += c.n - 1
+						continue
+					}
+				}
+			}
+			if cc == 0 {
+				starter = len(out)
+			}
+			out = append(out, c)
+		}
+		cs = out
+	}
+	var b strings.Builder
+	for _, c := range cs {
+		b.WriteRune(c.r)
+	}
+	if b.String() != u.form.String(n.s) {
+		return nstr{}, false
+	}
+	return n.transform(cs), true
 }
 
 // lowercase is the Lowercase normalizer (Rust's char::to_lowercase).
