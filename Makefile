@@ -166,7 +166,7 @@ tokenize:
 
 # Regenerates the tokenizer parity expectations from Hugging Face's own
 # library (npm tokenizers, its Rust core, offline) for the two WordPiece
-# files, two Unigram files it builds (mkunigram.js) and the five language
+# files, three small files it builds (mktokenizers.js) and the five language
 # models' (llm-tokenizers), and measures the Go tokenizer against it on the
 # same corpus, in one run: a RATIO line of speed (the best corpus pass of
 # each) and a LOAD line (load time, and the Go heap the loaded file holds)
@@ -174,7 +174,7 @@ tokenize:
 TOKENIZERS_NPM := 0.23.2
 TOKDATA := function/tokenizer/testdata
 WP_TOKENIZERS      := all-minilm-l6-v2 bert-base-uncased
-UNIGRAM_TOKENIZERS := unigram-metaspace unigram-fallback
+BUILT_TOKENIZERS   := unigram-metaspace unigram-fallback bytelevel-gpt2
 TOKNODE := NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node
 tokenizer-parity: llm-tokenizers
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
@@ -182,16 +182,16 @@ tokenizer-parity: llm-tokenizers
 		{ test -d node_modules/tokenizers || npm install --ignore-scripts --silent tokenizers@$(TOKENIZERS_NPM) >/dev/null; }
 	@set -e; for n in $(WP_TOKENIZERS); do \
 		$(TOKNODE) $(TOKDATA)/gen.js $(TOKDATA)/tokenizers/$$n.json < $(TOKDATA)/corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
-	@$(TOKNODE) $(TOKDATA)/mkunigram.js $(LLM_TOK)/llama2/tokenizer.json $(TOKDATA)/tokenizers
-	@set -e; for n in $(UNIGRAM_TOKENIZERS); do \
+	@$(TOKNODE) $(TOKDATA)/mktokenizers.js $(LLM_TOK)/llama2/tokenizer.json $(LLM_TOK)/qwen3/tokenizer.json $(TOKDATA)/tokenizers
+	@set -e; for n in $(BUILT_TOKENIZERS); do \
 		$(TOKNODE) $(TOKDATA)/llmgen.js $(TOKDATA)/tokenizers/$$n.json < $(TOKDATA)/llm_corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
 	@set -e; for n in $(LLM_TOKENIZERS); do \
 		$(TOKNODE) $(TOKDATA)/llmgen.js $(LLM_TOK)/$$n/tokenizer.json < $(TOKDATA)/llm_corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
 	$(GO) test -count=1 -run 'TestParity' -v ./function/tokenizer | grep -E 'equal|^(ok|FAIL)'
 	@loads=$$($(GO) test -count=1 -run 'TestLoadTimes' -v ./function/tokenizer | grep ' LOAD '); \
-	for n in $(WP_TOKENIZERS) $(UNIGRAM_TOKENIZERS) $(LLM_TOKENIZERS); do \
+	for n in $(WP_TOKENIZERS) $(BUILT_TOKENIZERS) $(LLM_TOKENIZERS); do \
 		case $$n in all-*|bert-*) f=$(TOKDATA)/tokenizers/$$n.json c=$(TOKDATA)/corpus.jsonl;; \
-			unigram-*) f=$(TOKDATA)/tokenizers/$$n.json c=$(TOKDATA)/llm_corpus.jsonl;; \
+			unigram-*|bytelevel-*) f=$(TOKDATA)/tokenizers/$$n.json c=$(TOKDATA)/llm_corpus.jsonl;; \
 			*) f=$(LLM_TOK)/$$n/tokenizer.json c=$(TOKDATA)/llm_corpus.jsonl;; esac; \
 		r=$$($(TOKNODE) $(TOKDATA)/speed.js $$f 50 < $$c); \
 		rust=$$(echo "$$r" | awk '{print $$2}'); rload=$$(echo "$$r" | awk '{print $$4}'); \

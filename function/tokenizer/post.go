@@ -111,8 +111,10 @@ func template(items []map[string]json.RawMessage, specials map[string]struct {
 
 // trim is the ByteLevel post-processor's trim_offsets: a token's leading
 // and trailing spaces are left out of its offsets (a single leading space
-// of the first token is kept when the pre-tokenizer added it).
-func (t *Tokenizer) trim(toks []btok) {
+// of the first token is kept when the pre-tokenizer added it). It works on
+// character offsets, as the library's does (its encodings have them by
+// then), a space being one character.
+func (t *Tokenizer) trim(toks []token) {
 	for i := range toks {
 		b := &toks[i]
 		raw := t.raw[b.id]
@@ -120,7 +122,9 @@ func (t *Tokenizer) trim(toks []btok) {
 		for lead < len(raw) && raw[lead] == ' ' {
 			lead++
 		}
-		for trail < len(raw)-lead && raw[len(raw)-1-trail] == ' ' {
+		// Counted apart, as the library does: a token of spaces only has
+		// them at both ends.
+		for trail < len(raw) && raw[len(raw)-1-trail] == ' ' {
 			trail++
 		}
 		if lead > 0 {

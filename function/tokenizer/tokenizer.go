@@ -307,10 +307,11 @@ func (t *Tokenizer) tokens(text string) []token {
 		}
 		out = t.encodePieces(out, pieces, &wt)
 	}
+	toks := charOffsets(text, out)
 	if t.trimOffsets {
-		t.trim(out)
+		t.trim(toks)
 	}
-	return charOffsets(text, out)
+	return toks
 }
 
 // encodePieces pre-tokenizes normalized pieces and encodes their words.
@@ -349,7 +350,7 @@ func charOffsets(text string, in []btok) []token {
 		}
 		return out
 	}
-	// idx[i] is the character that byte i belongs to; idx[len] the count.
+	// idx[i] is the character that byte i belongs to.
 	idx := make([]int32, len(text)+1)
 	c := int32(0)
 	for i := 0; i < len(text); {
@@ -361,9 +362,20 @@ func charOffsets(text string, in []btok) []token {
 		c++
 	}
 	idx[len(text)] = c
+	// As the library converts: an offset inside a character is that
+	// character's index (a start, or an end that trimming moved there), an
+	// end at the text's end one past its last character, and a token that
+	// starts at the end keeps its byte offsets.
 	for i, b := range in {
-		s, e := idx[b.start], idx[b.start]
-		if b.end > b.start {
+		if b.start >= len(text) {
+			out[i] = token{b.id, b.start, b.end}
+			continue
+		}
+		s, e := idx[b.start], idx[b.start]+1
+		switch {
+		case b.end < len(text):
+			e = idx[b.end]
+		case b.end > 0:
 			e = idx[b.end-1] + 1
 		}
 		out[i] = token{b.id, int(s), int(e)}
