@@ -215,25 +215,6 @@ func snake(s string) string {
 	return b.String()
 }
 
-// setPieces records each id's token string.
-func (t *Tokenizer) setPieces(vocab map[string]int32) error {
-	n := 0
-	for _, id := range vocab {
-		n = max(n, int(id)+1)
-	}
-	if n > 1<<28 {
-		return fmt.Errorf("vocab: id %d is out of range", n-1)
-	}
-	t.pieces = make([]string, n)
-	for k, id := range vocab {
-		if id < 0 {
-			return fmt.Errorf("vocab: token %q has negative id %d", k, id)
-		}
-		t.pieces[id] = k
-	}
-	return nil
-}
-
 func (t *Tokenizer) loadBPE(f *fileJSON) error {
 	m := &f.Model
 	if m.Dropout != nil && *m.Dropout > 0 {
@@ -567,7 +548,7 @@ func (t *Tokenizer) vocabID(s string) (int64, bool) {
 	}
 	if t.wp != nil {
 		id, ok := t.wp.vocab[s]
-		return id, ok
+		return int64(id), ok
 	}
 	return 0, false
 }

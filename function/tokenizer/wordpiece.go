@@ -5,14 +5,13 @@ import (
 	"strings"
 	"unicode"
 
-	json "github.com/goccy/go-json"
 	"golang.org/x/text/unicode/norm"
 )
 
 // wordPiece is the BERT family's pipeline: BertNormalizer, BertPreTokenizer
 // and the WordPiece model, which work on characters rather than bytes.
 type wordPiece struct {
-	vocab    map[string]int64
+	vocab    map[string]int32
 	unk      int64
 	prefix   string
 	maxChars int
@@ -33,16 +32,11 @@ func (t *Tokenizer) loadWordPiece(f *fileJSON) error {
 	if m.MaxInputCharsPerWord > 0 {
 		w.maxChars = m.MaxInputCharsPerWord
 	}
-	if err := json.Unmarshal(m.Vocab, &w.vocab); err != nil {
-		return fmt.Errorf("WordPiece vocab: %w", err)
+	vocab, pieces, _, err := readVocab(m.Vocab, nil)
+	if err != nil {
+		return fmt.Errorf("WordPiece %w", err)
 	}
-	v32 := make(map[string]int32, len(w.vocab))
-	for k, id := range w.vocab {
-		v32[k] = int32(id)
-	}
-	if err := t.setPieces(v32); err != nil {
-		return err
-	}
+	w.vocab, t.pieces = vocab, pieces
 	unkTok := ""
 	if m.UnkToken != nil {
 		unkTok = *m.UnkToken
@@ -51,7 +45,7 @@ func (t *Tokenizer) loadWordPiece(f *fileJSON) error {
 	if !ok {
 		return fmt.Errorf("unk_token %q is not in the vocabulary", unkTok)
 	}
-	w.unk = unk
+	w.unk = int64(unk)
 
 	n, err := parseComponent(f.Normalizer, "normalizer")
 	if err != nil {
@@ -185,7 +179,7 @@ func (w *wordPiece) encodeWord(word []nchar, out []token) []token {
 			}
 			if id, ok := w.vocab[sb.String()]; ok {
 				s, e := span(start, end)
-				out = append(out, token{id, s, e})
+				out = append(out, token{int64(id), s, e})
 				found = true
 				break
 			}
