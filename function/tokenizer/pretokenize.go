@@ -220,8 +220,14 @@ func (whitespaceSplit) preTokenize(in []nstr) []nstr {
 // whitespace is the Whitespace pre-tokenizer: \w+|[^\w\s]+.
 type whitespace struct{}
 
+// isWord is \w as Unicode defines it (UTS #18), which Oniguruma and Rust's
+// regex both follow: Alphabetic, marks, decimal digits, connector
+// punctuation and the zero-width joiners.
 func isWord(r rune) bool {
-	return unicode.IsLetter(r) || unicode.IsMark(r) || unicode.Is(unicode.Nd, r) || unicode.Is(unicode.Pc, r)
+	if r < utf8.RuneSelf {
+		return r|0x20 >= 'a' && r|0x20 <= 'z' || r >= '0' && r <= '9' || r == '_'
+	}
+	return unicode.IsLetter(r) || unicode.IsMark(r) || unicode.In(r, unicode.Nd, unicode.Nl, unicode.Pc, unicode.Other_Alphabetic, unicode.Join_Control)
 }
 
 func (whitespace) preTokenize(in []nstr) []nstr {
