@@ -236,3 +236,35 @@ func TestConcurrentEncode(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// A token's bytes, joined over a line's ids, are the line's decoding (with
+// special tokens kept); Llama 2's decoder also strips the text's first
+// space, which is no token's.
+func TestTokenBytes(t *testing.T) {
+	corpus := readLines[corpusLine](t, "testdata/llm_corpus.jsonl")
+	for _, name := range []string{"qwen3", "llama3", "gpt4o", "llama2", "gemma3", "bytelevel-gpt2"} {
+		t.Run(name, func(t *testing.T) {
+			tok := loadAny(t, name)
+			for i, in := range corpus {
+				ids := tok.IDs(in.Text)
+				var b []byte
+				for _, id := range ids {
+					b = append(b, tok.TokenBytes(id)...)
+				}
+				if !utf8.Valid(b) {
+					t.Fatalf("line %d: the tokens' bytes are not UTF-8", i+1)
+				}
+				got := string(b)
+				if name == "llama2" {
+					got = strings.TrimPrefix(got, " ")
+				}
+				if want := tok.DecodeWith(ids, false); got != want {
+					t.Errorf("line %d: tokens' bytes %q, decode %q", i+1, got, want)
+				}
+			}
+			if tok.TokenBytes(-1) != nil || tok.TokenBytes(int64(tok.VocabSize())) != nil {
+				t.Error("an id outside the vocabulary has bytes")
+			}
+		})
+	}
+}
