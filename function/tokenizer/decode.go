@@ -48,7 +48,7 @@ func (t *Tokenizer) parseDecoder(raw json.RawMessage) error {
 		}
 		t.wp.decPrefix, t.wp.cleanup = "##", true
 		if c.Prefix != nil {
-			t.wp.decPrefix = *c.Prefix
+			t.wp.decPrefix = strings.Clone(*c.Prefix)
 		}
 		if c.Cleanup != nil {
 			t.wp.cleanup = *c.Cleanup
@@ -92,7 +92,7 @@ func (t *Tokenizer) parseDecStep(c *component) error {
 		if err := json.Unmarshal(c.Content, &content); err != nil {
 			return fmt.Errorf("decoder Replace: content: %w", err)
 		}
-		t.dec.steps = append(t.dec.steps, decStep{kind: decReplace, from: *c.Pattern.String, to: content})
+		t.dec.steps = append(t.dec.steps, decStep{kind: decReplace, from: strings.Clone(*c.Pattern.String), to: strings.Clone(content)})
 	case "Strip":
 		var content string
 		if err := json.Unmarshal(c.Content, &content); err != nil || utf8.RuneCountInString(content) != 1 {
@@ -101,7 +101,7 @@ func (t *Tokenizer) parseDecStep(c *component) error {
 		r, _ := utf8.DecodeRuneInString(content)
 		t.dec.steps = append(t.dec.steps, decStep{kind: decStrip, content: r, start: c.Start, stop: c.Stop})
 	case "Metaspace":
-		rep := c.Replacement
+		rep := strings.Clone(c.Replacement)
 		if rep == "" {
 			rep = "▁"
 		}

@@ -131,7 +131,9 @@ func Load(path string) (*Tokenizer, error) {
 	return t, nil
 }
 
-// Parse reads the contents of a tokenizer.json: models WordPiece, BPE
+// Parse reads the contents of a tokenizer.json (b is not kept: strings
+// taken from the decoder's view of it are cloned, lest a few bytes hold a
+// 33 MB file in memory): models WordPiece, BPE
 // (byte-level or with byte fallback) and Unigram, with the normalizers,
 // pre-tokenizers, post-processors and decoders language models use. A
 // component it does not implement is refused with an error naming it, never
@@ -251,7 +253,7 @@ func (t *Tokenizer) loadBPE(f *fileJSON) error {
 		t.raw = keys
 	}
 	p := &bpe{byteFallback: m.ByteFallback, fuseUnk: m.FuseUnk, ignoreMerges: m.IgnoreMerges, unk: -1, perByte: bl,
-		merges: make(map[uint64]uint64, len(m.Merges)/20)}
+		merges: make(map[uint64]uint64, countMerges(m.Merges))}
 	if m.UnkToken != nil {
 		id, ok := vocab[*m.UnkToken]
 		if !ok {
@@ -294,6 +296,19 @@ func (t *Tokenizer) loadBPE(f *fileJSON) error {
 	}
 	t.model = p
 	return nil
+}
+
+// countMerges estimates the number of merges from their quotes (two a
+// merge written "a b", four written as a pair), so that the map is made
+// once at its size.
+func countMerges(raw []byte) int {
+	q := bytes.Count(raw, []byte{'"'}) - bytes.Count(raw, []byte(`\"`))
+	if i := skipSpace(raw, 0); i < len(raw) && raw[i] == '[' {
+		if j := skipSpace(raw, i+1); j < len(raw) && raw[j] == '[' {
+			return q / 4
+		}
+	}
+	return q / 2
 }
 
 func byteToken(b byte) string { return fmt.Sprintf("<0x%02X>", b) }
@@ -351,7 +366,7 @@ func (t *Tokenizer) loadAdded(f *fileJSON) error {
 		if t.wp != nil && a.Normalized && !a.Special {
 			return fmt.Errorf("added token %q: normalized added tokens are not supported with WordPiece", a.Content)
 		}
-		t.added = append(t.added, addedToken{content: a.Content, id: a.ID, special: a.Special, lstrip: a.Lstrip,
+		t.added = append(t.added, addedToken{content: strings.Clone(a.Content), id: a.ID, special: a.Special, lstrip: a.Lstrip,
 			rstrip: a.Rstrip, singleWord: a.SingleWord, normalized: a.Normalized && t.wp == nil})
 		for int(a.ID) >= len(t.pieces) {
 			t.pieces = append(t.pieces, "")
@@ -359,7 +374,7 @@ func (t *Tokenizer) loadAdded(f *fileJSON) error {
 				t.raw = append(t.raw, "")
 			}
 		}
-		t.pieces[a.ID] = a.Content
+		t.pieces[a.ID] = t.added[len(t.added)-1].content
 		if t.raw != nil {
 			t.raw[a.ID] = string(byteLevelDecodeToken(a.Content))
 		}
@@ -444,7 +459,7 @@ func (t *Tokenizer) parseNormalizer(raw json.RawMessage) (normalizer, error) {
 	case "Lowercase":
 		return lowercase{}, nil
 	case "Prepend":
-		return prepend{c.Prepend}, nil
+		return prepend{strings.Clone(c.Prepend)}, nil
 	case "Replace":
 		if c.Pattern == nil || c.Pattern.String == nil {
 			return nil, fmt.Errorf("normalizer Replace with a regex pattern is not supported (a String pattern is)")
@@ -456,7 +471,7 @@ func (t *Tokenizer) parseNormalizer(raw json.RawMessage) (normalizer, error) {
 		if *c.Pattern.String == "" {
 			return nil, fmt.Errorf("normalizer Replace: empty pattern")
 		}
-		return replace{*c.Pattern.String, content}, nil
+		return replace{strings.Clone(*c.Pattern.String), strings.Clone(content)}, nil
 	case "Strip":
 		return stripNorm{left: c.Left == nil || *c.Left, right: c.Right == nil || *c.Right}, nil
 	}
@@ -489,7 +504,7 @@ func (t *Tokenizer) parsePreTokenizer(raw json.RawMessage) (preTokenizer, error)
 		s := split{behavior: b, invert: c.Invert}
 		switch {
 		case c.Pattern != nil && c.Pattern.String != nil:
-			s.literal = *c.Pattern.String
+			s.literal = strings.Clone(*c.Pattern.String)
 		case c.Pattern != nil && c.Pattern.Regex != nil:
 			if s.scan = knownScanners[*c.Pattern.Regex]; s.scan == nil {
 				return nil, fmt.Errorf("pre_tokenizer Split: regex %q is not supported (the GPT-2, Llama 3, Qwen and o200k patterns are)", *c.Pattern.Regex)
@@ -501,7 +516,7 @@ func (t *Tokenizer) parsePreTokenizer(raw json.RawMessage) (preTokenizer, error)
 	case "ByteLevel":
 		return byteLevel{addPrefixSpace: c.AddPrefixSpace == nil || *c.AddPrefixSpace, useRegex: c.UseRegex == nil || *c.UseRegex}, nil
 	case "Metaspace":
-		m := metaspace{rep: c.Replacement, prepend: strings.ToLower(c.PrependScheme), split: c.Split == nil || *c.Split}
+		m := metaspace{rep: strings.Clone(c.Replacement), prepend: strings.ToLower(c.PrependScheme), split: c.Split == nil || *c.Split}
 		if m.rep == "" {
 			m.rep = "▁"
 		}

@@ -27,7 +27,7 @@ func (t *Tokenizer) loadWordPiece(f *fileJSON) error {
 	m := &f.Model
 	w := &wordPiece{prefix: "##", maxChars: 100}
 	if m.ContinuingSubwordPrefix != nil {
-		w.prefix = *m.ContinuingSubwordPrefix
+		w.prefix = strings.Clone(*m.ContinuingSubwordPrefix)
 	}
 	if m.MaxInputCharsPerWord > 0 {
 		w.maxChars = m.MaxInputCharsPerWord
