@@ -27,7 +27,9 @@ FUZZTIME  ?= 30s
 # for FUZZTIME each.
 FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
-	./function/tokenizer:FuzzEncode ./function/tasks:FuzzExternalData
+	./function/tokenizer:FuzzEncode ./function/tokenizer:FuzzEncodeByteLevel \
+	./function/tokenizer:FuzzEncodeSentencePiece ./function/tokenizer:FuzzEncodeUnigram \
+	./function/tasks:FuzzExternalData
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
@@ -126,7 +128,7 @@ model: $(LLM_TOK)/qwen3/tokenizer.json
 validate:
 	cd tools/validate && $(GO) test -count=1 ./... && $(GO) run . ../../knative/*.yaml ../../func.yaml
 
-test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(LLM_TOK)/qwen3/tokenizer.json $(TRANSFORMERS_JS) redis validate
+test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(TRANSFORMERS_JS) redis validate llm-tokenizers
 	$(GO) vet ./...
 	$(GO) vet -tags image .
 	cd tools/e2e && $(GO) vet ./...
@@ -165,7 +167,7 @@ soak: $(ORT_LIB) $(DAPRD) redis
 	SOAK_DURATION=$(SOAK_DURATION) SOUS_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -count=1 -timeout 60m \
 		-run 'TestOverload|TestCancellationStorm|TestHostile|TestDaprRedisOutage|TestDaprSidecarOutage|TestSIGTERM' -v .
 
-fuzz: $(ORT_LIB)
+fuzz: $(ORT_LIB) llm-tokenizers
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
@@ -173,29 +175,47 @@ fuzz: $(ORT_LIB)
 	done
 
 # The Go tokenizer on the command line: JSON lines {"text", "pair"} on
-# stdin, {"ids", "type_ids", "offsets"} out, truncation as the file says.
+# stdin, {"ids", "type_ids", "offsets"} out, truncation as the file says;
+# lines {"ids"} decoded to {"text"} (special tokens kept).
 tokenize:
 	@test -n "$(TOKENIZER)" || { echo "usage: make tokenize TOKENIZER=path/to/tokenizer.json < lines.jsonl" >&2; exit 2; }
 	@$(GO) run ./function/tokenizer/tokenize $(TOKENIZER)
 
 # Regenerates the tokenizer parity expectations from Hugging Face's own
-# library (npm tokenizers, its Rust core, offline) and measures the Go
-# tokenizer's speed against it on the same corpus, in one run.
+# library (npm tokenizers, its Rust core, offline) for the two WordPiece
+# files, three small files it builds (mktokenizers.js) and the five language
+# models' (llm-tokenizers), and measures the Go tokenizer against it on the
+# same corpus, in one run: a RATIO line of speed (the best corpus pass of
+# each) and a LOAD line (load time, and the Go heap the loaded file holds)
+# per file.
 TOKENIZERS_NPM := 0.23.2
 TOKDATA := function/tokenizer/testdata
-tokenizer-parity:
+WP_TOKENIZERS      := all-minilm-l6-v2 bert-base-uncased
+BUILT_TOKENIZERS   := unigram-metaspace unigram-fallback bytelevel-gpt2
+TOKNODE := NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node
+tokenizer-parity: llm-tokenizers
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
 	@mkdir -p .cache/npm-tokenizers && cd .cache/npm-tokenizers && \
 		{ test -d node_modules/tokenizers || npm install --ignore-scripts --silent tokenizers@$(TOKENIZERS_NPM) >/dev/null; }
-	@for n in all-minilm-l6-v2 bert-base-uncased; do \
-		NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node $(TOKDATA)/gen.js $(TOKDATA)/tokenizers/$$n.json \
-			< $(TOKDATA)/corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
-	$(GO) test -count=1 -run TestParity -v ./function/tokenizer | grep -E 'equal|^(ok|FAIL)'
-	@for n in all-minilm-l6-v2 bert-base-uncased; do \
-		rust=$$(NODE_PATH=$(CURDIR)/.cache/npm-tokenizers/node_modules node $(TOKDATA)/speed.js $(TOKDATA)/tokenizers/$$n.json 50 < $(TOKDATA)/corpus.jsonl | awk '{print $$2}'); \
-		go=$$(TOKENIZER_BENCH=$$n $(GO) test -run XXX -bench 'BenchmarkEncode$$' -count 5 ./function/tokenizer | awk '/^BenchmarkEncode/ {v = $$3 + 0; if (!m || v < m) m = v} END {print m}'); \
-		echo "$$n: Go $$go ns, Rust (Node binding) $$rust ns per corpus pass"; \
+	@set -e; for n in $(WP_TOKENIZERS); do \
+		$(TOKNODE) $(TOKDATA)/gen.js $(TOKDATA)/tokenizers/$$n.json < $(TOKDATA)/corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
+	@$(TOKNODE) $(TOKDATA)/mktokenizers.js $(LLM_TOK)/llama2/tokenizer.json $(LLM_TOK)/qwen3/tokenizer.json $(TOKDATA)/tokenizers
+	@set -e; for n in $(BUILT_TOKENIZERS); do \
+		$(TOKNODE) $(TOKDATA)/llmgen.js $(TOKDATA)/tokenizers/$$n.json < $(TOKDATA)/llm_corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
+	@set -e; for n in $(LLM_TOKENIZERS); do \
+		$(TOKNODE) $(TOKDATA)/llmgen.js $(LLM_TOK)/$$n/tokenizer.json < $(TOKDATA)/llm_corpus.jsonl > $(TOKDATA)/expected/$$n.jsonl; done
+	$(GO) test -count=1 -run 'TestParity' -v ./function/tokenizer | grep -E 'equal|^(ok|FAIL)'
+	@loads=$$($(GO) test -count=1 -run 'TestLoadTimes' -v ./function/tokenizer | grep ' LOAD '); \
+	for n in $(WP_TOKENIZERS) $(BUILT_TOKENIZERS) $(LLM_TOKENIZERS); do \
+		case $$n in all-*|bert-*) f=$(TOKDATA)/tokenizers/$$n.json c=$(TOKDATA)/corpus.jsonl;; \
+			unigram-*|bytelevel-*) f=$(TOKDATA)/tokenizers/$$n.json c=$(TOKDATA)/llm_corpus.jsonl;; \
+			*) f=$(LLM_TOK)/$$n/tokenizer.json c=$(TOKDATA)/llm_corpus.jsonl;; esac; \
+		r=$$($(TOKNODE) $(TOKDATA)/speed.js $$f 50 < $$c); \
+		rust=$$(echo "$$r" | awk '{print $$2}'); rload=$$(echo "$$r" | awk '{print $$4}'); \
+		go=$$(TOKENIZER_BENCH=$$n $(GO) test -run XXX -bench 'BenchmarkEncode$$' -count 3 ./function/tokenizer | awk '/^BenchmarkEncode/ {for (i = 2; i <= NF; i++) if ($$i == "best-ns/corpus") v = $$(i-1) + 0; if (!m || v < m) m = v} END {print m}'); \
+		echo "$$n: Go $$go ns, Rust (Node binding) $$rust ns per corpus pass (best of each)"; \
 		awk -v g=$$go -v r=$$rust -v n=$$n 'BEGIN { printf "RATIO %s go_vs_rust_tokenizer_speed %.2f (Rust time / Go time; >1: Go faster)\n", n, r / g }'; \
+		echo "$$loads" | awk -v n=$$n -v r=$$rload '$$3 == n { printf "LOAD %s go_ms %s rust_ms %s go_heap_held_mb %s\n", n, $$5, r, $$7 }'; \
 	done
 
 # The container image (Dockerfile) with docker, else podman; on machines

@@ -1,21 +1,22 @@
-// Package tokenizer encodes text as Hugging Face's tokenizers library does,
-// from a model's tokenizer.json: the BERT family's pipeline (BertNormalizer,
-// BertPreTokenizer, WordPiece, TemplateProcessing or BertProcessing), with
-// special tokens in the text, sentence pairs, truncation (longest_first,
-// only_first, only_second; right or left), type ids and character offsets.
-// Ids, type ids and offsets are held to the Rust library's on a committed
+// Package tokenizer encodes and decodes text as Hugging Face's tokenizers
+// library does, from a model's tokenizer.json: WordPiece (the BERT family's
+// pipeline), byte-level BPE (GPT-2, Llama 3, Qwen, o200k), BPE with byte
+// fallback (Llama 2, Mistral, Gemma) and Unigram, with their normalizers,
+// pre-tokenizers, post-processors, decoders and added tokens; sentence
+// pairs, truncation (longest_first, only_first, only_second; right or left),
+// type ids and character offsets; whole and streaming decoding. Ids,
+// offsets and decoded text are held to the Rust library's on a committed
 // corpus (testdata/). Padding is the batcher's job: Pad pads a batch.
+//
+// Files live in load.go (reading tokenizer.json), normalize.go,
+// pretokenize.go and scan.go (the Split regexes), the models (wordpiece.go,
+// bpe.go, unigram.go), added.go, post.go, decode.go and stream.go.
 package tokenizer
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
-	"sort"
-	"strings"
-	"unicode"
-
-	"golang.org/x/text/unicode/norm"
+	"unicode/utf8"
 )
 
 // Encoding is one encoded input: special tokens added, not padded.
@@ -44,262 +45,53 @@ type Truncation struct {
 
 // Tokenizer is a loaded tokenizer.json. It is safe for concurrent use.
 type Tokenizer struct {
-	vocab    map[string]int64
-	byID     map[int64]string // id → token
-	unk      int64
-	prefix   string
-	maxChars int
+	pieces    []string // id → token as the file spells it
+	raw       []string // byte-level files: id → the bytes it stands for
+	byteLevel bool
+	isAdded   []uint8 // id → 0, 1 (added) or 2 (added and special)
 
-	clean, chinese, stripAccents, lowercase bool
+	added     []addedToken
+	rawAdded  *addedSet // added tokens matched on the raw text
+	normAdded *addedSet // those matched on the normalized text
 
-	added []addedToken // matched in the raw text, longest first
+	wp    *wordPiece // the BERT pipeline, or nil
+	norm  normalizer // nil: none
+	pre   preTokenizer
+	model model
 
 	single, pair []piece
 	nSingle      int // special tokens the single template adds
 	nPair        int
+	trimOffsets  bool // ByteLevel post-processing trims spaces off offsets
+	prefixSpace  bool // … and the pre-tokenizer added one
+
+	dec decoder
 
 	// Truncation from the file (nil: none).
 	Truncation *Truncation
-	// PadID is the file's padding id, else [PAD]'s, else 0.
+	// PadID is the file's padding id, else [PAD]'s or <pad>'s, else 0.
 	PadID int64
 }
 
-type addedToken struct {
-	content string
-	id      int64
+// token is one token of one text, before post-processing.
+type token struct {
+	id         int64
+	start, end int // characters of the text
 }
 
-// piece is one element of a post-processing template: special token ids,
-// or sequence 0 or 1, with its type id.
-type piece struct {
-	special []int64
-	seq     int
-	typeID  int64
+// VocabSize is the number of token ids: the model's vocabulary and the
+// added tokens (ids run from 0 to VocabSize()-1; a gap, if the file has
+// one, decodes to nothing).
+func (t *Tokenizer) VocabSize() int { return len(t.pieces) }
+
+// Token returns the token string of an id as the file spells it ("" if
+// unknown): for byte-level files in GPT-2's byte-to-character mapping.
+func (t *Tokenizer) Token(id int64) string {
+	if id < 0 || id >= int64(len(t.pieces)) {
+		return ""
+	}
+	return t.pieces[id]
 }
-
-type fileJSON struct {
-	AddedTokens []struct {
-		ID         int64  `json:"id"`
-		Content    string `json:"content"`
-		Special    bool   `json:"special"`
-		Normalized bool   `json:"normalized"`
-	} `json:"added_tokens"`
-	Normalizer *struct {
-		Type               string `json:"type"`
-		CleanText          bool   `json:"clean_text"`
-		HandleChineseChars bool   `json:"handle_chinese_chars"`
-		StripAccents       *bool  `json:"strip_accents"`
-		Lowercase          bool   `json:"lowercase"`
-	} `json:"normalizer"`
-	PreTokenizer *struct {
-		Type string `json:"type"`
-	} `json:"pre_tokenizer"`
-	PostProcessor *struct {
-		Type          string                       `json:"type"`
-		Single        []map[string]json.RawMessage `json:"single"`
-		Pair          []map[string]json.RawMessage `json:"pair"`
-		SpecialTokens map[string]struct {
-			IDs []int64 `json:"ids"`
-		} `json:"special_tokens"`
-		Sep []json.RawMessage `json:"sep"`
-		Cls []json.RawMessage `json:"cls"`
-	} `json:"post_processor"`
-	Truncation *struct {
-		MaxLength int    `json:"max_length"`
-		Strategy  string `json:"strategy"`
-		Direction string `json:"direction"`
-	} `json:"truncation"`
-	Padding *struct {
-		PadID int64 `json:"pad_id"`
-	} `json:"padding"`
-	Model struct {
-		Type                    string           `json:"type"`
-		UnkToken                string           `json:"unk_token"`
-		ContinuingSubwordPrefix *string          `json:"continuing_subword_prefix"`
-		MaxInputCharsPerWord    int              `json:"max_input_chars_per_word"`
-		Vocab                   json.RawMessage  `json:"vocab"`
-		Merges                  *json.RawMessage `json:"merges"`
-	} `json:"model"`
-}
-
-// Load reads a tokenizer.json.
-func Load(path string) (*Tokenizer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	t, err := Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return t, nil
-}
-
-// Parse reads the contents of a tokenizer.json. Models other than
-// WordPiece, and normalizers or pre-tokenizers other than BERT's, are
-// refused with an error naming them.
-func Parse(b []byte) (*Tokenizer, error) {
-	var f fileJSON
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("tokenizer.json: %w", err)
-	}
-	m := f.Model
-	// Files written by older versions of the library omit the model's type;
-	// WordPiece is the one with a continuing-subword prefix and no merges.
-	if m.Type == "" && m.ContinuingSubwordPrefix != nil && m.Merges == nil {
-		m.Type = "WordPiece"
-	}
-	if m.Type != "WordPiece" {
-		return nil, fmt.Errorf("tokenizer model %q is not supported (WordPiece is)", m.Type)
-	}
-	t := &Tokenizer{prefix: "##", maxChars: 100}
-	if m.ContinuingSubwordPrefix != nil {
-		t.prefix = *m.ContinuingSubwordPrefix
-	}
-	if m.MaxInputCharsPerWord > 0 {
-		t.maxChars = m.MaxInputCharsPerWord
-	}
-	if err := json.Unmarshal(m.Vocab, &t.vocab); err != nil {
-		return nil, fmt.Errorf("WordPiece vocab: %w", err)
-	}
-	t.byID = make(map[int64]string, len(t.vocab))
-	for k, v := range t.vocab {
-		t.byID[v] = k
-	}
-	unk, ok := t.vocab[m.UnkToken]
-	if !ok {
-		return nil, fmt.Errorf("unk_token %q is not in the vocabulary", m.UnkToken)
-	}
-	t.unk = unk
-
-	switch n := f.Normalizer; {
-	case n == nil:
-	case n.Type == "BertNormalizer":
-		t.clean, t.chinese, t.lowercase = n.CleanText, n.HandleChineseChars, n.Lowercase
-		t.stripAccents = n.Lowercase // the library's default: strip when lowercasing
-		if n.StripAccents != nil {
-			t.stripAccents = *n.StripAccents
-		}
-	default:
-		return nil, fmt.Errorf("normalizer %q is not supported (BertNormalizer is)", n.Type)
-	}
-	if p := f.PreTokenizer; p != nil && p.Type != "BertPreTokenizer" {
-		return nil, fmt.Errorf("pre_tokenizer %q is not supported (BertPreTokenizer is)", p.Type)
-	}
-
-	for _, a := range f.AddedTokens {
-		if a.Normalized && !a.Special {
-			return nil, fmt.Errorf("added token %q: normalized added tokens are not supported", a.Content)
-		}
-		t.added = append(t.added, addedToken{a.Content, a.ID})
-		t.byID[a.ID] = a.Content
-		if _, ok := t.vocab[a.Content]; !ok {
-			t.vocab[a.Content] = a.ID
-		}
-	}
-	sort.SliceStable(t.added, func(i, j int) bool { return len(t.added[i].content) > len(t.added[j].content) })
-
-	if err := t.parsePost(&f); err != nil {
-		return nil, err
-	}
-	if tr := f.Truncation; tr != nil {
-		t.Truncation = &Truncation{MaxLength: tr.MaxLength, Strategy: snake(tr.Strategy), Left: tr.Direction == "Left"}
-	}
-	if pad, ok := t.vocab["[PAD]"]; ok {
-		t.PadID = pad
-	}
-	if f.Padding != nil {
-		t.PadID = f.Padding.PadID
-	}
-	return t, nil
-}
-
-// snake turns the file's LongestFirst into longest_first.
-func snake(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if unicode.IsUpper(r) {
-			if i > 0 {
-				b.WriteByte('_')
-			}
-			r = unicode.ToLower(r)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-func (t *Tokenizer) parsePost(f *fileJSON) error {
-	p := f.PostProcessor
-	if p == nil {
-		t.single = []piece{{seq: 0}}
-		t.pair = []piece{{seq: 0}, {seq: 1}}
-		return nil
-	}
-	switch p.Type {
-	case "TemplateProcessing":
-		var err error
-		if t.single, err = template(p.Single, p.SpecialTokens); err != nil {
-			return err
-		}
-		if t.pair, err = template(p.Pair, p.SpecialTokens); err != nil {
-			return err
-		}
-	case "BertProcessing":
-		var sep, cls int64
-		if len(p.Sep) != 2 || len(p.Cls) != 2 || json.Unmarshal(p.Sep[1], &sep) != nil || json.Unmarshal(p.Cls[1], &cls) != nil {
-			return fmt.Errorf("BertProcessing: want sep and cls as [token, id]")
-		}
-		t.single = []piece{{special: []int64{cls}}, {seq: 0}, {special: []int64{sep}}}
-		t.pair = []piece{{special: []int64{cls}}, {seq: 0}, {special: []int64{sep}}, {seq: 1, typeID: 1}, {special: []int64{sep}, typeID: 1}}
-	default:
-		return fmt.Errorf("post_processor %q is not supported (TemplateProcessing and BertProcessing are)", p.Type)
-	}
-	for _, pc := range t.single {
-		t.nSingle += len(pc.special)
-	}
-	for _, pc := range t.pair {
-		t.nPair += len(pc.special)
-	}
-	return nil
-}
-
-func template(items []map[string]json.RawMessage, specials map[string]struct {
-	IDs []int64 `json:"ids"`
-}) ([]piece, error) {
-	var out []piece
-	for _, it := range items {
-		var v struct {
-			ID     string `json:"id"`
-			TypeID int64  `json:"type_id"`
-		}
-		if raw, ok := it["SpecialToken"]; ok {
-			if err := json.Unmarshal(raw, &v); err != nil {
-				return nil, err
-			}
-			s, ok := specials[v.ID]
-			if !ok {
-				return nil, fmt.Errorf("template names special token %q, which special_tokens lacks", v.ID)
-			}
-			out = append(out, piece{special: s.IDs, typeID: v.TypeID})
-		} else if raw, ok := it["Sequence"]; ok {
-			if err := json.Unmarshal(raw, &v); err != nil {
-				return nil, err
-			}
-			seq := 0
-			if v.ID == "B" {
-				seq = 1
-			}
-			out = append(out, piece{seq: seq, typeID: v.TypeID})
-		} else {
-			return nil, fmt.Errorf("template item %v: want SpecialToken or Sequence", it)
-		}
-	}
-	return out, nil
-}
-
-// Token returns the token string of an id ("" if unknown).
-func (t *Tokenizer) Token(id int64) string { return t.byID[id] }
 
 // IDs encodes text with no special tokens and no truncation (a prompt to
 // continue).
@@ -312,44 +104,8 @@ func (t *Tokenizer) IDs(text string) []int64 {
 	return out
 }
 
-// Decode turns ids back into text as the WordPiece decoder does: word
-// pieces (the continuing-subword prefix) joined to the word before, other
-// tokens separated by a space, special tokens left out.
-func (t *Tokenizer) Decode(ids []int64) string {
-	var b []byte
-	for _, id := range ids {
-		b = t.AppendDecoded(b, id)
-	}
-	return string(b)
-}
-
-// AppendDecoded appends one token to text decoded so far, as Decode would:
-// a generator decodes its reply a token at a time without decoding it all
-// again.
-func (t *Tokenizer) AppendDecoded(text []byte, id int64) []byte {
-	tok, ok := t.byID[id]
-	if !ok || t.isAdded(id) {
-		return text
-	}
-	if rest, ok := strings.CutPrefix(tok, t.prefix); ok && len(text) > 0 {
-		return append(text, rest...)
-	}
-	if len(text) > 0 && !(len(tok) == 1 && strings.ContainsAny(tok, ".,!?;:'")) {
-		text = append(text, ' ')
-	}
-	return append(text, tok...)
-}
-
-func (t *Tokenizer) isAdded(id int64) bool {
-	for _, a := range t.added {
-		if a.id == id {
-			return true
-		}
-	}
-	return false
-}
-
-// Special returns the id of an added token, such as "[SEP]".
+// Special returns the id of an added token, such as "[SEP]" or
+// "<|im_end|>".
 func (t *Tokenizer) Special(content string) (int64, bool) {
 	for _, a := range t.added {
 		if a.content == content {
@@ -357,6 +113,12 @@ func (t *Tokenizer) Special(content string) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// IsSpecial says whether id is an added token marked special (the tokens
+// Decode leaves out when asked to skip them).
+func (t *Tokenizer) IsSpecial(id int64) bool {
+	return id >= 0 && id < int64(len(t.isAdded)) && t.isAdded[id] == 2
 }
 
 // MaxLength is the file's truncation length, or 0.
@@ -404,7 +166,11 @@ func (t *Tokenizer) EncodeWith(text string, pair *string, tr *Truncation) (Encod
 	if pair != nil {
 		tmpl = t.pair
 	}
-	var e Encoding
+	n := t.Added(pair != nil)
+	for _, s := range seqs {
+		n += len(s)
+	}
+	e := Encoding{IDs: make([]int64, 0, n), TypeIDs: make([]int64, 0, n), Offsets: make([][2]int, 0, n), Sequence: make([]int8, 0, n)}
 	for _, pc := range tmpl {
 		if pc.special != nil {
 			for _, id := range pc.special {
@@ -426,7 +192,7 @@ func (t *Tokenizer) EncodeWith(text string, pair *string, tr *Truncation) (Encod
 
 // ErrTooShort is returned when only_first or only_second truncation cannot
 // remove enough from its sequence.
-var ErrTooShort = fmt.Errorf("truncation: the sequence to truncate is shorter than what must be removed")
+var ErrTooShort = errors.New("truncation: the sequence to truncate is shorter than what must be removed")
 
 // truncate cuts seqs as the library does, to tr.MaxLength less the special
 // tokens that post-processing adds.
@@ -494,222 +260,158 @@ func truncate(seqs [][]token, tr *Truncation, added int) error {
 	return nil
 }
 
-// token is one token of one text, before post-processing.
-type token struct {
+// btok is a token with byte offsets into the original text.
+type btok struct {
 	id         int64
-	start, end int // characters of the text
+	start, end int
 }
 
-// tokens splits text on the added (special) tokens it contains, then
-// normalizes, pre-tokenizes and WordPiece-encodes each stretch between
-// them.
+// tokens splits text on the added tokens it contains, then normalizes,
+// pre-tokenizes and encodes each stretch between them.
 func (t *Tokenizer) tokens(text string) []token {
+	if t.wp != nil {
+		return t.wordPieceTokens(text)
+	}
+	var spans []addedSpan
+	if t.rawAdded != nil {
+		spans = t.rawAdded.find(text, make([]addedSpan, 0, 8))
+	} else if text != "" {
+		spans = []addedSpan{{-1, 0, len(text)}}
+	}
+	out := make([]btok, 0, len(text)/3+4)
+	var wt []wtok
+	var pieces []nstr
+	for _, sp := range spans {
+		if sp.tok >= 0 {
+			out = append(out, btok{t.rawAdded.tokens[sp.tok].id, sp.start, sp.end})
+			continue
+		}
+		n := nstr{s: text[sp.start:sp.end], base: sp.start, first: sp.start == 0}
+		if t.norm != nil {
+			n = t.norm.normalize(n)
+		}
+		pieces = pieces[:0]
+		if t.normAdded != nil {
+			for _, ns := range t.normAdded.find(n.s, nil) {
+				if ns.tok >= 0 {
+					s, e := n.orig(ns.start, ns.end)
+					out = t.encodePieces(out, pieces, &wt)
+					pieces = pieces[:0]
+					out = append(out, btok{t.normAdded.tokens[ns.tok].id, s, e})
+					continue
+				}
+				pieces = append(pieces, n.slice(ns.start, ns.end))
+			}
+		} else if n.s != "" {
+			pieces = append(pieces, n)
+		}
+		out = t.encodePieces(out, pieces, &wt)
+	}
+	toks := charOffsets(text, out)
+	if t.trimOffsets {
+		t.trim(toks)
+	}
+	return toks
+}
+
+// encodePieces pre-tokenizes normalized pieces and encodes their words.
+func (t *Tokenizer) encodePieces(out []btok, pieces []nstr, wt *[]wtok) []btok {
+	if len(pieces) == 0 {
+		return out
+	}
+	words := pieces
+	if t.pre != nil {
+		words = t.pre.preTokenize(append([]nstr(nil), pieces...))
+	}
+	for i := range words {
+		w := &words[i]
+		*wt = t.model.encode(w.s, (*wt)[:0])
+		for _, x := range *wt {
+			s, e := w.orig(int(x.start), int(x.end))
+			out = append(out, btok{int64(x.id), s, e})
+		}
+	}
+	return out
+}
+
+// charOffsets turns byte offsets into character offsets.
+func charOffsets(text string, in []btok) []token {
+	out := make([]token, len(in))
+	ascii := true
+	for i := 0; i < len(text); i++ {
+		if text[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		for i, b := range in {
+			out[i] = token{b.id, b.start, b.end}
+		}
+		return out
+	}
+	// idx[i] is the character that byte i belongs to.
+	idx := make([]int32, len(text)+1)
+	c := int32(0)
+	for i := 0; i < len(text); {
+		_, w := utf8.DecodeRuneInString(text[i:])
+		for k := range w {
+			idx[i+k] = c
+		}
+		i += w
+		c++
+	}
+	idx[len(text)] = c
+	// As the library converts: an offset inside a character is that
+	// character's index (a start, or an end that trimming moved there), an
+	// end at the text's end one past its last character, and a token that
+	// starts at the end keeps its byte offsets.
+	for i, b := range in {
+		if b.start >= len(text) {
+			out[i] = token{b.id, b.start, b.end}
+			continue
+		}
+		s, e := idx[b.start], idx[b.start]+1
+		switch {
+		case b.end < len(text):
+			e = idx[b.end]
+		case b.end > 0:
+			e = idx[b.end-1] + 1
+		}
+		out[i] = token{b.id, int(s), int(e)}
+	}
+	return out
+}
+
+// wordPieceTokens is tokens for the BERT pipeline, which works on
+// characters.
+func (t *Tokenizer) wordPieceTokens(text string) []token {
 	runes := []rune(text)
 	var out []token
-	from := 0
-	emit := func(end int) {
-		if end > from {
-			out = t.encodeStretch(runes[from:end], from, out)
-		}
+	var spans []addedSpan
+	if t.rawAdded != nil {
+		spans = t.rawAdded.find(text, nil)
+	} else if text != "" {
+		spans = []addedSpan{{-1, 0, len(text)}}
 	}
-	for i := 0; i < len(runes); {
-		a, ok := t.addedAt(runes, i)
-		if !ok {
-			i++
+	// Byte offsets to characters, in step with the spans.
+	ci, bi := 0, 0
+	toChar := func(b int) int {
+		for bi < b {
+			_, w := utf8.DecodeRuneInString(text[bi:])
+			bi += w
+			ci++
+		}
+		return ci
+	}
+	for _, sp := range spans {
+		s := toChar(sp.start)
+		e := toChar(sp.end)
+		if sp.tok >= 0 {
+			out = append(out, token{t.rawAdded.tokens[sp.tok].id, s, e})
 			continue
 		}
-		emit(i)
-		n := len([]rune(a.content))
-		out = append(out, token{a.id, i, i + n})
-		i += n
-		from = i
-	}
-	emit(len(runes))
-	return out
-}
-
-// addedAt returns the longest added token starting at runes[i].
-func (t *Tokenizer) addedAt(runes []rune, i int) (addedToken, bool) {
-	for _, a := range t.added {
-		if hasPrefix(runes[i:], a.content) {
-			return a, true
-		}
-	}
-	return addedToken{}, false
-}
-
-func hasPrefix(runes []rune, s string) bool {
-	j := 0
-	for _, r := range s {
-		if j >= len(runes) || runes[j] != r {
-			return false
-		}
-		j++
-	}
-	return j > 0
-}
-
-// nchar is a normalized character and the index of the original character
-// it came from.
-type nchar struct {
-	r    rune
-	orig int
-}
-
-func (t *Tokenizer) encodeStretch(runes []rune, base int, out []token) []token {
-	chars := t.normalize(runes, base)
-	// BertPreTokenizer: whitespace separates words and is dropped; each
-	// punctuation character is a word of its own.
-	word := chars[:0:0]
-	flush := func() {
-		if len(word) > 0 {
-			out = t.wordPiece(word, out)
-			word = word[:0]
-		}
-	}
-	for _, c := range chars {
-		switch {
-		case unicode.IsSpace(c.r):
-			flush()
-		case isPunct(c.r):
-			flush()
-			out = t.wordPiece([]nchar{c}, out)
-		default:
-			word = append(word, c)
-		}
-	}
-	flush()
-	return out
-}
-
-// normalize applies BertNormalizer, keeping each character's origin.
-func (t *Tokenizer) normalize(runes []rune, base int) []nchar {
-	out := make([]nchar, 0, len(runes))
-	var buf [8]rune
-	for i, r := range runes {
-		o := base + i
-		if t.clean {
-			if r == 0 || r == 0xFFFD || isControl(r) {
-				continue
-			}
-			if isWhitespace(r) {
-				r = ' '
-			}
-		}
-		if t.chinese && isChinese(r) {
-			out = append(out, nchar{' ', o}, nchar{r, o}, nchar{' ', o})
-			continue
-		}
-		rs := append(buf[:0], r)
-		if t.stripAccents {
-			rs = rs[:0]
-			for _, d := range norm.NFD.String(string(r)) {
-				if !unicode.Is(unicode.Mn, d) {
-					rs = append(rs, d)
-				}
-			}
-		}
-		for _, d := range rs {
-			if t.lowercase {
-				out = append(out, lower(d, o)...)
-			} else {
-				out = append(out, nchar{d, o})
-			}
-		}
+		out = t.wp.encodeStretch(runes[s:e], s, out)
 	}
 	return out
-}
-
-// lower lowercases as Rust's char::to_lowercase, which maps İ to two
-// characters.
-func lower(r rune, o int) []nchar {
-	if r == 'İ' {
-		return []nchar{{'i', o}, {'\u0307', o}}
-	}
-	return []nchar{{unicode.ToLower(r), o}}
-}
-
-// wordPiece encodes one word greedily, longest match first; a word with a
-// piece not in the vocabulary, or longer than max_input_chars_per_word, is
-// one unknown token.
-func (t *Tokenizer) wordPiece(word []nchar, out []token) []token {
-	span := func(i, j int) (int, int) { return word[i].orig, word[j-1].orig + 1 }
-	if len(word) > t.maxChars {
-		s, e := span(0, len(word))
-		return append(out, token{t.unk, s, e})
-	}
-	mark := len(out)
-	var sb strings.Builder
-	for start := 0; start < len(word); {
-		end := len(word)
-		found := false
-		for ; start < end; end-- {
-			sb.Reset()
-			if start > 0 {
-				sb.WriteString(t.prefix)
-			}
-			for _, c := range word[start:end] {
-				sb.WriteRune(c.r)
-			}
-			if id, ok := t.vocab[sb.String()]; ok {
-				s, e := span(start, end)
-				out = append(out, token{id, s, e})
-				found = true
-				break
-			}
-		}
-		if !found {
-			s, e := span(0, len(word))
-			return append(out[:mark], token{t.unk, s, e})
-		}
-		start = end
-	}
-	return out
-}
-
-func isWhitespace(r rune) bool { return r == '\t' || r == '\n' || r == '\r' || unicode.IsSpace(r) }
-
-// isControl is the library's "other" class (Cc, Cf, Cs, Co and unassigned),
-// less tab, newline and carriage return.
-func isControl(r rune) bool {
-	if r == '\t' || r == '\n' || r == '\r' {
-		return false
-	}
-	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Cs, unicode.Co) ||
-		!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z, unicode.C)
-}
-
-func isPunct(r rune) bool {
-	return (r < 128 && (r >= '!' && r <= '/' || r >= ':' && r <= '@' || r >= '[' && r <= '`' || r >= '{' && r <= '~')) ||
-		unicode.IsPunct(r)
-}
-
-func isChinese(r rune) bool {
-	return r >= 0x4E00 && r <= 0x9FFF || r >= 0x3400 && r <= 0x4DBF || r >= 0x20000 && r <= 0x2A6DF ||
-		r >= 0x2A700 && r <= 0x2B73F || r >= 0x2B740 && r <= 0x2B81F || r >= 0x2B920 && r <= 0x2CEAF ||
-		r >= 0xF900 && r <= 0xFAFF || r >= 0x2F800 && r <= 0x2FA1F
-}
-
-// Pad pads a batch of encodings to the longest (or to length, if longer)
-// and returns row-major ids, type ids and attention mask.
-func Pad(encs []Encoding, length int, padID int64) (ids, typeIDs, mask []int64, width int) {
-	width = length
-	for _, e := range encs {
-		width = max(width, e.Len())
-	}
-	n := len(encs) * width
-	ids, typeIDs, mask = make([]int64, n), make([]int64, n), make([]int64, n)
-	for i, e := range encs {
-		row := i * width
-		copy(ids[row:], e.IDs)
-		copy(typeIDs[row:], e.TypeIDs)
-		for j := range width {
-			if j < e.Len() {
-				mask[row+j] = 1
-			} else {
-				ids[row+j] = padID
-			}
-		}
-	}
-	return ids, typeIDs, mask, width
 }

@@ -3,8 +3,9 @@
 // binding, offline). make tokenizer-parity runs it:
 //   node gen.js TOKENIZER.json < corpus.jsonl > expected/NAME.jsonl
 // Each line: the file's own truncation, special tokens added, no padding;
-// then "truncated": the pair-truncation variants (16 tokens; longest_first,
-// only_first, only_second; right and left) where they apply.
+// the ids decoded with special tokens skipped and kept; then "truncated":
+// the pair-truncation variants (16 tokens; longest_first, only_first,
+// only_second; right and left) where they apply.
 const {Tokenizer} = require('tokenizers');
 const fs = require('fs');
 (async () => {
@@ -27,6 +28,8 @@ const fs = require('fs');
   }
   for (const x of lines) {
     const out = await enc(base, x);
+    out.decoded = await base.decode(out.ids, true);
+    out.decoded_special = await base.decode(out.ids, false);
     out.truncated = [];
     for (const v of variants) {
       if (x.pair === undefined && v.strategy === 'OnlySecond') continue;

@@ -2,6 +2,8 @@
 // stdin with a tokenizer.json, writing one line {"ids", "type_ids",
 // "offsets"} per input: special tokens added, no padding, truncation as the
 // file says, offsets in characters as Hugging Face's library reports them.
+// A line {"ids": [...]} is decoded instead, to {"text": "..."} (special
+// tokens kept), so that both directions can be checked from outside.
 // make tokenize TOKENIZER=path/to/tokenizer.json runs it.
 package main
 
@@ -29,14 +31,21 @@ func main() {
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	enc := json.NewEncoder(out)
+	enc.SetEscapeHTML(false)
 	for n := 1; in.Scan(); n++ {
 		var line struct {
 			Text *string `json:"text"`
 			Pair *string `json:"pair"`
+			IDs  []int64 `json:"ids"`
 		}
-		if err := json.Unmarshal(in.Bytes(), &line); err != nil || line.Text == nil {
+		err := json.Unmarshal(in.Bytes(), &line)
+		if err == nil && line.Text == nil && line.IDs != nil {
+			enc.Encode(map[string]any{"text": tok.DecodeWith(line.IDs, false)})
+			continue
+		}
+		if err != nil || line.Text == nil {
 			out.Flush()
-			fmt.Fprintf(os.Stderr, "tokenize: line %d: want {\"text\": \"...\", \"pair\": \"...\"} (%v)\n", n, err)
+			fmt.Fprintf(os.Stderr, "tokenize: line %d: want {\"text\": \"...\", \"pair\": \"...\"} or {\"ids\": [...]} (%v)\n", n, err)
 			os.Exit(1)
 		}
 		e, err := tok.EncodeWith(*line.Text, line.Pair, tok.Truncation)
