@@ -1,0 +1,243 @@
+package grammar
+
+import (
+	"encoding/binary"
+	"slices"
+	"time"
+)
+
+// Grammar is a compiled schema: a deterministic automaton over bytes whose
+// every live state can still reach an accepting one. It is immutable and
+// safe for concurrent use.
+type Grammar struct {
+	nclass int
+	class  [256]uint8
+	trans  []int32 // state*nclass + class → next state; state 0 is dead
+	accept []bool  // the text so far is a complete value
+	final  []bool  // accepting and nothing may follow
+	start  int32
+}
+
+// States is the number of automaton states (the dead state included).
+func (g *Grammar) States() int { return len(g.accept) }
+
+func (g *Grammar) step(s int32, b byte) int32 {
+	return g.trans[int(s)*g.nclass+int(g.class[b])]
+}
+
+// Match reports whether text is a prefix of some accepted text (ok) and
+// whether it is accepted whole (complete).
+func (g *Grammar) Match(text []byte) (ok, complete bool) {
+	s := g.start
+	for _, b := range text {
+		if s = g.step(s, b); s == 0 {
+			return false, false
+		}
+	}
+	return true, g.accept[s]
+}
+
+// determinize is the subset construction over byte classes, then the
+// removal of states that cannot reach acceptance.
+func determinize(n *nfa, f frag, maxStates int, deadline time.Time, budget time.Duration) (*Grammar, error) {
+	g := &Grammar{}
+	// Byte classes: bytes no edge tells apart share a class.
+	var cut [257]bool
+	cut[0] = true
+	for i := range n.states {
+		for _, e := range n.states[i].edges {
+			cut[e.lo] = true
+			cut[int(e.hi)+1] = true
+		}
+	}
+	cls := -1
+	for b := 0; b < 256; b++ {
+		if cut[b] {
+			cls++
+		}
+		g.class[b] = uint8(cls)
+	}
+	nc := cls + 1
+	g.nclass = nc
+
+	accept := f.out
+	// important: states with edges, or the accepting one; the others are
+	// only passed through and do not tell sets apart.
+	mark := make([]uint32, len(n.states))
+	gen := uint32(0)
+	var stack []int32
+	closure := func(seeds []int32) []int32 {
+		gen++
+		var set []int32
+		stack = append(stack[:0], seeds...)
+		for _, s := range seeds {
+			mark[s] = gen
+		}
+		for len(stack) > 0 {
+			s := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if len(n.states[s].edges) > 0 || s == accept {
+				set = append(set, s)
+			}
+			for _, t := range n.states[s].eps {
+				if mark[t] != gen {
+					mark[t] = gen
+					stack = append(stack, t)
+				}
+			}
+		}
+		slices.Sort(set)
+		return set
+	}
+	key := func(set []int32) string {
+		b := make([]byte, 4*len(set))
+		for i, s := range set {
+			binary.LittleEndian.PutUint32(b[4*i:], uint32(s))
+		}
+		return string(b)
+	}
+	ids := map[string]int32{}
+	sets := [][]int32{nil} // state 0: dead
+	trans := make([]int32, nc)
+	accepts := []bool{false}
+	add := func(set []int32) (int32, error) {
+		if len(set) == 0 {
+			return 0, nil
+		}
+		k := key(set)
+		if id, ok := ids[k]; ok {
+			return id, nil
+		}
+		if len(sets) >= maxStates {
+			return 0, &LimitError{Limit: "states", Max: int64(maxStates)}
+		}
+		id := int32(len(sets))
+		ids[k] = id
+		sets = append(sets, set)
+		trans = append(trans, make([]int32, nc)...)
+		acc := false
+		for _, s := range set {
+			if s == accept {
+				acc = true
+			}
+		}
+		accepts = append(accepts, acc)
+		return id, nil
+	}
+	start, err := add(closure([]int32{f.in}))
+	if err != nil {
+		return nil, err
+	}
+	buckets := make([][]int32, nc)
+	for cur := 1; cur < len(sets); cur++ {
+		if cur&255 == 0 && time.Now().After(deadline) {
+			return nil, &LimitError{Limit: "compile time", Max: int64(budget)}
+		}
+		for c := range buckets {
+			buckets[c] = buckets[c][:0]
+		}
+		for _, s := range sets[cur] {
+			for _, e := range n.states[s].edges {
+				for c := g.class[e.lo]; ; c++ {
+					buckets[c] = append(buckets[c], e.to)
+					if c == g.class[e.hi] {
+						break
+					}
+				}
+			}
+		}
+		for c := 0; c < nc; c++ {
+			if len(buckets[c]) == 0 {
+				continue
+			}
+			id, err := add(closure(buckets[c]))
+			if err != nil {
+				return nil, err
+			}
+			trans[cur*nc+c] = id
+		}
+	}
+	if start == 0 {
+		return nil, &SchemaError{Path: "#", Msg: "no JSON value satisfies the schema within the compiler's bounds"}
+	}
+	return prune(g, trans, accepts, start)
+}
+
+// prune drops the states from which no accepting state can be reached, so
+// that a token is allowed only if the text can still be completed.
+func prune(g *Grammar, trans []int32, accepts []bool, start int32) (*Grammar, error) {
+	nc := g.nclass
+	ns := len(accepts)
+	// Reverse edges in compressed form.
+	cnt := make([]int32, ns+1)
+	for i, t := range trans {
+		if t != 0 && int32(i/nc) != t {
+			cnt[t+1]++
+		}
+	}
+	for i := 1; i <= ns; i++ {
+		cnt[i] += cnt[i-1]
+	}
+	rev := make([]int32, cnt[ns])
+	fill := append([]int32(nil), cnt[:ns]...)
+	for i, t := range trans {
+		if t != 0 && int32(i/nc) != t {
+			rev[fill[t]] = int32(i / nc)
+			fill[t]++
+		}
+	}
+	live := make([]bool, ns)
+	var stack []int32
+	for s := 1; s < ns; s++ {
+		if accepts[s] {
+			live[s] = true
+			stack = append(stack, int32(s))
+		}
+	}
+	for len(stack) > 0 {
+		s := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for _, p := range rev[cnt[s]:cnt[s+1]] {
+			if !live[p] {
+				live[p] = true
+				stack = append(stack, p)
+			}
+		}
+	}
+	if !live[start] {
+		return nil, &SchemaError{Path: "#", Msg: "no JSON value satisfies the schema within the compiler's bounds"}
+	}
+	// Renumber the live states reachable from start, start first.
+	newID := make([]int32, ns)
+	order := []int32{start}
+	newID[start] = 1
+	for i := 0; i < len(order); i++ {
+		s := order[i]
+		for c := 0; c < nc; c++ {
+			t := trans[int(s)*nc+c]
+			if t != 0 && live[t] && newID[t] == 0 {
+				newID[t] = int32(len(order) + 1)
+				order = append(order, t)
+			}
+		}
+	}
+	m := len(order) + 1
+	g.trans = make([]int32, m*nc)
+	g.accept = make([]bool, m)
+	g.final = make([]bool, m)
+	for i, s := range order {
+		id := i + 1
+		g.accept[id] = accepts[s]
+		out := false
+		for c := 0; c < nc; c++ {
+			t := trans[int(s)*nc+c]
+			if t != 0 && live[t] {
+				g.trans[id*nc+c] = newID[t]
+				out = true
+			}
+		}
+		g.final[id] = accepts[s] && !out
+	}
+	g.start = 1
+	return g, nil
+}

@@ -1,0 +1,292 @@
+package grammar
+
+import (
+	"bytes"
+	"fmt"
+	"math/bits"
+	"slices"
+	"sync"
+)
+
+// Vocab is a tokenizer's vocabulary as bytes, read once: token id i's bytes
+// are tokens[i]. Special tokens that are not text have nil (or empty) bytes
+// and are never allowed, except the end-of-sequence ids. Added tokens that
+// are text (such as "<tool_call>") are plain bytes. A Vocab is immutable and
+// safe for concurrent use.
+type Vocab struct {
+	tokens [][]byte
+	eos    []int32
+	isEOS  []bool
+	words  int
+	nodes  []trieNode
+	ids    []int32 // token ids in trie order; a node's are ids[tokLo:tokHi]
+	depth  int     // longest token
+}
+
+// trieNode is a node of the vocabulary's byte trie, stored in preorder.
+type trieNode struct {
+	skip         int32 // the next node outside this node's subtree
+	tokLo, tokHi int32
+	depth        uint16 // bytes from the root; the root itself is not stored
+	b            byte
+}
+
+// NewVocab builds the vocabulary's trie. tokens[i] is token i's bytes; eos
+// lists the end-of-sequence ids.
+func NewVocab(tokens [][]byte, eos []int) (*Vocab, error) {
+	v := &Vocab{
+		tokens: tokens,
+		isEOS:  make([]bool, len(tokens)),
+		words:  (len(tokens) + 63) / 64,
+	}
+	for _, e := range eos {
+		if e < 0 || e >= len(tokens) {
+			return nil, fmt.Errorf("grammar: end-of-sequence id %d outside the vocabulary of %d", e, len(tokens))
+		}
+		v.eos = append(v.eos, int32(e))
+		v.isEOS[e] = true
+	}
+	var order []int32
+	for i, t := range tokens {
+		if len(t) > 0 && !v.isEOS[i] {
+			if len(t) > 0xFFFF {
+				return nil, fmt.Errorf("grammar: token %d is %d bytes long", i, len(t))
+			}
+			order = append(order, int32(i))
+		}
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		if c := bytes.Compare(tokens[a], tokens[b]); c != 0 {
+			return c
+		}
+		return int(a - b)
+	})
+	var prev []byte
+	var open []int32 // nodes on the path to the last one
+	for _, id := range order {
+		t := tokens[id]
+		lcp := 0
+		for lcp < len(t) && lcp < len(prev) && t[lcp] == prev[lcp] {
+			lcp++
+		}
+		if lcp == len(t) && len(prev) == len(t) && len(v.nodes) > 0 {
+			// Same bytes as the previous token: same node.
+			v.nodes[len(v.nodes)-1].tokHi++
+			v.ids = append(v.ids, id)
+			continue
+		}
+		for len(open) > lcp {
+			v.nodes[open[len(open)-1]].skip = int32(len(v.nodes))
+			open = open[:len(open)-1]
+		}
+		for d := lcp; d < len(t); d++ {
+			open = append(open, int32(len(v.nodes)))
+			v.nodes = append(v.nodes, trieNode{depth: uint16(d + 1), b: t[d], tokLo: int32(len(v.ids)), tokHi: int32(len(v.ids))})
+		}
+		v.nodes[len(v.nodes)-1].tokHi++
+		v.ids = append(v.ids, id)
+		v.depth = max(v.depth, len(t))
+		prev = t
+	}
+	for _, o := range open {
+		v.nodes[o].skip = int32(len(v.nodes))
+	}
+	return v, nil
+}
+
+// Size is the number of token ids.
+func (v *Vocab) Size() int { return len(v.tokens) }
+
+// MaskWords is the length of a mask: one bit per token id, id i in word
+// i/64, bit i%64.
+func (v *Vocab) MaskWords() int { return v.words }
+
+// Constraint is a Grammar bound to a Vocab: it computes and caches the mask
+// of each automaton state. Build one per (schema, vocabulary) and share it
+// between sequences; it is safe for concurrent use.
+type Constraint struct {
+	g *Grammar
+	v *Vocab
+
+	mu       sync.Mutex // guards masks
+	masks    map[int32][]uint64
+	maxMasks int
+}
+
+// NewConstraint binds g to v, caching the masks of up to cacheMasks states
+// (0: 1024; each mask is v.MaskWords()*8 bytes).
+func NewConstraint(g *Grammar, v *Vocab, cacheMasks int) *Constraint {
+	if cacheMasks <= 0 {
+		cacheMasks = 1024
+	}
+	return &Constraint{g: g, v: v, masks: map[int32][]uint64{}, maxMasks: cacheMasks}
+}
+
+// mask is state s's mask; the slice is shared and must not be written.
+func (c *Constraint) mask(s int32) []uint64 {
+	c.mu.Lock()
+	m, ok := c.masks[s]
+	c.mu.Unlock()
+	if ok {
+		return m
+	}
+	m = make([]uint64, c.v.words)
+	c.compute(s, m)
+	c.mu.Lock()
+	if old, ok := c.masks[s]; ok {
+		m = old
+	} else if len(c.masks) < c.maxMasks {
+		c.masks[s] = m
+	}
+	c.mu.Unlock()
+	return m
+}
+
+// compute walks the vocabulary trie from state s, skipping each subtree
+// whose prefix the automaton rejects.
+func (c *Constraint) compute(s int32, dst []uint64) {
+	g, v := c.g, c.v
+	clear(dst)
+	if s == 0 {
+		return
+	}
+	if g.accept[s] {
+		for _, e := range v.eos {
+			dst[e>>6] |= 1 << (uint(e) & 63)
+		}
+	}
+	if g.final[s] {
+		return
+	}
+	states := make([]int32, v.depth+1)
+	states[0] = s
+	nodes, trans, nc, class := v.nodes, g.trans, g.nclass, &g.class
+	for i := 0; i < len(nodes); {
+		nd := &nodes[i]
+		t := trans[int(states[nd.depth-1])*nc+int(class[nd.b])]
+		if t == 0 {
+			i = int(nd.skip)
+			continue
+		}
+		states[nd.depth] = t
+		for _, id := range v.ids[nd.tokLo:nd.tokHi] {
+			dst[id>>6] |= 1 << (uint(id) & 63)
+		}
+		i++
+	}
+}
+
+// NewMatcher starts a sequence at the grammar's start.
+func (c *Constraint) NewMatcher() *Matcher { return &Matcher{c: c, state: c.g.start} }
+
+// Matcher follows one sequence through the grammar. It is not safe for
+// concurrent use; clone it (Clone) to fork a sequence.
+//
+// Per decode step the engine either masks first (FillMask, sample among
+// the set bits) or samples first and checks the one token with Allowed,
+// masking only when it is rejected; then Accept(id). When Done reports
+// true the sequence ends (finish "stop") without sampling again.
+type Matcher struct {
+	c     *Constraint
+	state int32
+	ended bool // an end-of-sequence id was accepted
+}
+
+// Clone is an independent copy of m at the same point.
+func (m *Matcher) Clone() *Matcher { c := *m; return &c }
+
+// Reset goes back to the start.
+func (m *Matcher) Reset() { m.state, m.ended = m.c.g.start, false }
+
+// FillMask sets dst (at least MaskWords long) to the ids allowed next: the
+// tokens whose bytes keep the text completable, and the end-of-sequence ids
+// where the text so far is complete. After the end nothing is allowed.
+func (m *Matcher) FillMask(dst []uint64) {
+	if m.ended {
+		clear(dst[:m.c.v.words])
+		return
+	}
+	copy(dst, m.c.mask(m.state))
+}
+
+// Mask is FillMask without the copy: the slice is shared and read-only,
+// valid until the next call on any matcher of the same Constraint is
+// irrelevant to it (masks are never rewritten).
+func (m *Matcher) Mask() []uint64 {
+	if m.ended {
+		return make([]uint64, m.c.v.words)
+	}
+	return m.c.mask(m.state)
+}
+
+// Allowed reports whether id may come next, checking only its bytes.
+func (m *Matcher) Allowed(id int) bool {
+	if m.ended || id < 0 || id >= len(m.c.v.tokens) {
+		return false
+	}
+	if m.c.v.isEOS[id] {
+		return m.c.g.accept[m.state]
+	}
+	t := m.c.v.tokens[id]
+	if len(t) == 0 {
+		return false
+	}
+	g := m.c.g
+	s := m.state
+	for _, b := range t {
+		if s = g.step(s, b); s == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Accept moves past token id; ErrRejected (state unchanged) if the grammar
+// does not allow it.
+func (m *Matcher) Accept(id int) error {
+	if !m.Allowed(id) {
+		return fmt.Errorf("token %d: %w", id, ErrRejected)
+	}
+	if m.c.v.isEOS[id] {
+		m.ended = true
+		return nil
+	}
+	g := m.c.g
+	for _, b := range m.c.v.tokens[id] {
+		m.state = g.step(m.state, b)
+	}
+	return nil
+}
+
+// AcceptBytes moves past text (a forced prefix, say); ErrRejected (state
+// unchanged) if the grammar does not allow it.
+func (m *Matcher) AcceptBytes(text []byte) error {
+	if m.ended {
+		return ErrRejected
+	}
+	s := m.state
+	for _, b := range text {
+		if s = m.c.g.step(s, b); s == 0 {
+			return ErrRejected
+		}
+	}
+	m.state = s
+	return nil
+}
+
+// CanEnd reports whether the text so far is a complete value: the
+// end-of-sequence ids are allowed.
+func (m *Matcher) CanEnd() bool { return !m.ended && m.c.g.accept[m.state] }
+
+// Done reports whether the sequence must end: an end-of-sequence id was
+// accepted, or the value is complete and nothing may follow it.
+func (m *Matcher) Done() bool { return m.ended || m.c.g.final[m.state] }
+
+// Allowed counts the set bits of a mask (a helper for tests and metrics).
+func countMask(mask []uint64) int {
+	n := 0
+	for _, w := range mask {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
