@@ -51,10 +51,10 @@ func determinize(n *nfa, f frag, maxStates int, deadline time.Time, budget time.
 	// Byte classes: bytes no edge tells apart share a class.
 	var cut [257]bool
 	cut[0] = true
-	for i := range n.states {
-		for _, e := range n.states[i].edges {
-			cut[e.lo] = true
-			cut[int(e.hi)+1] = true
+	for _, l := range n.links {
+		if !l.eps {
+			cut[l.lo] = true
+			cut[int(l.hi)+1] = true
 		}
 	}
 	cls := -1
@@ -70,7 +70,7 @@ func determinize(n *nfa, f frag, maxStates int, deadline time.Time, budget time.
 	accept := f.out
 	// important: states with edges, or the accepting one; the others are
 	// only passed through and do not tell sets apart.
-	mark := make([]uint32, len(n.states))
+	mark := make([]uint32, len(n.head))
 	gen := uint32(0)
 	var stack []int32
 	closure := func(seeds []int32) []int32 {
@@ -83,11 +83,14 @@ func determinize(n *nfa, f frag, maxStates int, deadline time.Time, budget time.
 		for len(stack) > 0 {
 			s := stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
-			if len(n.states[s].edges) > 0 || s == accept {
+			if n.bytes[s] || s == accept {
 				set = append(set, s)
 			}
-			for _, t := range n.states[s].eps {
-				if mark[t] != gen {
+			for l := n.head[s]; l >= 0; l = n.links[l].next {
+				if !n.links[l].eps {
+					continue
+				}
+				if t := n.links[l].to; mark[t] != gen {
 					mark[t] = gen
 					stack = append(stack, t)
 				}
@@ -144,7 +147,11 @@ func determinize(n *nfa, f frag, maxStates int, deadline time.Time, budget time.
 			buckets[c] = buckets[c][:0]
 		}
 		for _, s := range sets[cur] {
-			for _, e := range n.states[s].edges {
+			for l := n.head[s]; l >= 0; l = n.links[l].next {
+				e := &n.links[l]
+				if e.eps {
+					continue
+				}
 				for c := g.class[e.lo]; ; c++ {
 					buckets[c] = append(buckets[c], e.to)
 					if c == g.class[e.hi] {

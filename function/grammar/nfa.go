@@ -9,40 +9,68 @@ type edge struct {
 	to     int32
 }
 
-type nstate struct {
-	eps   []int32
-	edges []edge
+// link is a state's edge (eps false: bytes lo..hi) or epsilon move, in a
+// list per state: no pointers, so a large automaton costs the garbage
+// collector nothing.
+type link struct {
+	to, next int32
+	lo, hi   byte
+	eps      bool
 }
 
 type nfa struct {
-	states []nstate
-	max    int  // state limit; over it, full is set and building continues cheaply
-	full   bool // the limit was hit
+	head  []int32 // per state: its first link, or -1
+	bytes []bool  // per state: it has a byte edge
+	links []link
+	max   int  // state limit; over it, full is set and building continues cheaply
+	full  bool // the limit was hit
 }
 
 // frag is a fragment: entered at in, left from out.
 type frag struct{ in, out int32 }
 
 func (n *nfa) state() int32 {
-	if len(n.states) >= n.max {
+	if len(n.head) >= n.max {
 		n.full = true
 		// Keep handing out one scratch state so that builders need no error
 		// paths; the compile fails on full before it determinizes.
-		if len(n.states) > 0 {
-			n.states[len(n.states)-1] = nstate{}
-			return int32(len(n.states) - 1)
+		if len(n.head) > 0 {
+			n.head[len(n.head)-1] = -1
+			return int32(len(n.head) - 1)
 		}
 	}
-	n.states = append(n.states, nstate{})
-	return int32(len(n.states) - 1)
+	n.head = append(n.head, -1)
+	n.bytes = append(n.bytes, false)
+	return int32(len(n.head) - 1)
 }
 
-func (n *nfa) size() int32 { return int32(len(n.states)) }
+func (n *nfa) size() int32 { return int32(len(n.head)) }
 
-func (n *nfa) eps(from, to int32) { n.states[from].eps = append(n.states[from].eps, to) }
+func (n *nfa) add(from int32, l link) {
+	if n.full && len(n.links) > 4*n.max {
+		return
+	}
+	l.next = n.head[from]
+	n.head[from] = int32(len(n.links))
+	n.links = append(n.links, l)
+}
+
+func (n *nfa) eps(from, to int32) { n.add(from, link{to: to, eps: true}) }
 
 func (n *nfa) edge(from int32, lo, hi byte, to int32) {
-	n.states[from].edges = append(n.states[from].edges, edge{lo, hi, to})
+	n.add(from, link{to: to, lo: lo, hi: hi})
+	n.bytes[from] = true
+}
+
+// edges lists s's byte edges.
+func (n *nfa) edges(s int32) []edge {
+	var es []edge
+	for l := n.head[s]; l >= 0; l = n.links[l].next {
+		if k := n.links[l]; !k.eps {
+			es = append(es, edge{k.lo, k.hi, k.to})
+		}
+	}
+	return es
 }
 
 // empty matches the empty string.
@@ -114,27 +142,25 @@ func (n *nfa) star(f frag) frag {
 
 // clone copies the fragment f whose states are [lo, hi).
 func (n *nfa) clone(f frag, lo, hi int32) frag {
-	if n.full || int(hi-lo)+len(n.states) > n.max {
+	if n.full || int(hi-lo)+len(n.head) > n.max {
 		n.full = true
 		return n.none()
 	}
-	// Edges to states outside [lo, hi) were added by the fragment's users
-	// after it was built: they are not part of it.
-	off := int32(len(n.states)) - lo
+	off := n.size() - lo
 	for i := lo; i < hi; i++ {
-		s := n.states[i]
-		c := nstate{}
-		for _, e := range s.eps {
-			if e >= lo && e < hi {
-				c.eps = append(c.eps, e+off)
+		c := n.state()
+		// Links to states outside [lo, hi) were added by the fragment's
+		// users after it was built: they are not part of it.
+		for l := n.head[i]; l >= 0; l = n.links[l].next {
+			k := n.links[l]
+			if k.to >= lo && k.to < hi {
+				k.to += off
+				n.add(c, k)
+				if !k.eps {
+					n.bytes[c] = true
+				}
 			}
 		}
-		for _, e := range s.edges {
-			if e.to >= lo && e.to < hi {
-				c.edges = append(c.edges, edge{e.lo, e.hi, e.to + off})
-			}
-		}
-		n.states = append(n.states, c)
 	}
 	return frag{f.in + off, f.out + off}
 }

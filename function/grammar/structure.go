@@ -161,7 +161,7 @@ func (n *nfa) trieNames(s int32, prefix string, names []string, free, out int32)
 		// Any character start not a child byte leads to free text.
 		tmp := n.state()
 		n.jsonChar(tmp, free, false)
-		for _, e := range n.states[tmp].edges {
+		for _, e := range n.edges(tmp) {
 			n.splitEdge(s, e, next)
 		}
 	} else {
@@ -333,27 +333,26 @@ func (c *compiler) array(s *object, path string, depth int) (frag, error) {
 		}
 	}
 	if !hasMax {
-		var e frag
-		if unroll == 0 {
-			// No element yet: the first has no comma.
-			e, err = elem(0)
-			if err != nil {
-				return frag{}, err
-			}
-			first := n.seq(n.ws(ws), e)
-			n.eps(cur, first.in)
-			cur = first.out
-			n.eps(cur, closing.in)
-			e, err = elem(1)
-		} else {
-			e, err = elem(unroll)
-		}
+		// The rest repeat: one copy of the item that the comma loops back to.
+		e, err := elem(unroll)
 		if err != nil {
 			return frag{}, err
 		}
-		loop := n.seq(n.ws(ws), n.lit(","), n.ws(ws), e)
-		n.eps(cur, loop.in)
-		n.eps(loop.out, cur)
+		entry := n.state()
+		if unroll == 0 {
+			first := n.ws(ws)
+			n.eps(cur, first.in)
+			n.eps(first.out, entry)
+		} else {
+			comma := n.seq(n.ws(ws), n.lit(","), n.ws(ws))
+			n.eps(cur, comma.in)
+			n.eps(comma.out, entry)
+		}
+		n.eps(entry, e.in)
+		comma := n.seq(n.ws(ws), n.lit(","), n.ws(ws))
+		n.eps(e.out, comma.in)
+		n.eps(comma.out, entry)
+		n.eps(e.out, closing.in)
 	}
 	return frag{in, out}, nil
 }
@@ -368,7 +367,7 @@ func (c *compiler) anyValue(depth int) frag {
 	lo := n.size()
 	fs := []frag{n.lit("null"), n.lit("true"), n.lit("false"),
 		n.anyNumber(c.opts.IntDigits, c.opts.FracDigits), n.stringLen(0, -1)}
-	if depth > 1 {
+	if depth > 0 {
 		fs = append(fs, c.anyArray(depth), c.anyObject(depth))
 	}
 	f := n.alt(fs...)
@@ -383,46 +382,37 @@ type cached struct {
 
 // anyArray is an array of values nesting at most depth-1 levels.
 func (c *compiler) anyArray(depth int) frag {
-	n := c.n
-	ws := c.opts.Whitespace
-	in := n.state()
-	open := n.lit("[")
-	n.eps(in, open.in)
-	out := n.state()
-	n.edge(open.out, ']', ']', out)
-	e := c.anyValue(depth - 1)
-	first := n.seq(n.ws(ws), e)
-	n.eps(open.out, first.in)
-	cur := first.out
-	loop := n.seq(n.ws(ws), n.lit(","), n.ws(ws), c.anyValue(depth-1))
-	n.eps(cur, loop.in)
-	n.eps(loop.out, cur)
-	closing := n.seq(n.ws(ws), n.lit("]"))
-	n.eps(cur, closing.in)
-	n.eps(closing.out, out)
-	return frag{in, out}
+	return c.anyList("[", "]", func() frag { return c.anyValue(depth - 1) })
 }
 
 // anyObject is an object whose values nest at most depth-1 levels.
 func (c *compiler) anyObject(depth int) frag {
 	n := c.n
 	ws := c.opts.Whitespace
-	in := n.state()
-	open := n.lit("{")
-	n.eps(in, open.in)
-	out := n.state()
-	n.edge(open.out, '}', '}', out)
-	member := func() frag {
+	return c.anyList("{", "}", func() frag {
 		return n.seq(n.stringLen(0, -1), n.ws(ws), n.lit(":"), n.ws(ws), c.anyValue(depth-1))
-	}
-	first := n.seq(n.ws(ws), member())
-	n.eps(open.out, first.in)
-	cur := first.out
-	loop := n.seq(n.ws(ws), n.lit(","), n.ws(ws), member())
-	n.eps(cur, loop.in)
-	n.eps(loop.out, cur)
-	closing := n.seq(n.ws(ws), n.lit("}"))
-	n.eps(cur, closing.in)
+	})
+}
+
+// anyList is open, then elements separated by commas, then close, with one
+// copy of the element that the comma loops back to.
+func (c *compiler) anyList(open, close string, elem func() frag) frag {
+	n := c.n
+	ws := c.opts.Whitespace
+	o := n.lit(open)
+	out := n.state()
+	n.edge(o.out, close[0], close[0], out)
+	entry := n.state()
+	first := n.ws(ws)
+	n.eps(o.out, first.in)
+	n.eps(first.out, entry)
+	e := elem()
+	n.eps(entry, e.in)
+	comma := n.seq(n.ws(ws), n.lit(","), n.ws(ws))
+	n.eps(e.out, comma.in)
+	n.eps(comma.out, entry)
+	closing := n.seq(n.ws(ws), n.lit(close))
+	n.eps(e.out, closing.in)
 	n.eps(closing.out, out)
-	return frag{in, out}
+	return frag{o.in, out}
 }
