@@ -27,7 +27,8 @@ FUZZTIME  ?= 30s
 # for FUZZTIME each.
 FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
-	./function/tokenizer:FuzzEncode
+	./function/tokenizer:FuzzEncode \
+	./function/grammar:FuzzCompile ./function/grammar:FuzzMatch
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
