@@ -255,3 +255,53 @@ func prune(g *Grammar, trans []int32, accepts []bool, start int32) (*Grammar, er
 	g.start = int32(nc)
 	return g, nil
 }
+
+// MaxLen is the length in bytes of the longest text the grammar accepts,
+// and false when there is no longest (a string without maxLength, an array
+// without maxItems, an unconstrained value's loops). For a bounded grammar
+// it bounds the tokens a sequence may need (each token is at least a byte).
+func (g *Grammar) MaxLen() (int, bool) {
+	nc := g.nclass
+	ns := len(g.accept)
+	const (
+		unseen = iota
+		open
+		closed
+	)
+	color := make([]uint8, ns)
+	longest := make([]int, ns)
+	type frame struct {
+		s int
+		c int
+	}
+	stack := []frame{{int(g.start) / nc, 0}}
+	color[int(g.start)/nc] = open
+	for len(stack) > 0 {
+		f := &stack[len(stack)-1]
+		if f.c == nc {
+			best := 0
+			for c := 0; c < nc; c++ {
+				if t := int(g.trans[f.s*nc+c]) / nc; t != 0 {
+					best = max(best, 1+longest[t])
+				}
+			}
+			longest[f.s] = best
+			color[f.s] = closed
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		t := int(g.trans[f.s*nc+f.c]) / nc
+		f.c++
+		if t == 0 {
+			continue
+		}
+		switch color[t] {
+		case open:
+			return 0, false
+		case unseen:
+			color[t] = open
+			stack = append(stack, frame{t, 0})
+		}
+	}
+	return longest[int(g.start)/nc], true
+}

@@ -96,3 +96,71 @@ func TestGenerateValidatesQwen3(t *testing.T) {
 		}
 	}
 }
+
+// Sampling with EOS allowed only where the value is complete always ends,
+// within the grammar's longest text, for bounded schemas.
+func TestWalkTerminates(t *testing.T) {
+	v := synthVocab(7)
+	for i, schema := range bounded {
+		g, err := Compile([]byte(schema), Options{Whitespace: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit, ok := g.MaxLen()
+		if i == 14 {
+			if ok {
+				t.Errorf("schema %d: additional properties repeat, yet MaxLen %d", i, limit)
+			}
+			continue
+		}
+		if !ok {
+			t.Fatalf("schema %d is not bounded", i)
+		}
+		c := NewConstraint(g, v, 0)
+		r := rand.New(rand.NewPCG(uint64(i), 5))
+		for k := 0; k < 50; k++ {
+			text, ended := walk(t, c, v, r, limit+1, false)
+			if !ended || len(text) > limit {
+				t.Fatalf("schema %d: %d bytes, ended %v, bound %d", i, len(text), ended, limit)
+			}
+		}
+	}
+	g := mustCompile(t, `{"type":"string"}`, Options{})
+	if _, ok := g.MaxLen(); ok {
+		t.Error("an unbounded string has a MaxLen")
+	}
+	g = mustCompile(t, `{"enum":["ab","abcd"]}`, Options{})
+	if n, ok := g.MaxLen(); !ok || n != 6 {
+		t.Errorf("enum MaxLen %d %v, want 6", n, ok)
+	}
+}
+
+// Matchers of one Constraint run concurrently (the mask cache is shared).
+func TestConcurrentMatchers(t *testing.T) {
+	v := synthVocab(3)
+	g := mustCompile(t, bounded[4], Options{})
+	c := NewConstraint(g, v, 0)
+	val := validator(t, bounded[4])
+	done := make(chan error)
+	for w := 0; w < 4; w++ {
+		go func(w int) {
+			r := rand.New(rand.NewPCG(uint64(w), 6))
+			for k := 0; k < 10; k++ {
+				text, _, err := walkErr(c, v, r, 1000, false)
+				if err == nil {
+					err = validate(val, text)
+				}
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}(w)
+	}
+	for w := 0; w < 4; w++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}

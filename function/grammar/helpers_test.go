@@ -3,6 +3,7 @@ package grammar
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/bits"
 	"math/rand/v2"
 	"os"
@@ -226,35 +227,44 @@ func sample(r *rand.Rand, mask []uint64) int {
 }
 
 // walk generates one output under the mask, at most maxSteps tokens.
-// It returns the text and whether it ended (EOS or Done).
+// It returns the text and whether it ended (EOS or Done). With check, each
+// step's mask is compared with Allowed for every token.
 func walk(tb testing.TB, c *Constraint, v *Vocab, r *rand.Rand, maxSteps int, check bool) ([]byte, bool) {
 	tb.Helper()
+	text, ended, err := walkErr(c, v, r, maxSteps, check)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return text, ended
+}
+
+func walkErr(c *Constraint, v *Vocab, r *rand.Rand, maxSteps int, check bool) ([]byte, bool, error) {
 	m := c.NewMatcher()
 	mask := make([]uint64, v.MaskWords())
 	var text []byte
 	for step := 0; step < maxSteps; step++ {
 		if m.Done() {
-			return text, true
+			return text, true, nil
 		}
 		m.FillMask(mask)
 		if check {
 			for id := 0; id < v.Size(); id++ {
 				if got, want := mask[id>>6]>>(id&63)&1 == 1, m.Allowed(id); got != want {
-					tb.Fatalf("after %q: token %d %q: mask %v, Allowed %v", text, id, v.tokens[id], got, want)
+					return nil, false, fmt.Errorf("after %q: token %d %q: mask %v, Allowed %v", text, id, v.tokens[id], got, want)
 				}
 			}
 		}
 		id := sample(r, mask)
 		if id < 0 {
-			tb.Fatalf("after %q: empty mask", text)
+			return nil, false, fmt.Errorf("after %q: empty mask", text)
 		}
 		if err := m.Accept(id); err != nil {
-			tb.Fatalf("after %q: Accept(%d): %v", text, id, err)
+			return nil, false, fmt.Errorf("after %q: Accept(%d): %w", text, id, err)
 		}
 		if v.isEOS[id] {
-			return text, true
+			return text, true, nil
 		}
 		text = append(text, v.tokens[id]...)
 	}
-	return text, m.Done()
+	return text, m.Done(), nil
 }
