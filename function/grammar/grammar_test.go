@@ -2,6 +2,8 @@ package grammar
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"math/rand/v2"
 	"testing"
 )
@@ -161,6 +163,79 @@ func TestConcurrentMatchers(t *testing.T) {
 	for w := 0; w < 4; w++ {
 		if err := <-done; err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// randomSchema is a random bounded schema: nested objects, arrays with
+// maxItems, strings with maxLength, enums, integer ranges, numbers with
+// bounds, anyOf with null, const and $ref to $defs.
+func randomSchema(r *rand.Rand, depth int) string {
+	k := r.IntN(10)
+	if depth <= 0 && k >= 6 {
+		k = r.IntN(6)
+	}
+	switch k {
+	case 0:
+		return fmt.Sprintf(`{"type":"string","minLength":%d,"maxLength":%d}`, r.IntN(3), 3+r.IntN(6))
+	case 1:
+		lo := r.IntN(2000) - 1000
+		return fmt.Sprintf(`{"type":"integer","minimum":%d,"maximum":%d}`, lo, lo+r.IntN(5000))
+	case 2:
+		lo := r.IntN(20) - 10
+		return fmt.Sprintf(`{"type":"number","exclusiveMinimum":%d,"maximum":%d}`, lo, lo+1+r.IntN(20))
+	case 3:
+		return []string{`{"enum":["a","b c","é",1,null,true]}`, `{"const":{"k":[1,"x"]}}`, `{"type":"boolean"}`, `{"type":"null"}`}[r.IntN(4)]
+	case 4:
+		return `{"$ref":"#/$defs/small"}`
+	case 5:
+		return []string{`{"type":"string","format":"date"}`, `{"type":"string","format":"uuid"}`, `{"type":"string","pattern":"^[a-f]{1,4}$"}`, `{"type":"string","format":"time"}`}[r.IntN(4)]
+	case 6, 7:
+		n := 1 + r.IntN(4)
+		var props, req []string
+		for i := 0; i < n; i++ {
+			name := fmt.Sprintf("p%d", i)
+			props = append(props, fmt.Sprintf("%q:%s", name, randomSchema(r, depth-1)))
+			if r.IntN(2) == 0 {
+				req = append(req, fmt.Sprintf("%q", name))
+			}
+		}
+		return fmt.Sprintf(`{"type":"object","properties":{%s},"required":[%s],"additionalProperties":false}`, strings.Join(props, ","), strings.Join(req, ","))
+	case 8:
+		return fmt.Sprintf(`{"type":"array","items":%s,"minItems":%d,"maxItems":%d}`, randomSchema(r, depth-1), r.IntN(2), 2+r.IntN(3))
+	default:
+		return fmt.Sprintf(`{"anyOf":[%s,{"type":"null"}]}`, randomSchema(r, depth-1))
+	}
+}
+
+func TestRandomSchemas(t *testing.T) {
+	v := synthVocab(11)
+	n := 150
+	if testing.Short() {
+		n = 30
+	}
+	r := rand.New(rand.NewPCG(42, 42))
+	for i := 0; i < n; i++ {
+		body := randomSchema(r, 3)
+		schema := `{"$defs":{"small":{"type":"object","properties":{"v":{"type":"integer","minimum":-9,"maximum":9}},"required":["v"],"additionalProperties":false}},"allOf":[` + body + `]}`
+		g, err := Compile([]byte(schema), Options{Whitespace: r.IntN(2)})
+		if err != nil {
+			t.Fatalf("%s: %v", schema, err)
+		}
+		limit, ok := g.MaxLen()
+		if !ok {
+			t.Fatalf("%s: unbounded", schema)
+		}
+		val := validator(t, schema)
+		c := NewConstraint(g, v, 0)
+		for k := 0; k < 5; k++ {
+			text, ended := walk(t, c, v, r, limit+1, k == 0 && i%10 == 0)
+			if !ended {
+				t.Fatalf("%s: did not end within %d tokens: %q", schema, limit+1, text)
+			}
+			if err := validate(val, text); err != nil {
+				t.Fatalf("%s: %q does not validate: %v", schema, text, err)
+			}
 		}
 	}
 }
