@@ -3,8 +3,8 @@ package grammar
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
