@@ -72,10 +72,12 @@ func determinize(n *nfa, f frag, maxStates int, deadline time.Time, budget time.
 	// only passed through and do not tell sets apart.
 	mark := make([]uint32, len(n.head))
 	gen := uint32(0)
-	var stack []int32
+	var stack, scratch []int32
+	// closure is the important states reached from seeds, sorted, in a
+	// scratch slice that add copies when the set is new.
 	closure := func(seeds []int32) []int32 {
 		gen++
-		var set []int32
+		set := scratch[:0]
 		stack = append(stack[:0], seeds...)
 		for _, s := range seeds {
 			mark[s] = gen
@@ -97,14 +99,16 @@ func determinize(n *nfa, f frag, maxStates int, deadline time.Time, budget time.
 			}
 		}
 		slices.Sort(set)
+		scratch = set
 		return set
 	}
-	key := func(set []int32) string {
-		b := make([]byte, 4*len(set))
-		for i, s := range set {
-			binary.LittleEndian.PutUint32(b[4*i:], uint32(s))
+	var kb []byte
+	key := func(set []int32) []byte {
+		kb = kb[:0]
+		for _, s := range set {
+			kb = binary.LittleEndian.AppendUint32(kb, uint32(s))
 		}
-		return string(b)
+		return kb
 	}
 	ids := map[string]int32{}
 	sets := [][]int32{nil} // state 0: dead
@@ -115,16 +119,23 @@ func determinize(n *nfa, f frag, maxStates int, deadline time.Time, budget time.
 			return 0, nil
 		}
 		k := key(set)
-		if id, ok := ids[k]; ok {
+		if id, ok := ids[string(k)]; ok {
 			return id, nil
 		}
+		set = slices.Clone(set)
 		if len(sets) >= maxStates {
 			return 0, &LimitError{Limit: "states", Max: int64(maxStates)}
 		}
 		id := int32(len(sets))
-		ids[k] = id
+		ids[string(k)] = id
 		sets = append(sets, set)
-		trans = append(trans, make([]int32, nc)...)
+		if len(trans)+nc > cap(trans) {
+			// Double: append's growth for large slices copies too often.
+			t := make([]int32, len(trans), 2*cap(trans)+nc)
+			copy(t, trans)
+			trans = t
+		}
+		trans = trans[:len(trans)+nc] // never written: zero
 		acc := false
 		for _, s := range set {
 			if s == accept {
