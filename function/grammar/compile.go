@@ -499,8 +499,9 @@ func (c *compiler) mergeAll(s *object, all any, path string) (any, error) {
 }
 
 // merge is the conjunction of two schemas where it can be written as one:
-// keywords that only one has, equal values, type lists (intersected) and
-// required lists (joined). Anything else is refused.
+// keywords that only one has, equal values, type lists (intersected),
+// required lists (joined) and properties (joined, a shared name's schemas
+// merged). Anything else is refused.
 func merge(a, b any, path string) (any, error) {
 	if bb, ok := b.(bool); ok {
 		if bb {
@@ -518,6 +519,24 @@ func merge(a, b any, path string) (any, error) {
 	y, ok2 := b.(*object)
 	if !ok1 || !ok2 {
 		return nil, &SchemaError{Path: path, Msg: "a schema must be an object or a boolean"}
+	}
+	// additionalProperties speaks of the names its own schema lists, and
+	// items of the positions after its own prefixItems: merged with another
+	// schema's names or prefix they would mean something else.
+	for _, p := range [][2]*object{{x, y}, {y, x}} {
+		if ap, ok := p[0].get("additionalProperties"); ok && ap != true {
+			mine, _ := p[0].m["properties"].(*object)
+			if theirs, ok := p[1].m["properties"].(*object); ok {
+				for _, name := range theirs.keys {
+					if mine == nil || !has(mine, name) {
+						return nil, &UnsupportedError{Keyword: "additionalProperties", Path: path, Reason: fmt.Sprintf("combined with a schema that lists %q", name)}
+					}
+				}
+			}
+		}
+		if has(p[0], "items") && has(p[1], "prefixItems") && !has(p[0], "prefixItems") {
+			return nil, &UnsupportedError{Keyword: "items", Path: path, Reason: "combined with a schema that has prefixItems"}
+		}
 	}
 	out := without(x, "")
 	for _, k := range y.keys {
@@ -557,6 +576,26 @@ func merge(a, b any, path string) (any, error) {
 			ra, _ := old.([]any)
 			rb, _ := v.([]any)
 			out.m[k] = append(append([]any{}, ra...), rb...)
+		case "properties":
+			pa, ok1 := old.(*object)
+			pb, ok2 := v.(*object)
+			if !ok1 || !ok2 {
+				return nil, &SchemaError{Path: path, Msg: "properties must be an object"}
+			}
+			both := without(pa, "")
+			for _, name := range pb.keys {
+				if prev, dup := both.m[name]; dup {
+					m, err := merge(prev, pb.m[name], ptr(ptr(path, "properties"), name))
+					if err != nil {
+						return nil, err
+					}
+					both.m[name] = m
+					continue
+				}
+				both.keys = append(both.keys, name)
+				both.m[name] = pb.m[name]
+			}
+			out.m[k] = both
 		default:
 			return nil, &UnsupportedError{Keyword: k, Path: path, Reason: "two different values to combine (allOf, or anyOf/oneOf beside other keywords)"}
 		}

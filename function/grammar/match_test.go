@@ -284,3 +284,21 @@ func TestMatcherTokens(t *testing.T) {
 		t.Error("clone not independent, or a surrogate allowed")
 	}
 }
+
+func TestMergedAllOf(t *testing.T) {
+	schema := `{"allOf":[{"type":"object","properties":{"a":{"type":"integer","minimum":0}},"required":["a"]},{"properties":{"a":{"maximum":5},"b":{"type":"string","maxLength":2}},"required":["b"],"additionalProperties":false}]}`
+	g := mustCompile(t, schema, Options{})
+	for s, want := range map[string]bool{`{"a":3,"b":"x"}`: true, `{"a":6,"b":"x"}`: false, `{"a":3}`: false, `{"a":3,"b":"x","c":1}`: false} {
+		if got := complete(g, s); got != want {
+			t.Errorf("%s: %v, want %v", s, got, want)
+		}
+	}
+	// A listed name that needs an escape is written with one; additional
+	// names are written without.
+	g = mustCompile(t, `{"type":"object","properties":{"a\"b":{"type":"null"}}}`, Options{})
+	for s, want := range map[string]bool{`{"a\"b":null}`: true, `{"a"b":null}`: false, `{"ab":null}`: true} {
+		if got := complete(g, s); got != want {
+			t.Errorf("%s: %v, want %v", s, got, want)
+		}
+	}
+}

@@ -162,3 +162,18 @@ func TestRefRecursion(t *testing.T) {
 		t.Fatalf("required recursion: got %v, want a *SchemaError", err)
 	}
 }
+
+func TestRefusedMerges(t *testing.T) {
+	for _, tc := range []struct{ keyword, schema string }{
+		{"additionalProperties", `{"allOf":[{"properties":{"x":{}}},{"properties":{"y":{}},"additionalProperties":false}]}`},
+		{"additionalProperties", `{"type":"object","additionalProperties":false,"anyOf":[{"properties":{"z":{}}}]}`},
+		{"items", `{"allOf":[{"prefixItems":[{}]},{"items":{"type":"string"}}]}`},
+		{"maximum", `{"allOf":[{"maximum":3},{"maximum":4}]}`},
+	} {
+		_, err := Compile([]byte(tc.schema), Options{})
+		var ue *UnsupportedError
+		if !errors.As(err, &ue) || ue.Keyword != tc.keyword {
+			t.Errorf("Compile(%s) = %v, want unsupported %q", tc.schema, err, tc.keyword)
+		}
+	}
+}

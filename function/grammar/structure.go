@@ -3,6 +3,7 @@ package grammar
 import (
 	"sort"
 	"strconv"
+	"strings"
 )
 
 type property struct {
@@ -126,7 +127,14 @@ func (n *nfa) otherName(names []string) frag {
 	free := n.state() // left the names behind: any text
 	n.jsonChar(free, free, false)
 	n.edge(free, '"', '"', out)
-	sorted := append([]string(nil), names...)
+	// A name that needs an escape is never written without one: it is not
+	// among the texts to exclude (and its raw bytes would not be JSON).
+	var sorted []string
+	for _, nm := range names {
+		if !strings.ContainsFunc(nm, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' }) {
+			sorted = append(sorted, nm)
+		}
+	}
 	sort.Strings(sorted)
 	root := n.state()
 	n.edge(in, '"', '"', root)

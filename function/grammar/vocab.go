@@ -107,8 +107,9 @@ func (v *Vocab) MaskWords() int { return v.words }
 // of each automaton state. Build one per (schema, vocabulary) and share it
 // between sequences; it is safe for concurrent use.
 type Constraint struct {
-	g *Grammar
-	v *Vocab
+	g   *Grammar
+	v   *Vocab
+	cls []uint8 // per trie node: its byte's class in g
 
 	mu       sync.Mutex // guards masks
 	masks    map[int32][]uint64
@@ -121,7 +122,11 @@ func NewConstraint(g *Grammar, v *Vocab, cacheMasks int) *Constraint {
 	if cacheMasks <= 0 {
 		cacheMasks = 1024
 	}
-	return &Constraint{g: g, v: v, masks: map[int32][]uint64{}, maxMasks: cacheMasks}
+	cls := make([]uint8, len(v.nodes))
+	for i := range v.nodes {
+		cls[i] = g.class[v.nodes[i].b]
+	}
+	return &Constraint{g: g, v: v, cls: cls, masks: map[int32][]uint64{}, maxMasks: cacheMasks}
 }
 
 // mask is state s's mask; the slice is shared and must not be written.
@@ -162,10 +167,10 @@ func (c *Constraint) compute(s int32, dst []uint64) {
 	}
 	states := make([]int32, v.depth+1)
 	states[0] = s
-	nodes, trans, class := v.nodes, g.trans, &g.class
+	nodes, trans, cls := v.nodes, g.trans, c.cls[:len(v.nodes)]
 	for i := 0; i < len(nodes); {
 		nd := &nodes[i]
-		t := trans[states[nd.depth-1]+int32(class[nd.b])]
+		t := trans[states[nd.depth-1]+int32(cls[i])]
 		if t == 0 {
 			i = int(nd.skip)
 			continue
