@@ -187,3 +187,14 @@ func BenchmarkAllowed(b *testing.B) {
 		i++
 	}
 }
+
+func BenchmarkMaskLogits(b *testing.B) {
+	_, m, v := benchMatcher(b)
+	mask := make([]uint64, v.MaskWords())
+	m.FillMask(mask)
+	logits := make([]float32, 151936) // Qwen3's padded output
+	b.ReportAllocs()
+	for b.Loop() {
+		MaskLogits(logits, mask)
+	}
+}

@@ -3,6 +3,7 @@ package grammar
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"strconv"
 	"testing"
@@ -299,6 +300,20 @@ func TestMergedAllOf(t *testing.T) {
 	for s, want := range map[string]bool{`{"a\"b":null}`: true, `{"a"b":null}`: false, `{"ab":null}`: true} {
 		if got := complete(g, s); got != want {
 			t.Errorf("%s: %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestMaskLogits(t *testing.T) {
+	logits := make([]float32, 200)
+	mask := make([]uint64, 3) // 192 ids
+	mask[0] = ^uint64(0)
+	mask[2] = 1 << 5
+	MaskLogits(logits, mask)
+	for i, l := range logits {
+		want := i < 64 || i == 133
+		if got := !math.IsInf(float64(l), -1); got != want {
+			t.Fatalf("logit %d kept %v, want %v", i, got, want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package grammar
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/bits"
 	"slices"
 	"sync"
@@ -293,11 +294,37 @@ func (m *Matcher) CanEnd() bool { return !m.ended && m.c.g.accepts(m.state) }
 // accepted, or the value is complete and nothing may follow it.
 func (m *Matcher) Done() bool { return m.ended || m.c.g.isFinal(m.state) }
 
-// Allowed counts the set bits of a mask (a helper for tests and metrics).
+// countMask counts the set bits of a mask.
 func countMask(mask []uint64) int {
 	n := 0
 	for _, w := range mask {
 		n += bits.OnesCount64(w)
 	}
 	return n
+}
+
+// MaskLogits sets the logit of every id not in mask to -Inf. Logits past
+// the mask's ids (a model's padded vocabulary) are masked too.
+func MaskLogits(logits []float32, mask []uint64) {
+	inf := float32(math.Inf(-1))
+	for w := 0; w*64 < len(logits); w++ {
+		var bitsW uint64
+		if w < len(mask) {
+			bitsW = mask[w]
+		}
+		lo, hi := w*64, min(w*64+64, len(logits))
+		switch bitsW {
+		case ^uint64(0):
+		case 0:
+			for i := lo; i < hi; i++ {
+				logits[i] = inf
+			}
+		default:
+			for z := ^bitsW; z != 0; z &= z - 1 {
+				if i := lo + bits.TrailingZeros64(z); i < hi {
+					logits[i] = inf
+				}
+			}
+		}
+	}
 }
