@@ -688,7 +688,7 @@ func (c *compiler) str(s *object, path string) (frag, error) {
 // formats are the enforced string formats, as regular expressions over
 // the string's text. Each is a subset of what the format allows (dates
 // with days by month, February to the 28th; email without quoted local
-// parts or IP literals).
+// parts or IP literals; uri: http and https URLs with a host name).
 var formats = map[string]string{
 	"date":      `^` + dateRE + `$`,
 	"time":      `^` + timeRE + `$`,
@@ -696,6 +696,7 @@ var formats = map[string]string{
 	"uuid":      `^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`,
 	"email":     `^[A-Za-z0-9_+-]{1,30}(?:\.[A-Za-z0-9_+-]{1,15}){0,2}@` + label + `(?:\.` + label + `){1,3}$`,
 	"hostname":  `^` + label + `(?:\.` + label + `){0,3}$`,
+	"uri":       `^https?://` + label + `(?:\.` + label + `){0,3}(?::[0-9]{1,5})?(?:/` + uriChars + `)*(?:\?` + uriChars + `)?(?:#` + uriChars + `)?$`,
 	"ipv4":      `^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$`,
 }
 
@@ -703,6 +704,10 @@ const (
 	dateRE = `[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))`
 	timeRE = `(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])`
 	label  = `[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?`
+	// uriChars is a path, query or fragment without "/" ... "#" structure
+	// of its own: unreserved and sub-delimiter characters, ":", "@" and
+	// percent escapes.
+	uriChars = `(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*`
 )
 
 // FormatNames lists the string formats Compile enforces.

@@ -59,11 +59,12 @@
 //   - $ref to "#" or a JSON pointer into the same document ($defs,
 //     definitions, ...). A recursive $ref is expanded Limits.RefRecursion
 //     times; deeper, that branch is not produced.
-//   - format: date, time, date-time, uuid, email, hostname, ipv4 — each as a
+//   - format: date, time, date-time, uuid, email, hostname, ipv4, uri — each as a
 //     regular language inside the format (dates check days per month and
 //     stop February at the 28th; email: dot-atom local parts of letters,
 //     digits, "_", "+", "-", and 2 to 4 domain labels; labels up to 32
-//     characters). Other formats are refused.
+//     characters; uri: http and https URLs with a host name, an optional
+//     port, path, query and fragment). Other formats are refused.
 //   - pattern: a regular expression (Go's RE2 syntax, which covers the
 //     patterns schemas use: classes, \d \w \s, groups, alternation,
 //     repetition, (?i)), unanchored as JSON Schema says unless it starts

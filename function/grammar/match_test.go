@@ -121,6 +121,7 @@ func TestFormatsAndPatterns(t *testing.T) {
 		{`{"type":"string","format":"uuid"}`, []string{`"123e4567-e89b-12d3-a456-426614174000"`}, []string{`"123e4567e89b12d3a456426614174000"`}},
 		{`{"type":"string","format":"email"}`, []string{`"ada.lovelace@example.com"`}, []string{`"ada@localhost"`, `"@x.com"`, `".a@x.com"`}},
 		{`{"type":"string","format":"ipv4"}`, []string{`"192.168.0.1"`}, []string{`"256.1.1.1"`, `"01.1.1.1"`}},
+		{`{"type":"string","format":"uri"}`, []string{`"https://example.com/a/b?q=1&r=%20#top"`, `"http://localhost:8080"`}, []string{`"example.com"`, `"https://exa mple.com"`, `"https://x.com/%zz"`}},
 		{`{"type":"string","pattern":"ab+"}`, []string{`"ab"`, `"xxabbby"`}, []string{`"a"`, `"ba"`}},
 		{`{"type":"string","pattern":"^(?i)ab$"}`, []string{`"AB"`, `"aB"`}, []string{`"abc"`}},
 		{`{"type":"string","pattern":"^[^a-z]{2}$"}`, []string{`"AB"`, `"\""`[0:0] + `"\"é"`, `"\u0001!"`}, []string{`"Ab"`}},

@@ -39,7 +39,7 @@ func TestRefusedKeywords(t *testing.T) {
 		{"discriminator", `{"oneOf":[{"type":"object"}],"discriminator":{"propertyName":"kind"}}`},
 		{"nullable", `{"type":"string","nullable":true}`},
 		{"x-custom", `{"type":"string","x-custom":1}`},
-		{"format", `{"type":"string","format":"uri"}`},
+		{"format", `{"type":"string","format":"uri-template"}`},
 		{"pattern", `{"type":"string","pattern":"(?=a)b"}`},
 		{"pattern", `{"type":"string","pattern":"a\\bb"}`},
 		{"maxLength", `{"type":"string","format":"date","maxLength":4}`},
