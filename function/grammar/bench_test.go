@@ -58,7 +58,7 @@ func TestCompileLargeSchema(t *testing.T) {
 	}
 	t.Logf("%d-byte schema: %d states, %d byte classes, compiled in %v", len(s), g.States(), g.nclass, time.Since(start))
 	start = time.Now()
-	g, err = CompileJSONObject(Options{})
+	g, err = CompileJSONObject(testOpts(Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,7 +118,7 @@ var (
 func FuzzMatch(f *testing.F) {
 	fuzzOnce.Do(func() {
 		for _, s := range bounded {
-			g, err := Compile([]byte(s), Options{Whitespace: 1})
+			g, err := Compile([]byte(s), testOpts(Options{Whitespace: 1}))
 			if err != nil {
 				panic(err)
 			}
