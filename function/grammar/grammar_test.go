@@ -96,6 +96,26 @@ func TestGenerateValidatesQwen3(t *testing.T) {
 			}
 		}
 	}
+	// Added tokens that are text are allowed where their bytes are; special
+	// ones never.
+	g, err := Compile([]byte(`{"type":"string"}`), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewConstraint(g, v, 0).NewMatcher()
+	if err := m.AcceptBytes([]byte(`"`)); err != nil {
+		t.Fatal(err)
+	}
+	q := qwenTokens(t)
+	for id, want := range map[int]bool{151657: true, 151667: true, 151644: false, 151645: false} {
+		if got := m.Allowed(id); got != want {
+			t.Errorf("in a string: token %d %q allowed %v, want %v", id, q.tokens[id], got, want)
+		}
+	}
+	if err := m.AcceptBytes([]byte(`x"`)); err != nil || !m.Allowed(151645) || !m.Allowed(151643) {
+		t.Errorf("after a complete string: EOS not allowed (%v)", err)
+	}
+
 	r := rand.New(rand.NewPCG(7, 7))
 	for i := 0; i < 5*n; i++ {
 		schema := `{"$defs":{"small":{"const":"s"}},"allOf":[` + randomSchema(r, 3) + `]}`

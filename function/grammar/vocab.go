@@ -214,12 +214,15 @@ func (m *Matcher) Reset() { m.state, m.ended = m.c.g.start, false }
 // FillMask sets dst (at least MaskWords long) to the ids allowed next: the
 // tokens whose bytes keep the text completable, and the end-of-sequence ids
 // where the text so far is complete. After the end nothing is allowed.
+// Words of dst past MaskWords (ids a model has beyond the vocabulary) are
+// cleared.
 func (m *Matcher) FillMask(dst []uint64) {
 	if m.ended {
-		clear(dst[:m.c.v.words])
+		clear(dst)
 		return
 	}
-	copy(dst, m.c.mask(m.state))
+	n := copy(dst, m.c.mask(m.state))
+	clear(dst[n:])
 }
 
 // Mask is FillMask without the copy: the slice may be shared with other
