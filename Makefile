@@ -111,7 +111,7 @@ model:
 validate:
 	cd tools/validate && $(GO) test -count=1 ./... && $(GO) run . ../../knative/*.yaml ../../func.yaml
 
-test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) redis validate
+test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(LLM_TOK)/qwen3/tokenizer.json redis validate
 	$(GO) vet ./...
 	$(GO) vet -tags image .
 	cd tools/e2e && $(GO) vet ./...
