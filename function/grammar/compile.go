@@ -26,7 +26,11 @@ type Options struct {
 	// fraction (defaults 16 and 16); integer bounds beyond the cap are
 	// clipped to it.
 	IntDigits, FracDigits int
-	Limits                Limits
+	// Prefix and Suffix are literal text around the JSON value, for a
+	// format that wraps it: a hermes tool call is Prefix "<tool_call>\n",
+	// Suffix "\n</tool_call>" around {"name":...,"arguments":...}.
+	Prefix, Suffix string
+	Limits         Limits
 }
 
 // Limits bound what a schema may cost; a schema over one is refused with a
@@ -90,7 +94,15 @@ func Compile(schema []byte, opts Options) (*Grammar, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.finish(f)
+	return c.finish(c.wrap(f))
+}
+
+// wrap puts Prefix and Suffix around the value.
+func (c *compiler) wrap(f frag) frag {
+	if c.opts.Prefix == "" && c.opts.Suffix == "" {
+		return f
+	}
+	return c.n.seq(c.n.lit(c.opts.Prefix), f, c.n.lit(c.opts.Suffix))
 }
 
 // CompileJSONObject is json_object mode: any JSON object, nesting at most
@@ -101,7 +113,7 @@ func CompileJSONObject(opts Options) (*Grammar, error) {
 	}
 	opts = opts.withDefaults()
 	c := newCompiler(nil, opts)
-	return c.finish(c.anyObject(opts.AnyDepth))
+	return c.finish(c.wrap(c.anyObject(opts.AnyDepth)))
 }
 
 type compiler struct {

@@ -92,6 +92,9 @@
 // digits; integers are canonical ("-0" and leading zeros are not produced).
 // An unconstrained value (json_object mode, {} or true, additionalProperties
 // or items absent) nests at most Options.AnyDepth arrays and objects.
+// Options.Prefix and Suffix put literal text around the value (a tool-call
+// format's tags; a forced tool is then an object schema whose "name" is a
+// const).
 //
 // # Limits
 //

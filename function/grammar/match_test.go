@@ -328,3 +328,18 @@ func TestMaskLogits(t *testing.T) {
 		}
 	}
 }
+
+func TestPrefixSuffix(t *testing.T) {
+	schema := `{"anyOf":[{"type":"object","properties":{"name":{"const":"get_weather"},"arguments":{"type":"object","properties":{"city":{"type":"string","maxLength":20}},"required":["city"],"additionalProperties":false}},"required":["name","arguments"],"additionalProperties":false}]}`
+	g := mustCompile(t, schema, Options{Prefix: "<tool_call>\n", Suffix: "\n</tool_call>", Whitespace: 1})
+	for s, want := range map[string]bool{
+		"<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>": true,
+		"<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call>":     true,
+		"{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}":                                false,
+		"<tool_call>\n{\"name\":\"other\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call>":           false,
+	} {
+		if got := complete(g, s); got != want {
+			t.Errorf("%q: %v, want %v", s, got, want)
+		}
+	}
+}
