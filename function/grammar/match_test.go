@@ -343,3 +343,29 @@ func TestPrefixSuffix(t *testing.T) {
 		}
 	}
 }
+
+func TestMaskCacheBound(t *testing.T) {
+	v := synthVocab(5)
+	g := mustCompile(t, `{"type":"string","maxLength":50}`, Options{})
+	c := NewConstraint(g, v, 8)
+	m := c.NewMatcher()
+	held := m.Mask()
+	want := append([]uint64(nil), held...)
+	if err := m.AcceptBytes([]byte(`"`)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ {
+		m.Mask()
+		if err := m.AcceptBytes([]byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(c.masks); n > 8 {
+		t.Errorf("%d masks cached, bound 8", n)
+	}
+	for i := range want {
+		if held[i] != want[i] {
+			t.Fatal("a held mask changed after eviction")
+		}
+	}
+}

@@ -118,7 +118,8 @@ type Constraint struct {
 }
 
 // NewConstraint binds g to v, caching the masks of up to cacheMasks states
-// (0: 1024; each mask is v.MaskWords()*8 bytes).
+// (0: 1024; each mask is v.MaskWords()*8 bytes, 19 KB for Qwen3); when
+// full, a random cached state makes room.
 func NewConstraint(g *Grammar, v *Vocab, cacheMasks int) *Constraint {
 	if cacheMasks <= 0 {
 		cacheMasks = 1024
@@ -143,7 +144,16 @@ func (c *Constraint) mask(s int32) []uint64 {
 	c.mu.Lock()
 	if old, ok := c.masks[s]; ok {
 		m = old
-	} else if len(c.masks) < c.maxMasks {
+	} else {
+		if len(c.masks) >= c.maxMasks {
+			// Full: drop one entry at random (map order), so that the states
+			// in use now get cached. A dropped mask is never rewritten: a
+			// caller still holding it (Mask) keeps a valid slice.
+			for k := range c.masks {
+				delete(c.masks, k)
+				break
+			}
+		}
 		c.masks[s] = m
 	}
 	c.mu.Unlock()
