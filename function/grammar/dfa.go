@@ -19,6 +19,12 @@ type Grammar struct {
 	accept []bool // by state number: the text so far is a complete value
 	final  []bool // accepting and nothing may follow
 	start  int32  // row
+	// run[s]: how many bytes of plain string text (printable ASCII but '"'
+	// and '\\') state s accepts whatever they are, each step going to one
+	// state; 255: without end. magic turns a row into its state number
+	// without a division: row*magic>>32.
+	run   []uint8
+	magic uint64
 }
 
 // States is the number of automaton states (the dead state included).
@@ -264,7 +270,68 @@ func prune(g *Grammar, trans []int32, accepts []bool, start int32) (*Grammar, er
 		g.final[id] = accepts[s] && !out
 	}
 	g.start = int32(nc)
+	g.plainRuns()
 	return g, nil
+}
+
+func (g *Grammar) plainRuns() {
+	nc := g.nclass
+	ns := len(g.accept)
+	g.magic = (1<<32 + uint64(nc) - 1) / uint64(nc)
+	var classes []uint8
+	seen := map[uint8]bool{}
+	for b := 0; b < 256; b++ {
+		if c := g.class[b]; plain(byte(b)) && !seen[c] {
+			seen[c] = true
+			classes = append(classes, c)
+		}
+	}
+	// uniform[s]: the one state every plain byte leads to, or 0.
+	uniform := func(s int) int {
+		t := g.trans[s*nc+int(classes[0])]
+		for _, c := range classes[1:] {
+			if g.trans[s*nc+int(c)] != t {
+				return 0
+			}
+		}
+		return int(t) / nc
+	}
+	g.run = make([]uint8, ns)
+	mark := make([]uint8, ns) // 1: on the current chain, 2: done
+	var chain []int
+	for s0 := 1; s0 < ns; s0++ {
+		// Follow the uniform chain from s0 to a state already done, a
+		// cycle or an end, then fill the runs back along it.
+		chain = chain[:0]
+		s, r := s0, 0
+		for {
+			if s == 0 {
+				r = 0
+				break
+			}
+			if mark[s] == 2 {
+				r = int(g.run[s])
+				break
+			}
+			if mark[s] == 1 {
+				r = 255
+				break
+			}
+			mark[s] = 1
+			chain = append(chain, s)
+			s = uniform(s)
+		}
+		for i := len(chain) - 1; i >= 0; i-- {
+			s := chain[i]
+			if uniform(s) == 0 {
+				r = 0
+			} else {
+				r = min(r+1, 255)
+			}
+			g.run[s] = uint8(r)
+			mark[s] = 2
+		}
+	}
 }
 
 // MaxLen is the length in bytes of the longest text the grammar accepts,

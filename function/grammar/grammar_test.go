@@ -106,6 +106,15 @@ func TestGenerateValidatesQwen3(t *testing.T) {
 	if err := m.AcceptBytes([]byte(`"`)); err != nil {
 		t.Fatal(err)
 	}
+	// An unbounded string's mask, which takes whole subtrees of plain text,
+	// agrees with Allowed token by token.
+	mask := make([]uint64, v.MaskWords())
+	m.FillMask(mask)
+	for id := 0; id < v.Size(); id++ {
+		if got, want := mask[id>>6]>>(id&63)&1 == 1, m.Allowed(id); got != want {
+			t.Fatalf("in a string: token %d %q: mask %v, Allowed %v", id, v.tokens[id], got, want)
+		}
+	}
 	q := qwenTokens(t)
 	for id, want := range map[int]bool{151657: true, 151667: true, 151644: false, 151645: false} {
 		if got := m.Allowed(id); got != want {

@@ -22,7 +22,19 @@ type Vocab struct {
 	nodes  []trieNode
 	dups   map[int][]int32 // node → its tokens after the first (same bytes)
 	depth  int             // longest token
+
+	// Subtrees of plain string text: ph[i] is 1 + the height of node i's
+	// subtree when every byte in it (node i's included) is printable ASCII
+	// but '"' and '\\', else 0. pre lists the tokens in node order; node
+	// i's subtree holds pre[preLo[i]:preLo[skip]].
+	ph    []uint8
+	pre   []int32
+	preLo []int32
 }
+
+// plain reports whether b is string text that needs no escape and is a
+// whole character.
+func plain(b byte) bool { return b >= 0x20 && b < 0x80 && b != '"' && b != '\\' }
 
 // trieNode is a node of the vocabulary's byte trie, stored in preorder.
 type trieNode struct {
@@ -94,7 +106,47 @@ func NewVocab(tokens [][]byte, eos []int) (*Vocab, error) {
 	for _, o := range open {
 		v.nodes[o].skip = int32(len(v.nodes))
 	}
+	v.plainSubtrees()
 	return v, nil
+}
+
+func (v *Vocab) plainSubtrees() {
+	n := len(v.nodes)
+	parent := make([]int32, n)
+	var path []int32
+	v.preLo = make([]int32, n+1)
+	for i := range v.nodes {
+		nd := &v.nodes[i]
+		path = path[:nd.depth-1]
+		parent[i] = -1
+		if nd.depth > 1 {
+			parent[i] = path[nd.depth-2]
+		}
+		path = append(path, int32(i))
+		v.preLo[i] = int32(len(v.pre))
+		if nd.tok >= 0 {
+			v.pre = append(v.pre, nd.tok)
+			v.pre = append(v.pre, v.dups[i]...)
+		}
+	}
+	v.preLo[n] = int32(len(v.pre))
+	height := make([]int, n)
+	ok := make([]bool, n)
+	for i := range v.nodes {
+		ok[i] = plain(v.nodes[i].b)
+	}
+	for j := n - 1; j >= 0; j-- {
+		if p := parent[j]; p >= 0 {
+			ok[p] = ok[p] && ok[j]
+			height[p] = max(height[p], height[j]+1)
+		}
+	}
+	v.ph = make([]uint8, n)
+	for i := range v.ph {
+		if ok[i] && height[i] < 255 {
+			v.ph[i] = uint8(height[i] + 1)
+		}
+	}
 }
 
 // Size is the number of token ids.
@@ -178,10 +230,21 @@ func (c *Constraint) compute(s int32, dst []uint64) {
 	}
 	states := make([]int32, v.depth+1)
 	states[0] = s
-	nodes, trans, cls := v.nodes, g.trans, c.cls[:len(v.nodes)]
+	nodes, trans, cls, ph := v.nodes, g.trans, c.cls[:len(v.nodes)], v.ph[:len(v.nodes)]
+	run, magic := g.run, g.magic
 	for i := 0; i < len(nodes); {
 		nd := &nodes[i]
-		t := trans[states[nd.depth-1]+int32(cls[i])]
+		ps := states[nd.depth-1]
+		// A subtree of plain text no longer than the text the parent state
+		// accepts whatever it is: every token in it is allowed.
+		if h := ph[i]; h != 0 && h <= run[uint64(ps)*magic>>32] {
+			for _, id := range v.pre[v.preLo[i]:v.preLo[nd.skip]] {
+				dst[id>>6] |= 1 << (uint(id) & 63)
+			}
+			i = int(nd.skip)
+			continue
+		}
+		t := trans[ps+int32(cls[i])]
 		if t == 0 {
 			i = int(nd.skip)
 			continue
