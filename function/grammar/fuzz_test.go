@@ -103,11 +103,17 @@ func FuzzCompile(f *testing.F) {
 				}
 			}
 		}
+		// Masks over a vocabulary of multi-byte tokens agree with Allowed.
+		if _, _, err := walkErr(NewConstraint(g, fuzzSynth(), 0), fuzzSynth(), r, 30, true); err != nil {
+			t.Fatalf("schema %s: %v", data, err)
+		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Fatalf("walks took %v: %q", d, data)
 		}
 	})
 }
+
+var fuzzSynth = sync.OnceValue(func() *Vocab { return synthVocab(1) })
 
 var (
 	fuzzOnce     sync.Once
