@@ -205,3 +205,27 @@ func BenchmarkMaskLogits(b *testing.B) {
 		MaskLogits(logits, mask)
 	}
 }
+
+// BenchmarkNewVocab is the once-per-tokenizer trie build at Qwen3's size.
+func BenchmarkNewVocab(b *testing.B) {
+	q := qwenTokens(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewVocab(q.tokens, q.eos); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNewConstraint is the once-per-(schema, vocabulary) binding.
+func BenchmarkNewConstraint(b *testing.B) {
+	v := qwenVocab(b)
+	g, err := Compile([]byte(nestedSchema), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		NewConstraint(g, v, 0)
+	}
+}
