@@ -152,4 +152,3 @@ func (v *Vocab) Size() int { return len(v.tokens) }
 // MaskWords is the length of a mask: one bit per token id, id i in word
 // i/64, bit i%64.
 func (v *Vocab) MaskWords() int { return v.words }
-
