@@ -1,6 +1,7 @@
 package grammar
 
 import (
+	"encoding/json"
 	"math/big"
 	"strings"
 )
@@ -223,4 +224,137 @@ func (n *nfa) anyNumber(id, fd int) frag {
 	intPart := n.alt(n.lit("0"), n.seq(n.rng('1', '9'), n.digits(0, id-1)))
 	exp := n.opt(n.seq(n.alt(n.lit("e"), n.lit("E")), n.opt(n.alt(n.lit("+"), n.lit("-"))), n.digits(1, 2)))
 	return n.seq(n.opt(n.lit("-")), intPart, n.frac(fracAny, fd), exp)
+}
+
+// numBound reads a bound keyword as a rational.
+func numBound(s *object, k, path string) (*big.Rat, bool, error) {
+	v, ok := s.get(k)
+	if !ok {
+		return nil, false, nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return nil, false, &SchemaError{Path: ptr(path, k), Msg: "must be a number"}
+	}
+	r, ok := new(big.Rat).SetString(string(n))
+	if !ok {
+		return nil, false, &SchemaError{Path: ptr(path, k), Msg: "must be a number"}
+	}
+	// A bound far beyond any digit cap would make big integers; clip.
+	lim := new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(40), nil))
+	if r.Cmp(lim) > 0 {
+		r = lim
+	}
+	if r.Cmp(new(big.Rat).Neg(lim)) < 0 {
+		r = new(big.Rat).Neg(lim)
+	}
+	return r, true, nil
+}
+
+// bounds reads minimum/maximum and their exclusive forms (a number, or
+// the boolean of draft 4) as the tighter lower and upper bounds.
+func bounds(s *object, path string) (lo, hi *big.Rat, loEx, hiEx bool, err error) {
+	pick := func(incl, excl string, lower bool) (*big.Rat, bool, error) {
+		r, ok, err := numBound(s, incl, path)
+		if err != nil {
+			return nil, false, err
+		}
+		ex := false
+		if v, has := s.get(excl); has {
+			if b, isBool := v.(bool); isBool {
+				ex = b && ok
+			} else {
+				e, _, err := numBound(s, excl, path)
+				if err != nil {
+					return nil, false, err
+				}
+				if !ok || (lower && e.Cmp(r) >= 0) || (!lower && e.Cmp(r) <= 0) {
+					r, ok, ex = e, true, true
+				}
+			}
+		}
+		if !ok {
+			return nil, false, nil
+		}
+		return r, ex, nil
+	}
+	if lo, loEx, err = pick("minimum", "exclusiveMinimum", true); err != nil {
+		return
+	}
+	hi, hiEx, err = pick("maximum", "exclusiveMaximum", false)
+	return
+}
+
+func (c *compiler) number(s *object, integer bool, path string) (frag, error) {
+	lo, hi, loEx, hiEx, err := bounds(s, path)
+	if err != nil {
+		return frag{}, err
+	}
+	if lo == nil && hi == nil {
+		if integer {
+			neg := new(big.Int).Neg(c.cap)
+			return c.n.intRange(neg, c.cap), nil
+		}
+		return c.n.anyNumber(c.opts.IntDigits, c.opts.FracDigits), nil
+	}
+	if integer {
+		l := new(big.Int).Neg(c.cap)
+		h := new(big.Int).Set(c.cap)
+		if lo != nil {
+			l = ceil(lo)
+			if loEx && lo.IsInt() {
+				l.Add(l, big.NewInt(1))
+			}
+		}
+		if hi != nil {
+			h = floor(hi)
+			if hiEx && hi.IsInt() {
+				h.Sub(h, big.NewInt(1))
+			}
+		}
+		if l.Cmp(new(big.Int).Neg(c.cap)) < 0 {
+			l.Neg(c.cap)
+		}
+		if h.Cmp(c.cap) > 0 {
+			h.Set(c.cap)
+		}
+		return c.n.intRange(l, h), nil
+	}
+	var lb, hb *bound
+	for _, x := range []struct {
+		r  *big.Rat
+		ex bool
+		b  **bound
+		k  string
+	}{{lo, loEx, &lb, "minimum"}, {hi, hiEx, &hb, "maximum"}} {
+		if x.r == nil {
+			continue
+		}
+		if !x.r.IsInt() {
+			return frag{}, &UnsupportedError{Keyword: x.k, Path: path, Reason: "a number's bounds must be whole numbers (an integer's may be any)"}
+		}
+		v := x.r.Num()
+		if v.CmpAbs(c.cap) > 0 {
+			if (x.k == "minimum") == (v.Sign() < 0) {
+				continue // beyond the cap on the open side: the cap bounds it
+			}
+			// beyond the cap on the closed side: nothing within the cap
+			return c.n.none(), nil
+		}
+		*x.b = &bound{new(big.Int).Set(v), x.ex}
+	}
+	return c.n.numberRange(lb, hb, c.cap, c.opts.FracDigits), nil
+}
+
+func ceil(r *big.Rat) *big.Int {
+	q, m := new(big.Int).DivMod(r.Num(), r.Denom(), new(big.Int))
+	if m.Sign() != 0 {
+		q.Add(q, big.NewInt(1))
+	}
+	return q
+}
+
+func floor(r *big.Rat) *big.Int {
+	q, _ := new(big.Int).DivMod(r.Num(), r.Denom(), new(big.Int))
+	return q
 }

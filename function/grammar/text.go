@@ -1,7 +1,10 @@
 package grammar
 
 import (
+	"fmt"
 	"regexp/syntax"
+	"sort"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -308,4 +311,95 @@ func (c *compiler) reFrag(re *syntax.Regexp, keyword, path string) (frag, error)
 		return n.alt(fs...), nil
 	}
 	return frag{}, &UnsupportedError{Keyword: keyword, Path: path, Reason: "regular-expression operator " + re.Op.String() + " (anchors only at the ends; no word boundaries)"}
+}
+
+// str is a string: minLength/maxLength, or a format, or a pattern.
+func (c *compiler) str(s *object, path string) (frag, error) {
+	minL, _, err := intValue(s, "minLength", path)
+	if err != nil {
+		return frag{}, err
+	}
+	maxL, hasMax, err := intValue(s, "maxLength", path)
+	if err != nil {
+		return frag{}, err
+	}
+	if !hasMax {
+		maxL = -1
+	}
+	fv, hasFormat := s.get("format")
+	pv, hasPattern := s.get("pattern")
+	if hasFormat || hasPattern {
+		for _, k := range []string{"minLength", "maxLength"} {
+			if has(s, k) {
+				return frag{}, &UnsupportedError{Keyword: k, Path: path, Reason: "alongside format or pattern"}
+			}
+		}
+		if hasFormat && hasPattern {
+			return frag{}, &UnsupportedError{Keyword: "pattern", Path: path, Reason: "alongside format"}
+		}
+		var re, kw string
+		if hasFormat {
+			name, ok := fv.(string)
+			if !ok {
+				return frag{}, &SchemaError{Path: ptr(path, "format"), Msg: "must be a string"}
+			}
+			if re, ok = formats[name]; !ok {
+				return frag{}, &UnsupportedError{Keyword: "format", Path: path, Reason: fmt.Sprintf("format %q (supported: %s)", name, strings.Join(FormatNames(), ", "))}
+			}
+			kw = "format"
+		} else {
+			p, ok := pv.(string)
+			if !ok {
+				return frag{}, &SchemaError{Path: ptr(path, "pattern"), Msg: "must be a string"}
+			}
+			re, kw = p, "pattern"
+		}
+		f, err := c.regexpFrag(re, kw, path)
+		if err != nil {
+			return frag{}, err
+		}
+		return c.n.seq(c.n.lit(`"`), f, c.n.lit(`"`)), nil
+	}
+	if hasMax && maxL < minL {
+		return c.n.none(), nil
+	}
+	if int64(max(minL, maxL))*14 > int64(c.opts.Limits.NFAStates) {
+		return frag{}, &LimitError{Limit: "nfa states", Max: int64(c.opts.Limits.NFAStates), Path: path}
+	}
+	return c.n.stringLen(minL, maxL), nil
+}
+
+// formats are the enforced string formats, as regular expressions over
+// the string's text. Each is a subset of what the format allows (dates
+// with days by month, February to the 28th; email without quoted local
+// parts or IP literals; uri: http and https URLs with a host name).
+var formats = map[string]string{
+	"date":      `^` + dateRE + `$`,
+	"time":      `^` + timeRE + `$`,
+	"date-time": `^` + dateRE + `T` + timeRE + `$`,
+	"uuid":      `^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`,
+	"email":     `^[A-Za-z0-9_+-]{1,30}(?:\.[A-Za-z0-9_+-]{1,15}){0,2}@` + label + `(?:\.` + label + `){1,3}$`,
+	"hostname":  `^` + label + `(?:\.` + label + `){0,3}$`,
+	"uri":       `^https?://` + label + `(?:\.` + label + `){0,3}(?::[0-9]{1,5})?(?:/` + uriChars + `)*(?:\?` + uriChars + `)?(?:#` + uriChars + `)?$`,
+	"ipv4":      `^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$`,
+}
+
+const (
+	dateRE = `[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))`
+	timeRE = `(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])`
+	label  = `[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?`
+	// uriChars is a path, query or fragment without "/" ... "#" structure
+	// of its own: unreserved and sub-delimiter characters, ":", "@" and
+	// percent escapes.
+	uriChars = `(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*`
+)
+
+// FormatNames lists the string formats Compile enforces.
+func FormatNames() []string {
+	var ns []string
+	for k := range formats {
+		ns = append(ns, k)
+	}
+	sort.Strings(ns)
+	return ns
 }
