@@ -14,10 +14,17 @@
 //	id := sample(logits)              // sample first...
 //	if !m.Allowed(id) {               // ...check the one token (bytes walked)
 //		m.FillMask(mask)              // ...mask fully only on rejection
-//		id = sampleMasked(logits, mask)
+//		grammar.MaskLogits(logits, mask)
+//		id = sample(logits)
 //	}
 //	m.Accept(id)
 //	if m.Done() { finish("stop") }    // complete, nothing may follow
+//
+// With plain temperature sampling, sampling first and resampling under the
+// mask on rejection draws from the same distribution as masking first (an
+// allowed token is kept with its probability; a rejection redraws from the
+// allowed ones); top-k and top-p cut before the mask in the first draw, so
+// there the two differ slightly.
 //
 // The end-of-sequence ids are in the mask exactly where the text so far is
 // a complete value (CanEnd); accepting one ends the matcher (Done).
