@@ -229,3 +229,18 @@ func BenchmarkNewConstraint(b *testing.B) {
 		NewConstraint(g, v, 0)
 	}
 }
+
+// BenchmarkFillMaskEmail is a computed mask where no subtree can be taken
+// whole: inside an email's local part.
+func BenchmarkFillMaskEmail(b *testing.B) {
+	c, m, v := benchMatcher(b)
+	if err := m.AcceptBytes([]byte(`","age":36,"email":"a`)); err != nil {
+		b.Fatal(err)
+	}
+	mask := make([]uint64, v.MaskWords())
+	b.ReportAllocs()
+	for b.Loop() {
+		c.compute(m.state, mask)
+	}
+	b.ReportMetric(float64(countMask(mask)), "allowed")
+}

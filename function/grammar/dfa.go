@@ -25,6 +25,11 @@ type Grammar struct {
 	// without a division: row*magic>>32.
 	run   []uint8
 	magic uint64
+	// text[s*8+u]: how many bytes of any valid string text (utf8Step from
+	// UTF-8 state u) state s accepts; 255: without end.
+	text []uint8
+	// skips[s]: run[s] or some text[s*8+u] is not 0.
+	skips []bool
 }
 
 // States is the number of automaton states (the dead state included).
@@ -271,7 +276,104 @@ func prune(g *Grammar, trans []int32, accepts []bool, start int32) (*Grammar, er
 	}
 	g.start = int32(nc)
 	g.plainRuns()
+	g.textRuns()
 	return g, nil
+}
+
+// textRuns computes text: for each (state, UTF-8 state) the distance to
+// the nearest pair where some byte of text leads to the dead state, by a
+// breadth-first search backwards from those pairs.
+func (g *Grammar) textRuns() {
+	nc := g.nclass
+	ns := len(g.accept)
+	type step struct {
+		c  uint8
+		u2 uint8
+	}
+	// For each UTF-8 state, the (class, next UTF-8 state) pairs of its bytes.
+	var steps [8][]step
+	for u := uint8(0); u < 8; u++ {
+		seen := map[step]bool{}
+		for b := 0; b < 256; b++ {
+			if u2 := utf8Step(u, byte(b)); u2 >= 0 {
+				st := step{g.class[b], uint8(u2)}
+				if !seen[st] {
+					seen[st] = true
+					steps[u] = append(steps[u], st)
+				}
+			}
+		}
+	}
+	np := ns * 8
+	dist := make([]int32, np)
+	for i := range dist {
+		dist[i] = -1
+	}
+	cnt := make([]int32, np+1)
+	var queue []int32
+	for s := 1; s < ns; s++ {
+		for u := 0; u < 8; u++ {
+			x := s*8 + u
+			bad := false
+			for _, st := range steps[u] {
+				t := int(uint64(g.trans[s*nc+int(st.c)]) * g.magic >> 32)
+				if t == 0 {
+					bad = true
+					continue
+				}
+				cnt[t*8+int(st.u2)+1]++
+			}
+			if bad {
+				dist[x] = 0
+				queue = append(queue, int32(x))
+			}
+		}
+	}
+	for i := 1; i <= np; i++ {
+		cnt[i] += cnt[i-1]
+	}
+	rev := make([]int32, cnt[np])
+	fill := append([]int32(nil), cnt[:np]...)
+	for s := 1; s < ns; s++ {
+		for u := 0; u < 8; u++ {
+			for _, st := range steps[u] {
+				if t := int(uint64(g.trans[s*nc+int(st.c)]) * g.magic >> 32); t != 0 {
+					y := t*8 + int(st.u2)
+					rev[fill[y]] = int32(s*8 + u)
+					fill[y]++
+				}
+			}
+		}
+	}
+	for len(queue) > 0 {
+		y := queue[0]
+		queue = queue[1:]
+		for _, x := range rev[cnt[y]:cnt[y+1]] {
+			if dist[x] < 0 {
+				dist[x] = dist[y] + 1
+				queue = append(queue, x)
+			}
+		}
+	}
+	g.text = make([]uint8, np)
+	g.skips = make([]bool, ns)
+	defer func() {
+		for x, t := range g.text {
+			if t != 0 || g.run[x/8] != 0 {
+				g.skips[x/8] = true
+			}
+		}
+	}()
+	for x, d := range dist {
+		switch {
+		case x < 8:
+			// the dead state accepts nothing
+		case d < 0 || d > 255:
+			g.text[x] = 255
+		default:
+			g.text[x] = uint8(d)
+		}
+	}
 }
 
 func (g *Grammar) plainRuns() {

@@ -118,9 +118,12 @@
 // A Vocab holds a byte trie of the vocabulary (for Qwen3's 151,669 tokens,
 // 333,106 nodes, about 6 MB). A state's mask is a walk of the trie that
 // skips every subtree the automaton rejects at its first byte and takes
-// whole subtrees of plain ASCII text at once where the state accepts that
-// much text whatever it is: microseconds where few tokens fit (after a key,
-// inside a number), about a millisecond inside a string, where most do.
+// whole subtrees of string text at once where the state accepts that much
+// text whatever it is (per state, the bytes of any valid UTF-8 text it
+// accepts, found once per grammar): microseconds where few tokens fit
+// (after a key, inside a number), a few hundred microseconds inside a
+// string, where most do; up to about a millisecond where text is
+// restricted byte by byte (a pattern, an email).
 // Masks are cached per state in the Constraint, so each state pays once
 // while the cache holds it. Allowed walks one token's bytes (tens of
 // nanoseconds). Matchers of one Constraint may compute masks concurrently,

@@ -106,14 +106,32 @@ func TestGenerateValidatesQwen3(t *testing.T) {
 	if err := m.AcceptBytes([]byte(`"`)); err != nil {
 		t.Fatal(err)
 	}
-	// An unbounded string's mask, which takes whole subtrees of plain text,
-	// agrees with Allowed token by token.
+	// Masks, which take whole subtrees of text at once, agree with Allowed
+	// token by token: in an unbounded string, inside a character split
+	// across tokens, and near a maxLength.
 	mask := make([]uint64, v.MaskWords())
-	m.FillMask(mask)
-	for id := 0; id < v.Size(); id++ {
-		if got, want := mask[id>>6]>>(id&63)&1 == 1, m.Allowed(id); got != want {
-			t.Fatalf("in a string: token %d %q: mask %v, Allowed %v", id, v.tokens[id], got, want)
+	checkMask := func(m *Matcher, where string) {
+		t.Helper()
+		m.FillMask(mask)
+		for id := 0; id < v.Size(); id++ {
+			if got, want := mask[id>>6]>>(id&63)&1 == 1, m.Allowed(id); got != want {
+				t.Fatalf("%s: token %d %q: mask %v, Allowed %v", where, id, v.tokens[id], got, want)
+			}
 		}
+	}
+	checkMask(m, "in a string")
+	split := m.Clone()
+	if err := split.AcceptBytes([]byte("中\xe6\x96")); err != nil {
+		t.Fatal(err)
+	}
+	checkMask(split, "inside a character")
+	short := mustCompile(t, `{"type":"string","maxLength":4}`, Options{})
+	ms := NewConstraint(short, v, 0).NewMatcher()
+	for _, p := range []string{`"`, `é`, `日本`} {
+		if err := ms.AcceptBytes([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		checkMask(ms, "after "+p)
 	}
 	q := qwenTokens(t)
 	for id, want := range map[int]bool{151657: true, 151667: true, 151644: false, 151645: false} {

@@ -82,18 +82,22 @@ func (c *Constraint) compute(s int32, dst []uint64) {
 	states := make([]int32, v.depth+1)
 	states[0] = s
 	nodes, trans, cls, ph := v.nodes, g.trans, c.cls[:len(v.nodes)], v.ph[:len(v.nodes)]
-	run, magic := g.run, g.magic
+	run, text, magic, skips := g.run, g.text, g.magic, g.skips
+	th, tu := v.th[:len(nodes)], v.tu[:len(nodes)]
 	for i := 0; i < len(nodes); {
 		nd := &nodes[i]
 		ps := states[nd.depth-1]
-		// A subtree of plain text no longer than the text the parent state
+		// A subtree of text no longer than the text the parent state
 		// accepts whatever it is: every token in it is allowed.
-		if h := ph[i]; h != 0 && h <= run[uint64(ps)*magic>>32] {
-			for _, id := range v.pre[v.preLo[i]:v.preLo[nd.skip]] {
-				dst[id>>6] |= 1 << (uint(id) & 63)
+		if h1, h2 := ph[i], th[i]; h1|h2 != 0 {
+			if id := uint64(ps) * magic >> 32; skips[id] &&
+				(h1 != 0 && h1 <= run[id] || h2 != 0 && h2 <= text[id*8+uint64(tu[i])]) {
+				for _, id := range v.pre[v.preLo[i]:v.preLo[nd.skip]] {
+					dst[id>>6] |= 1 << (uint(id) & 63)
+				}
+				i = int(nd.skip)
+				continue
 			}
-			i = int(nd.skip)
-			continue
 		}
 		t := trans[ps+int32(cls[i])]
 		if t == 0 {

@@ -27,6 +27,59 @@ type Vocab struct {
 	ph    []uint8
 	pre   []int32
 	preLo []int32
+	// The same for UTF-8 text: th[i] is 1 + the height of node i's subtree
+	// when every byte in it continues valid string text (no '"', '\\' or
+	// control characters) from tu[i], the UTF-8 state (utf8Step) of the text
+	// before node i, the root being at a character boundary.
+	th, tu []uint8
+}
+
+// utf8Step is the UTF-8 state after byte b of string text in state u: 0
+// at a character boundary, 1-3 continuation bytes to go, 4-7 the second
+// byte of a lead E0, ED, F0, F4 to come; -1 where b cannot come.
+func utf8Step(u uint8, b byte) int {
+	switch u {
+	case 0:
+		switch {
+		case plain(b):
+			return 0
+		case b >= 0xC2 && b <= 0xDF:
+			return 1
+		case b == 0xE0:
+			return 4
+		case b == 0xED:
+			return 5
+		case b >= 0xE1 && b <= 0xEF:
+			return 2
+		case b == 0xF0:
+			return 6
+		case b >= 0xF1 && b <= 0xF3:
+			return 3
+		case b == 0xF4:
+			return 7
+		}
+	case 1, 2, 3:
+		if b >= 0x80 && b <= 0xBF {
+			return int(u) - 1
+		}
+	case 4:
+		if b >= 0xA0 && b <= 0xBF {
+			return 1
+		}
+	case 5:
+		if b >= 0x80 && b <= 0x9F {
+			return 1
+		}
+	case 6:
+		if b >= 0x90 && b <= 0xBF {
+			return 2
+		}
+	case 7:
+		if b >= 0x80 && b <= 0x8F {
+			return 2
+		}
+	}
+	return -1
 }
 
 // plain reports whether b is string text that needs no escape and is a
@@ -129,19 +182,41 @@ func (v *Vocab) plainSubtrees() {
 	v.preLo[n] = int32(len(v.pre))
 	height := make([]int, n)
 	ok := make([]bool, n)
+	tok := make([]bool, n)
+	v.tu = make([]uint8, n)
+	after := make([]int, n) // UTF-8 state after node i, -1 invalid
 	for i := range v.nodes {
 		ok[i] = plain(v.nodes[i].b)
+		u := 0
+		if p := parent[i]; p >= 0 {
+			u = after[p]
+		}
+		if u < 0 {
+			after[i] = -1
+			v.tu[i] = 255
+			continue
+		}
+		v.tu[i] = uint8(u)
+		after[i] = utf8Step(uint8(u), v.nodes[i].b)
+		tok[i] = after[i] >= 0
 	}
 	for j := n - 1; j >= 0; j-- {
 		if p := parent[j]; p >= 0 {
 			ok[p] = ok[p] && ok[j]
+			tok[p] = tok[p] && tok[j]
 			height[p] = max(height[p], height[j]+1)
 		}
 	}
 	v.ph = make([]uint8, n)
+	v.th = make([]uint8, n)
 	for i := range v.ph {
-		if ok[i] && height[i] < 255 {
-			v.ph[i] = uint8(height[i] + 1)
+		if height[i] < 255 {
+			if ok[i] {
+				v.ph[i] = uint8(height[i] + 1)
+			}
+			if tok[i] {
+				v.th[i] = uint8(height[i] + 1)
+			}
 		}
 	}
 }
