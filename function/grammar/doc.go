@@ -122,8 +122,9 @@
 // text whatever it is (per state, the bytes of any valid UTF-8 text it
 // accepts, found once per grammar): microseconds where few tokens fit
 // (after a key, inside a number), a few hundred microseconds inside a
-// string, where most do; up to about a millisecond where text is
-// restricted byte by byte (a pattern, an email).
+// string, where most do; a millisecond or two where the text that may
+// follow is short or restricted byte by byte (the last characters before
+// a maxLength, a pattern, an email).
 // Masks are cached per state in the Constraint, so each state pays once
 // while the cache holds it. Allowed walks one token's bytes (tens of
 // nanoseconds). Matchers of one Constraint may compute masks concurrently,
