@@ -60,14 +60,15 @@ func TestChatCompletions(t *testing.T) {
 		t.Errorf("/v1/models: %d %s", gcode, gb)
 	}
 	for body, want := range map[string]string{
-		`{"messages":[{"role":"user","content":"hi"}],"n":9}`:                                                 "n 9: want 1 to 8",
-		`{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`: "tools: not supported",
-		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}`:              `response_format type "json_object"`,
-		`{"messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}],"metadata":{"a":"b"}}`:       "functions: not supported",
-		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`:             `part type "image_url"`,
-		`{"messages":[{"role":"user","content":"hi"}],"top_logprobs":3}`:                                      "needs logprobs",
-		`{"messages":[{"role":"user","content":"hi"}],"presence_penalty":3}`:                                  "presence_penalty",
-		`{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"max_completion_tokens":5}`:              "disagree",
+		`{"messages":[{"role":"user","content":"hi"}],"n":9}`:                                                                                                   "n 9: want 1 to 8",
+		`{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`:                                                   "tools: not supported",
+		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"xml"}}`:                                                                        `response_format type "xml"`,
+		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","not":{}}}}}`: "not",
+		`{"messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}],"metadata":{"a":"b"}}`:                                                         "functions: not supported",
+		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`:                                                               `part type "image_url"`,
+		`{"messages":[{"role":"user","content":"hi"}],"top_logprobs":3}`:                                                                                        "needs logprobs",
+		`{"messages":[{"role":"user","content":"hi"}],"presence_penalty":3}`:                                                                                    "presence_penalty",
+		`{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"max_completion_tokens":5}`:                                                                "disagree",
 		`{"messages":[]}`: "at least one",
 		`{"messages":[{"role":"robot","content":"hi"}]}`:                 "role \"robot\"",
 		`{"messages":[{"role":"user","content":"hi"}],"temperature":-1}`: "temperature",

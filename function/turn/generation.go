@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/sous-ai/sous/function/generate"
+	"github.com/sous-ai/sous/function/grammar"
 	"github.com/sous-ai/sous/function/model"
 	"github.com/sous-ai/sous/function/prompt"
 	"github.com/sous-ai/sous/function/state"
@@ -31,12 +33,17 @@ type GenParams struct {
 	// for the most likely alternatives too.
 	Logprobs    bool `json:"logprobs,omitempty"`
 	TopLogprobs *int `json:"top_logprobs,omitempty"`
+	// ResponseFormat is OpenAI's: {"type": "text"}, {"type":
+	// "json_object"} or {"type": "json_schema", "json_schema": {"name",
+	// "schema", "strict"}}; a JSON one is enforced by constrained
+	// decoding.
+	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
 }
 
 // Any reports whether any generation setting was given.
 func (g *GenParams) Any() bool {
 	return g.MaxTokens != nil || g.Temperature != nil || g.TopK != nil || g.TopP != nil || g.Seed != nil || g.Stop != nil || g.Stream ||
-		g.FrequencyPenalty != nil || g.PresencePenalty != nil || g.Logprobs || g.TopLogprobs != nil
+		g.FrequencyPenalty != nil || g.PresencePenalty != nil || g.Logprobs || g.TopLogprobs != nil || len(g.ResponseFormat) > 0
 }
 
 // MaxGenTokens bounds max_tokens.
@@ -120,6 +127,9 @@ type GenOutput struct {
 // generateSettings are a checked generated turn's.
 type generateSettings struct {
 	params generate.Params
+	// constraint is the response format's grammar bound to the model's
+	// vocabulary (nil: free text); each choice gets its own matcher.
+	constraint *grammar.Constraint
 }
 
 // MaxChoices bounds Request.Choices.
@@ -144,6 +154,86 @@ type generationRunner struct {
 	// kvTokens is the engine's KV budget, for the error that a prompt
 	// too long for it gets.
 	kvTokens int
+	// vocab is each token's bytes for constrained decoding, built on the
+	// first structured request (a trie over the vocabulary: start-up need
+	// not pay for it).
+	vocabOnce sync.Once
+	vocab     *grammar.Vocab
+	vocabErr  error
+}
+
+// grammarVocab builds, once, the vocabulary as the grammar checks it:
+// every id the logits cover, with the bytes it decodes to; special tokens
+// are not text (never allowed), but the end-of-sequence ids end a value.
+func (r *generationRunner) grammarVocab() (*grammar.Vocab, error) {
+	r.vocabOnce.Do(func() {
+		n := r.dir.Tok.VocabSize()
+		if v := r.m.Outputs(); len(v) > 0 {
+			for _, o := range v {
+				if o.Name == "logits" && len(o.Shape) == 3 && o.Shape[2] > 0 {
+					n = int(o.Shape[2])
+				}
+			}
+		}
+		tokens := make([][]byte, n)
+		for id := range n {
+			if id < r.dir.Tok.VocabSize() && !r.dir.Tok.IsSpecial(int64(id)) {
+				tokens[id] = r.dir.Tok.TokenBytes(int64(id))
+			}
+		}
+		var eos []int
+		for _, id := range r.dir.EOS {
+			eos = append(eos, int(id))
+		}
+		r.vocab, r.vocabErr = grammar.NewVocab(tokens, eos)
+	})
+	return r.vocab, r.vocabErr
+}
+
+// maskCache is how many automaton states' masks a request's constraint
+// keeps: a schema's walk revisits few.
+const maskCache = 256
+
+// responseFormat compiles a response format into a constraint (nil for
+// text). Every schema the grammar cannot enforce is refused naming why.
+func (r *generationRunner) responseFormat(raw json.RawMessage) (*grammar.Constraint, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var rf struct {
+		Type       string `json:"type"`
+		JSONSchema *struct {
+			Name   string          `json:"name"`
+			Schema json.RawMessage `json:"schema"`
+			Strict *bool           `json:"strict"`
+		} `json:"json_schema"`
+	}
+	if err := json.Unmarshal(raw, &rf); err != nil {
+		return nil, BadRequest("response_format: %v", err)
+	}
+	var g *grammar.Grammar
+	var err error
+	switch rf.Type {
+	case "text":
+		return nil, nil
+	case "json_object":
+		g, err = grammar.CompileJSONObject(grammar.Options{})
+	case "json_schema":
+		if rf.JSONSchema == nil || len(rf.JSONSchema.Schema) == 0 {
+			return nil, BadRequest("response_format json_schema: want json_schema.schema")
+		}
+		g, err = grammar.Compile(rf.JSONSchema.Schema, grammar.Options{})
+	default:
+		return nil, BadRequest("response_format type %q: want text, json_object or json_schema", rf.Type)
+	}
+	if err != nil {
+		return nil, BadRequest("response_format: %v", err)
+	}
+	v, err := r.grammarVocab()
+	if err != nil {
+		return nil, err
+	}
+	return grammar.NewConstraint(g, v, maskCache), nil
 }
 
 // NewGenerationRunner serves a decoder model through its engine.
@@ -183,7 +273,11 @@ func (r *generationRunner) Check(req *Request) error {
 		return BadRequest("n above 1 does not stream here; ask without stream")
 	}
 	p.OnText = req.OnText
-	req.gen = &generateSettings{params: p}
+	c, err := r.responseFormat(g.ResponseFormat)
+	if err != nil {
+		return err
+	}
+	req.gen = &generateSettings{params: p, constraint: c}
 	return nil
 }
 
@@ -228,6 +322,11 @@ func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessag
 			c.Seed += uint64(i) // each choice its own draw, reproducibly
 		}
 		ps = append(ps, c)
+	}
+	if gc := req.gen.constraint; gc != nil {
+		for i := range ps {
+			ps[i].Constraint = gc.NewMatcher()
+		}
 	}
 	start := time.Now()
 	first := make([]time.Time, len(ps))

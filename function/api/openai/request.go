@@ -136,6 +136,9 @@ func (r *request) turn() (turn.Request, error) {
 	}
 	g := &turn.GenParams{MaxTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP, Seed: r.Seed,
 		FrequencyPenalty: r.FrequencyPenalty, PresencePenalty: r.PresencePenalty, Logprobs: r.Logprobs, TopLogprobs: r.TopLogprobs}
+	if len(r.ResponseFormat) > 0 && string(r.ResponseFormat) != "null" {
+		g.ResponseFormat = r.ResponseFormat
+	}
 	if r.MaxCompletionTokens != nil {
 		if r.MaxTokens != nil && *r.MaxTokens != *r.MaxCompletionTokens {
 			return turn.Request{}, turn.BadRequest("max_tokens %d and max_completion_tokens %d disagree", *r.MaxTokens, *r.MaxCompletionTokens)
@@ -161,19 +164,8 @@ func (r *request) turn() (turn.Request, error) {
 }
 
 // refuse names the fields that change the answer and that this build
-// cannot honour yet: structured outputs and tools.
+// cannot honour yet: tools.
 func (r *request) refuse() error {
-	if len(r.ResponseFormat) > 0 && string(r.ResponseFormat) != "null" {
-		var rf struct {
-			Type string `json:"type"`
-		}
-		if json.Unmarshal(r.ResponseFormat, &rf) != nil || rf.Type == "" {
-			return turn.BadRequest("response_format: want an object with a type")
-		}
-		if rf.Type != "text" {
-			return turn.BadRequest("response_format type %q: not supported by sous (text only)", rf.Type)
-		}
-	}
 	if len(r.Tools) > 0 && string(r.Tools) != "null" && string(r.Tools) != "[]" {
 		return turn.BadRequest("tools: not supported by sous")
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/sous-ai/sous/function"
 	"github.com/sous-ai/sous/function/config"
 	"github.com/sous-ai/sous/function/model"
@@ -29,7 +30,7 @@ import (
 // completions, one session per conversation all at once (continuous
 // batching), carry the tokens generate() made (logprobs give each token's
 // bytes). One at a time for q8, whose activation scale is per batch.
-func servingMatches(t *testing.T, dir, dtype string, refs []reference, oneAtATime bool) {
+func servingMatches(t *testing.T, dir, dtype string, refs []reference, oneAtATime, constrained bool) {
 	t.Helper()
 	m, err := tasks.OpenVariant(dir, "", "", dtype, "")
 	if err != nil {
@@ -134,6 +135,31 @@ func servingMatches(t *testing.T, dir, dtype string, refs []reference, oneAtATim
 		}
 		return nil
 	}
+	// Structured outputs in the same batches: sampled (temperature 1) under
+	// JSON schemas, every reply parses and validates with an independent
+	// validator, while the greedy ones beside them stay equal to
+	// transformers.js's.
+	var wgc sync.WaitGroup
+	var cmu sync.Mutex
+	var cerrs []error
+	finishes := map[string]int{}
+	if constrained {
+		for i, schema := range structuredSchemas {
+			for rep := range 2 {
+				wgc.Add(1)
+				go func() {
+					defer wgc.Done()
+					finish, err := structured(url, schema, uint64(100*i+rep+1))
+					cmu.Lock()
+					defer cmu.Unlock()
+					finishes[finish]++
+					if err != nil {
+						cerrs = append(cerrs, fmt.Errorf("schema %d: %w", i, err))
+					}
+				}()
+			}
+		}
+	}
 	errs := make([]error, len(refs))
 	if oneAtATime {
 		for c := range refs {
@@ -147,9 +173,75 @@ func servingMatches(t *testing.T, dir, dtype string, refs []reference, oneAtATim
 		}
 		wg.Wait()
 	}
-	for _, err := range errs {
+	wgc.Wait()
+	for _, err := range append(errs, cerrs...) {
 		if err != nil {
 			t.Error(err)
 		}
 	}
+	if constrained {
+		t.Logf("structured outputs: %d replies, finish reasons %v", 2*len(structuredSchemas), finishes)
+	}
+}
+
+// structuredSchemas are bounded schemas, so that random weights reach
+// their end (an unbounded string rarely closes).
+var structuredSchemas = []string{
+	`{"type":"object","properties":{"name":{"type":"string","maxLength":8},"age":{"type":"integer","minimum":0,"maximum":120}},"required":["name","age"],"additionalProperties":false}`,
+	`{"type":"array","items":{"enum":["red","green","blue"]},"minItems":1,"maxItems":3}`,
+	`{"type":"object","properties":{"ok":{"type":"boolean"},"note":{"anyOf":[{"type":"null"},{"type":"string","maxLength":5}]},"kind":{"const":"reply"}},"required":["ok","note","kind"],"additionalProperties":false}`,
+	`{"$defs":{"p":{"type":"object","properties":{"x":{"type":"integer","minimum":-5,"maximum":5}},"required":["x"],"additionalProperties":false}},"type":"object","properties":{"a":{"$ref":"#/$defs/p"},"b":{"type":"array","items":{"$ref":"#/$defs/p"},"maxItems":2}},"required":["a","b"],"additionalProperties":false}`,
+}
+
+// structured asks for one reply under schema and validates it with
+// santhosh-tekuri/jsonschema. It returns the finish reason.
+func structured(url, schema string, seed uint64) (string, error) {
+	body := fmt.Sprintf(`{"messages":[{"role":"user","content":"Answer in JSON."}],"max_tokens":96,"temperature":1,"seed":%d,
+		"response_format":{"type":"json_schema","json_schema":{"name":"t","strict":true,"schema":%s}}}`, seed, schema)
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%d %s", resp.StatusCode, b)
+	}
+	var cc struct {
+		Choices []struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+			FinishReason string `json:"finish_reason"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(b, &cc); err != nil || len(cc.Choices) != 1 {
+		return "", fmt.Errorf("reply %s: %v", b, err)
+	}
+	ch := cc.Choices[0]
+	if ch.FinishReason != "stop" {
+		// Every schema here is bounded: the grammar ends it within
+		// max_tokens.
+		return ch.FinishReason, fmt.Errorf("finish %q, want stop: %q", ch.FinishReason, ch.Message.Content)
+	}
+	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(schema))
+	if err != nil {
+		return ch.FinishReason, err
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("schema.json", doc); err != nil {
+		return ch.FinishReason, err
+	}
+	sch, err := c.Compile("schema.json")
+	if err != nil {
+		return ch.FinishReason, err
+	}
+	inst, err := jsonschema.UnmarshalJSON(strings.NewReader(ch.Message.Content))
+	if err != nil {
+		return ch.FinishReason, fmt.Errorf("reply %q does not parse: %v", ch.Message.Content, err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		return ch.FinishReason, fmt.Errorf("reply %q does not validate: %v", ch.Message.Content, err)
+	}
+	return ch.FinishReason, nil
 }
