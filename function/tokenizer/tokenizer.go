@@ -84,6 +84,13 @@ type token struct {
 // one, decodes to nothing).
 func (t *Tokenizer) VocabSize() int { return len(t.pieces) }
 
+// BytesConcatenate reports whether decoding is the concatenation of the
+// tokens' bytes (TokenBytes), as it is for byte-level BPE, SentencePiece
+// BPE and Unigram (but for a leading-space strip at the start): what a
+// grammar over token bytes needs. WordPiece's decoder joins words with
+// spaces it decides itself, so it is not.
+func (t *Tokenizer) BytesConcatenate() bool { return t.wp == nil }
+
 // Token returns the token string of an id as the file spells it ("" if
 // unknown): for byte-level files in GPT-2's byte-to-character mapping.
 func (t *Tokenizer) Token(id int64) string {

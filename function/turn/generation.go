@@ -211,11 +211,19 @@ func (r *generationRunner) responseFormat(raw json.RawMessage) (*grammar.Constra
 	if err := json.Unmarshal(raw, &rf); err != nil {
 		return nil, BadRequest("response_format: %v", err)
 	}
-	var g *grammar.Grammar
-	var err error
 	switch rf.Type {
 	case "text":
 		return nil, nil
+	case "json_object", "json_schema":
+	default:
+		return nil, BadRequest("response_format type %q: want text, json_object or json_schema", rf.Type)
+	}
+	if !r.dir.Tok.BytesConcatenate() {
+		return nil, BadRequest("response_format %s: model %s's tokenizer (WordPiece) decodes with spaces of its own, which a grammar over its tokens cannot hold to; structured outputs need a byte-level, SentencePiece or Unigram tokenizer", rf.Type, r.m.Name())
+	}
+	var g *grammar.Grammar
+	var err error
+	switch rf.Type {
 	case "json_object":
 		g, err = grammar.CompileJSONObject(grammar.Options{})
 	case "json_schema":
@@ -223,8 +231,6 @@ func (r *generationRunner) responseFormat(raw json.RawMessage) (*grammar.Constra
 			return nil, BadRequest("response_format json_schema: want json_schema.schema")
 		}
 		g, err = grammar.Compile(rf.JSONSchema.Schema, grammar.Options{})
-	default:
-		return nil, BadRequest("response_format type %q: want text, json_object or json_schema", rf.Type)
 	}
 	if err != nil {
 		return nil, BadRequest("response_format: %v", err)
