@@ -138,7 +138,7 @@ test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(TRANSFORMERS_JS) redis validate llm-to
 
 # The load harness: sous as real processes driven by vegeta, ratios of
 # configurations measured side by side (BENCH_DURATION per point, default 3s).
-bench: $(ORT_LIB) $(DAPRD) redis
+bench: $(ORT_LIB) $(DAPRD) redis llm-tokenizers
 	$(GO) run ./bench
 
 # The ring batcher against the textbook channel batcher: BENCH_ROUNDS

@@ -8,7 +8,8 @@
 // docs/latency-vs-load.svg), BENCH_PROFILE (a file: save a CPU profile of
 // sous during the first batch-32 saturation point), BENCH_ONLY=padding (only
 // the mixed-length text phase: length-aware against arrival-order batches),
-// BENCH_ONLY=generation (only the generation phase), BENCH_ONLY=prefix
+// BENCH_ONLY=generation (only the generation phase), BENCH_ONLY=llm (the
+// test LLM's variants: tokens/s at 1 and 32 sessions, RSS), BENCH_ONLY=prefix
 // (only the prefix cache's TTFT at turn 10), BENCH_GEN_PLOT (SVG,
 // default docs/generation.svg), BENCH_GEN_PROFILE (a file: save a CPU
 // profile of sous during the first 32-session point of the last form
@@ -231,6 +232,10 @@ func (h *harness) run() error {
 			return err
 		}
 		return reportGeneration(points)
+	}
+	if os.Getenv("BENCH_ONLY") == "llm" {
+		_, err := h.llmCompare(root)
+		return err
 	}
 	if os.Getenv("BENCH_ONLY") == "prefix" {
 		_, err := h.prefixCompare(root, 8)
