@@ -6,6 +6,8 @@ go 1.26.8
 
 require github.com/sous-ai/sous v0.0.0
 
+require github.com/goccy/go-json v0.10.5 // indirect
+
 require (
 	github.com/ardanlabs/jinja v1.8.0 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
