@@ -16,6 +16,7 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -276,6 +277,14 @@ type btok struct {
 // tokens splits text on the added tokens it contains, then normalizes,
 // pre-tokenizes and encodes each stretch between them.
 func (t *Tokenizer) tokens(text string) []token {
+	if !utf8.ValidString(text) {
+		// The library takes text as a Rust or JavaScript string, which
+		// cannot hold invalid UTF-8: its callers convert bytes lossily,
+		// each invalid sequence one U+FFFD, and so does this (the offsets
+		// of byte-level pieces that split an invalid byte would otherwise
+		// fall out of order).
+		text = strings.ToValidUTF8(text, "\uFFFD")
+	}
 	if t.wp != nil {
 		return t.wordPieceTokens(text)
 	}
