@@ -168,11 +168,9 @@ type generationRunner struct {
 func (r *generationRunner) grammarVocab() (*grammar.Vocab, error) {
 	r.vocabOnce.Do(func() {
 		n := r.dir.Tok.VocabSize()
-		if v := r.m.Outputs(); len(v) > 0 {
-			for _, o := range v {
-				if o.Name == "logits" && len(o.Shape) == 3 && o.Shape[2] > 0 {
-					n = int(o.Shape[2])
-				}
+		for _, o := range r.m.Outputs() {
+			if o.Name == "logits" && len(o.Shape) == 3 && o.Shape[2] > 0 {
+				n = int(o.Shape[2])
 			}
 		}
 		tokens := make([][]byte, n)

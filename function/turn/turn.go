@@ -563,7 +563,7 @@ func (s *Service) trace(ctx context.Context, queued time.Time, res Outcome) {
 	}
 	span("sous.state.get", t.getStart, t.getEnd, attribute.Int("sous.batch_size", res.Batch))
 	span("sous.state.save", t.saveStart, t.saveEnd, attribute.Int("sous.batch_size", res.Batch))
-	if t.ran.IsZero() || !s.runner.Batched() {
+	if t.ran.IsZero() || s.batcher == nil {
 		return // a generated turn's prefill and steps have spans of their own
 	}
 	span("sous.run", t.ran, t.done, attribute.Int("sous.batch_size", res.Batch), attribute.String("sous.model", s.runner.Model()))

@@ -86,23 +86,12 @@ func servingMatches(t *testing.T, dir, dtype string, refs []reference, oneAtATim
 			return err
 		}
 		defer resp.Body.Close()
-		var cc struct {
-			Choices []struct {
-				Logprobs struct {
-					Content []struct{ Bytes []byte }
-				}
-			}
-			Usage struct {
-				PromptTokens     int `json:"prompt_tokens"`
-				CompletionTokens int `json:"completion_tokens"`
-			}
-		}
 		b, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("conversation %d: %d %s", c, resp.StatusCode, b)
 		}
 		// Bytes come as a list of numbers: read them as such.
-		var raw struct {
+		var cc struct {
 			Choices []struct {
 				Logprobs struct {
 					Content []struct {
@@ -110,15 +99,20 @@ func servingMatches(t *testing.T, dir, dtype string, refs []reference, oneAtATim
 					} `json:"content"`
 				} `json:"logprobs"`
 			} `json:"choices"`
+			Usage struct {
+				PromptTokens     int `json:"prompt_tokens"`
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
 		}
-		json.Unmarshal(b, &cc)
-		json.Unmarshal(b, &raw)
+		if err := json.Unmarshal(b, &cc); err != nil || len(cc.Choices) != 1 {
+			return fmt.Errorf("conversation %d: reply %s: %v", c, b, err)
+		}
 		ref := refs[c]
 		want := ref.GeneratedIDs
 		if n := len(want); n > 0 && slices.Contains(testmodels.LLMEOS, want[n-1]) {
 			want = want[:n-1] // the end of sequence is no content token
 		}
-		got := raw.Choices[0].Logprobs.Content
+		got := cc.Choices[0].Logprobs.Content
 		if len(got) != len(want) || cc.Usage.CompletionTokens != len(ref.GeneratedIDs) || cc.Usage.PromptTokens != len(ref.PromptIDs) {
 			return fmt.Errorf("conversation %d: %d content tokens (usage %d prompt, %d completion), transformers.js %d (%d prompt, %d generated)",
 				c, len(got), cc.Usage.PromptTokens, cc.Usage.CompletionTokens, len(want), len(ref.PromptIDs), len(ref.GeneratedIDs))
