@@ -44,6 +44,7 @@ type StructuredPoint struct {
 	Stopped     int     `json:"finish_stop"`
 	Valid       int     `json:"valid"`
 	TPOTp50ms   float64 `json:"tpot_p50_ms"`
+	Tokens      int     `json:"tokens"`
 }
 
 // structuredMaxTokens is every turn's budget: the schema's longest
@@ -77,8 +78,8 @@ func (h *harness) structuredCompare(root string) error {
 	for round := range genRounds {
 		for _, on := range []bool{false, true} {
 			pt := structuredLoad(p.url, 32, structuredTurns, on, validator)
-			fmt.Printf("%-52s %8.0f tokens/s  TPOT p50 %6.2f ms  %d turns, %d finished stop, %d valid\n",
-				fmt.Sprintf("structured/constrained=%v, 32 sessions (round %d)", on, round+1), pt.TokensPerS, pt.TPOTp50ms, pt.Turns, pt.Stopped, pt.Valid)
+			fmt.Printf("%-52s %8.0f tokens/s  TPOT p50 %6.2f ms  %d turns (%.0f tokens each), %d finished stop, %d valid\n",
+				fmt.Sprintf("structured/constrained=%v, 32 sessions (round %d)", on, round+1), pt.TokensPerS, pt.TPOTp50ms, pt.Turns, float64(pt.Tokens)/float64(max(pt.Turns, 1)), pt.Stopped, pt.Valid)
 			if on {
 				constrained = append(constrained, pt)
 			} else {
@@ -181,6 +182,7 @@ func structuredLoad(url string, sessions, turns int, constrained bool, v *jsonsc
 		}()
 	}
 	wg.Wait()
+	pt.Tokens = tokens
 	pt.TokensPerS = float64(tokens) / time.Since(start).Seconds()
 	slices.Sort(tpot)
 	if len(tpot) > 0 {
