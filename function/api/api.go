@@ -87,6 +87,9 @@ func New(p Params) *echo.Echo {
 		op.Tokens = func(id int64) []byte { return p.Dir.Tok.AppendDecoded(nil, id) }
 		op.EOS = p.Dir.EOS
 	}
+	if p.Turns.Embeds() {
+		op.Embedder, op.MaxBatch = p.Turns, p.MaxBatch
+	}
 	openai.Register(e, work, op)
 	ready := func(c echo.Context) error {
 		if !p.Ready() {

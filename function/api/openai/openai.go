@@ -45,6 +45,16 @@ type Params struct {
 	// logprobs.
 	Tokens func(id int64) []byte
 	EOS    []int64
+	// Embedder embeds text (POST /v1/embeddings); nil when the served
+	// model does not (404). MaxBatch is the ring's batch size: an
+	// embeddings request queues at most two batches of its texts at once.
+	Embedder Embedder
+	MaxBatch int
+}
+
+// Embedder embeds texts through the ring batcher: the turn service.
+type Embedder interface {
+	Embed(ctx context.Context, texts []string, window int) ([]turn.Embedded, error)
 }
 
 type server struct{ p Params }
@@ -54,6 +64,7 @@ type server struct{ p Params }
 func Register(e *echo.Echo, work *echo.Group, p Params) {
 	s := &server{p}
 	work.POST("/v1/chat/completions", s.chat)
+	work.POST("/v1/embeddings", s.embeddings)
 	e.GET("/v1/models", s.models)
 }
 
