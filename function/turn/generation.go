@@ -305,7 +305,13 @@ func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessag
 	if messages == nil {
 		messages = []prompt.Message{{Role: "user", Content: req.Text}}
 	}
-	ids, err := r.prompts.Build(exchanges(j.Session.History), messages, p.MaxTokens)
+	var ids []int64
+	var err error
+	if req.Raw {
+		ids, err = r.rawPrompt(req, p.MaxTokens)
+	} else {
+		ids, err = r.prompts.Build(exchanges(j.Session.History), messages, p.MaxTokens)
+	}
 	switch {
 	case errors.Is(err, prompt.ErrContextLength):
 		return nil, nil, fmt.Errorf("%w: %v", ErrContextLength, err)

@@ -58,6 +58,10 @@ type Request struct {
 	// prompt is the stored transcript, then these (Text is the last user
 	// one).
 	Messages []prompt.Message
+	// Raw, for a legacy completion, says Text is the whole prompt: encoded
+	// as it is (special tokens written in it become their ids), without
+	// the chat template. Stateless only.
+	Raw bool
 	// Choices is how many replies to generate (OpenAI's n; 0 or 1: one).
 	// The first is the turn's.
 	Choices int

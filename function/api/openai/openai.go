@@ -1,7 +1,9 @@
 // Package openai serves OpenAI-compatible chat completions (POST
 // /v1/chat/completions, GET /v1/models) for agent frameworks, on a decoder
-// model. Without a session the request's messages are the whole
-// conversation; with X-Sous-Session (or the user field) the session's
+// model; legacy completions (POST /v1/completions, the prompt as it is);
+// and embeddings (POST /v1/embeddings) on a feature-extraction model.
+// Without a session a chat request's messages are the whole conversation;
+// with X-Sous-Session (or the user field) the session's
 // transcript from the store comes first and the new exchange is saved, so
 // any pod continues it. Errors come in OpenAI's shape, through the one
 // renderer (counted and logged as every route's are).
@@ -64,6 +66,7 @@ type server struct{ p Params }
 func Register(e *echo.Echo, work *echo.Group, p Params) {
 	s := &server{p}
 	work.POST("/v1/chat/completions", s.chat)
+	work.POST("/v1/completions", s.completions)
 	work.POST("/v1/embeddings", s.embeddings)
 	e.GET("/v1/models", s.models)
 }
