@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/sous-ai/sous/function/tasks/testmodels"
+)
+
+// testEncoder writes the test encoders (testmodels.Write) and returns the
+// feature-extraction model directory.
+func testEncoder(t *testing.T) string {
+	t.Helper()
+	tok, err := os.ReadFile("function/tokenizer/testdata/tokenizers/all-minilm-l6-v2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := testmodels.Write(dir, tok); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "feature-extraction")
+}
+
+// qwenDecoder writes the test decoder over Qwen3's byte-level tokenizer,
+// with Qwen3's tokenizer_config.json (its chat template, which renders
+// tools), as dir/qwen-test: structured outputs need a tokenizer whose
+// tokens' bytes concatenate, which the WordPiece test decoder's do not.
+func qwenDecoder(t *testing.T) string {
+	t.Helper()
+	qwen3, err := filepath.Abs(".cache/llm-tokenizers/qwen3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join(qwen3, "tokenizer.json"))
+	if err != nil {
+		t.Fatalf("Qwen3's tokenizer (make llm-tokenizers fetches it): %v", err)
+	}
+	tc, err := os.ReadFile(filepath.Join(qwen3, "tokenizer_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The decoder's rows cover the BPE vocabulary; Qwen3's chat markers
+	// are added tokens past it. Sized with them as vocabulary entries,
+	// then served with the file as it is.
+	var f map[string]any
+	if err := json.Unmarshal(tok, &f); err != nil {
+		t.Fatal(err)
+	}
+	vocab := f["model"].(map[string]any)["vocab"].(map[string]any)
+	for _, a := range f["added_tokens"].([]any) {
+		a := a.(map[string]any)
+		vocab[a["content"].(string)] = a["id"]
+	}
+	sized, _ := json.Marshal(f)
+	dir := t.TempDir()
+	if err := testmodels.DecoderSized(dir, "qwen-test", sized, 32, 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(dir, "qwen-test")
+	for name, b := range map[string][]byte{"tokenizer.json": tok, "tokenizer_config.json": tc} {
+		if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+// agentsNodeModules is where make test installs Vercel's AI SDK and
+// LangChain JS.
+func agentsNodeModules(t *testing.T) string {
+	t.Helper()
+	nm, err := filepath.Abs(".cache/npm-agents/node_modules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"ai", "@ai-sdk/openai-compatible", "@langchain/openai", "zod"} {
+		if _, err := os.Stat(filepath.Join(nm, p, "package.json")); err != nil {
+			t.Fatalf("%s is not installed (make test installs it: make agents-npm): %v", p, err)
+		}
+	}
+	return nm
+}
+
+// runNode runs a script with NODE_PATH set to nodePath, its arguments
+// after it, and decodes the JSON it prints into out.
+func runNode(t *testing.T, nodePath, script string, out any, args ...string) {
+	t.Helper()
+	cmd := exec.Command("node", append([]string{"-e", script, "--"}, args...)...)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("node: %v\n%s\n%s", err, stdout.Bytes(), stderr.Bytes())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
+		t.Fatalf("node printed %s (%v)\n%s", stdout.Bytes(), err, stderr.Bytes())
+	}
+}
+
+// rawEmbeddings asks sous for texts' embeddings in floats, with Go's own
+// HTTP client: what each SDK's decoded vectors must equal.
+func rawEmbeddings(t *testing.T, url string, texts []string) [][]float32 {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"input": texts, "encoding_format": "float"})
+	resp, err := http.Post(url+"/v1/embeddings", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data []struct {
+			Embedding []float32 `json:"embedding"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != 200 || len(r.Data) != len(texts) {
+		t.Fatalf("/v1/embeddings: %d %v %+v", resp.StatusCode, err, r)
+	}
+	out := make([][]float32, len(texts))
+	for i, d := range r.Data {
+		out[i] = d.Embedding
+	}
+	return out
+}
+
+// sameVectors fails unless got equals want within float32 rounding, and
+// every vector is unit length (sous L2-normalizes them).
+func sameVectors(t *testing.T, what string, got, want [][]float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d vectors, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		var norm float64
+		if len(got[i]) != len(want[i]) {
+			t.Fatalf("%s[%d]: %d dimensions, want %d", what, i, len(got[i]), len(want[i]))
+		}
+		for j := range want[i] {
+			if math.Abs(float64(got[i][j]-want[i][j])) > 1e-6 {
+				t.Fatalf("%s[%d][%d] = %g, sous answered %g", what, i, j, got[i][j], want[i][j])
+			}
+			norm += float64(got[i][j]) * float64(got[i][j])
+		}
+		if math.Abs(norm-1) > 1e-4 {
+			t.Errorf("%s[%d]: norm² %g", what, i, norm)
+		}
+	}
+}
+
+// The official OpenAI JavaScript SDK's embeddings (base64, its default,
+// which it decodes itself; and float) and legacy completions (plain and
+// streamed) against sous processes on the test encoder and decoder.
+func TestOpenAISDKEmbeddingsAndCompletions(t *testing.T) {
+	sdk, err := filepath.Abs(".cache/npm-openai/package")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(sdk, "index.js")); err != nil {
+		t.Fatalf("the OpenAI SDK is not fetched (make test fetches it): %v", err)
+	}
+	enc := startSous(t, 0, "SOUS_MODEL="+testEncoder(t), "SOUS_STATE=memory")
+	dec := startSous(t, 0, "SOUS_MODEL="+testDecoder(t), "SOUS_STATE=memory")
+	texts := []string{"hello there", "John Smith loves Paris", "great!"}
+	script := `
+const OpenAI = require(process.argv[1]);
+(async () => {
+  const enc = new OpenAI({ baseURL: process.argv[2] + '/v1', apiKey: 'unused' });
+  const dec = new OpenAI({ baseURL: process.argv[3] + '/v1', apiKey: 'unused' });
+  const texts = JSON.parse(process.argv[4]);
+  const b64 = await enc.embeddings.create({ model: 'feature-extraction', input: texts });
+  const flt = await enc.embeddings.create({ model: 'feature-extraction', input: texts, encoding_format: 'float' });
+  const one = await enc.embeddings.create({ model: 'feature-extraction', input: texts[0] });
+  const plain = await dec.completions.create({ model: 'text-generation', prompt: 'the quick brown fox', max_tokens: 5, temperature: 0 });
+  const stream = await dec.completions.create({ model: 'text-generation', prompt: 'the quick brown fox', max_tokens: 5, temperature: 0, stream: true });
+  let text = '', finish = null, chunks = 0;
+  for await (const c of stream) { chunks++; text += c.choices[0].text; if (c.choices[0].finish_reason) finish = c.choices[0].finish_reason; }
+  console.log(JSON.stringify({
+    base64: b64.data.map(d => Array.from(d.embedding)), float: flt.data.map(d => d.embedding), one: one.data.map(d => Array.from(d.embedding)),
+    usage: b64.usage,
+    plain: { text: plain.choices[0].text, finish: plain.choices[0].finish_reason, usage: plain.usage },
+    stream: { text, finish, chunks },
+  }));
+})().catch(e => { console.error(e); process.exit(1); });
+`
+	var r struct {
+		Base64, Float, One [][]float32
+		Usage              struct{ Prompt_tokens, Total_tokens int }
+		Plain              struct {
+			Text, Finish string
+			Usage        struct{ Prompt_tokens, Completion_tokens int }
+		}
+		Stream struct {
+			Text, Finish string
+			Chunks       int
+		}
+	}
+	tj, _ := json.Marshal(texts)
+	runNode(t, "", script, &r, sdk, enc.url, dec.url, string(tj))
+	want := rawEmbeddings(t, enc.url, texts)
+	sameVectors(t, "base64", r.Base64, want)
+	sameVectors(t, "float", r.Float, want)
+	sameVectors(t, "one", r.One, want[:1])
+	if r.Usage.Prompt_tokens < len(texts) || r.Usage.Total_tokens != r.Usage.Prompt_tokens {
+		t.Errorf("embeddings usage %+v", r.Usage)
+	}
+	if r.Plain.Text == "" || r.Plain.Finish != "length" || r.Plain.Usage.Completion_tokens != 5 || r.Plain.Usage.Prompt_tokens != 4 ||
+		r.Stream.Text != r.Plain.Text || r.Stream.Finish != "length" || r.Stream.Chunks < 2 {
+		t.Fatalf("completions: %+v", r)
+	}
+	t.Logf("OpenAI SDK: %d embeddings of %d dimensions (base64 and float); completion %q, streamed in %d chunks", len(r.Base64), len(r.Base64[0]), r.Plain.Text, r.Stream.Chunks)
+}
+
+// LangChain JS's OpenAIEmbeddings (embedQuery, embedDocuments) against a
+// sous process on the test encoder: the vectors are sous's.
+func TestLangChainEmbeddings(t *testing.T) {
+	nm := agentsNodeModules(t)
+	enc := startSous(t, 0, "SOUS_MODEL="+testEncoder(t), "SOUS_STATE=memory")
+	docs := []string{"John Smith loves Paris", "great!", "a much longer sentence to pad against"}
+	script := `
+const { OpenAIEmbeddings } = require('@langchain/openai');
+(async () => {
+  const e = new OpenAIEmbeddings({ model: 'feature-extraction', apiKey: 'unused', configuration: { baseURL: process.argv[1] + '/v1' } });
+  const query = await e.embedQuery('hello there');
+  const docs = await e.embedDocuments(JSON.parse(process.argv[2]));
+  console.log(JSON.stringify({ query, docs }));
+})().catch(e => { console.error(e); process.exit(1); });
+`
+	var r struct {
+		Query []float32
+		Docs  [][]float32
+	}
+	dj, _ := json.Marshal(docs)
+	runNode(t, nm, script, &r, enc.url, string(dj))
+	want := rawEmbeddings(t, enc.url, append([]string{"hello there"}, docs...))
+	sameVectors(t, "embedQuery", [][]float32{r.Query}, want[:1])
+	sameVectors(t, "embedDocuments", r.Docs, want[1:])
+}
+
+// validator compiles a JSON schema with santhosh-tekuri/jsonschema, a
+// validator sous does not use to decode.
+func validator(t *testing.T, schema string) *jsonschema.Schema {
+	t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("schema.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile("schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// validate fails unless the JSON doc validates against s.
+func validate(t *testing.T, what string, s *jsonschema.Schema, doc json.RawMessage) {
+	t.Helper()
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
+	if err != nil {
+		t.Fatalf("%s: %s does not parse: %v", what, doc, err)
+	}
+	if err := s.Validate(v); err != nil {
+		t.Errorf("%s: %s does not validate: %v", what, doc, err)
+	}
+}
+
+// Vercel's AI SDK generateObject, with a zod schema and with a JSON
+// schema, through @ai-sdk/openai-compatible (structured outputs on: it
+// sends response_format json_schema) against sous on the random-weight
+// decoder: the content is noise, but each object is valid for its schema,
+// by the SDK's own check and by an independent validator here.
+func TestVercelGenerateObject(t *testing.T) {
+	nm := agentsNodeModules(t)
+	dec := startSous(t, 0, "SOUS_MODEL="+qwenDecoder(t), "SOUS_STATE=memory")
+	script := `
+const { generateObject, jsonSchema } = require('ai');
+const { createOpenAICompatible } = require('@ai-sdk/openai-compatible');
+const { z } = require('zod');
+(async () => {
+  const sous = createOpenAICompatible({ name: 'sous', baseURL: process.argv[1] + '/v1', supportsStructuredOutputs: true });
+  const model = sous.chatModel('qwen-test');
+  const person = z.object({ name: z.string().max(8), age: z.number().int().min(0).max(120) });
+  const colors = jsonSchema({ type: 'object', properties: { colors: { type: 'array', items: { enum: ['red', 'green', 'blue'] }, minItems: 1, maxItems: 3 } },
+    required: ['colors'], additionalProperties: false });
+  const out = { people: [], colors: [] };
+  for (const seed of [1, 2, 3]) {
+    const p = await generateObject({ model, schema: person, schemaName: 'person', prompt: 'Describe a person.', temperature: 1, seed, maxOutputTokens: 96 });
+    out.people.push(p.object);
+    const c = await generateObject({ model, schema: colors, schemaName: 'colors', prompt: 'Pick colors.', temperature: 1, seed, maxOutputTokens: 96 });
+    out.colors.push(c.object);
+  }
+  console.log(JSON.stringify(out));
+})().catch(e => { console.error(e); process.exit(1); });
+`
+	var r struct {
+		People, Colors []json.RawMessage
+	}
+	runNode(t, nm, script, &r, dec.url)
+	person := validator(t, `{"type":"object","properties":{"name":{"type":"string","maxLength":8},"age":{"type":"integer","minimum":0,"maximum":120}},"required":["name","age"],"additionalProperties":false}`)
+	colors := validator(t, `{"type":"object","properties":{"colors":{"type":"array","items":{"enum":["red","green","blue"]},"minItems":1,"maxItems":3}},"required":["colors"],"additionalProperties":false}`)
+	if len(r.People) != 3 || len(r.Colors) != 3 {
+		t.Fatalf("%d people, %d colors", len(r.People), len(r.Colors))
+	}
+	for i := range r.People {
+		validate(t, "person", person, r.People[i])
+		validate(t, "colors", colors, r.Colors[i])
+	}
+	t.Logf("generateObject: %s; %s", r.People, r.Colors)
+}
