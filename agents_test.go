@@ -319,3 +319,107 @@ const { z } = require('zod');
 	}
 	t.Logf("generateObject: %s; %s", r.People, r.Colors)
 }
+
+// weatherSchema is the tools' parameters in the tool tests: bounded, so
+// that random weights reach the end of a call.
+const weatherSchema = `{"type":"object","properties":{"city":{"type":"string","enum":["Paris","Rome"]},"days":{"type":"integer","minimum":1,"maximum":3}},"required":["city","days"],"additionalProperties":false}`
+
+// Vercel's AI SDK generateText with a tool over several steps: each step
+// a required call of the tool (sous constrains the reply to it), the SDK
+// runs it and sends the result back as a tool message after the
+// assistant's call, until the step limit. Every call's arguments are
+// valid for the tool's parameters.
+func TestVercelGenerateTextToolSteps(t *testing.T) {
+	t.Skip("needs tools")
+	nm := agentsNodeModules(t)
+	dec := startSous(t, 0, "SOUS_MODEL="+qwenDecoder(t), "SOUS_STATE=memory")
+	script := `
+const { generateText, tool, stepCountIs, jsonSchema } = require('ai');
+const { createOpenAICompatible } = require('@ai-sdk/openai-compatible');
+(async () => {
+  const sous = createOpenAICompatible({ name: 'sous', baseURL: process.argv[1] + '/v1', supportsStructuredOutputs: true });
+  let runs = 0;
+  const weather = tool({ description: 'The weather in a city.', inputSchema: jsonSchema(JSON.parse(process.argv[2])),
+    execute: async ({ city, days }) => { runs++; return { city, days, celsius: 21 }; } });
+  const r = await generateText({ model: sous.chatModel('qwen-test'), tools: { weather }, toolChoice: 'required',
+    stopWhen: stepCountIs(3), prompt: 'What is the weather in Paris?', temperature: 1, seed: 7, maxOutputTokens: 64 });
+  console.log(JSON.stringify({ runs, steps: r.steps.map(s => ({ finish: s.finishReason,
+    calls: s.toolCalls.map(c => ({ name: c.toolName, id: c.toolCallId, input: c.input })),
+    results: s.toolResults.map(x => x.output) })) }));
+})().catch(e => { console.error(e); process.exit(1); });
+`
+	var r struct {
+		Runs  int
+		Steps []struct {
+			Finish string
+			Calls  []struct {
+				Name, ID string
+				Input    json.RawMessage
+			}
+			Results []json.RawMessage
+		}
+	}
+	runNode(t, nm, script, &r, dec.url, weatherSchema)
+	params := validator(t, weatherSchema)
+	if len(r.Steps) != 3 || r.Runs < 3 {
+		t.Fatalf("%d steps, the tool ran %d times: %+v", len(r.Steps), r.Runs, r)
+	}
+	for i, s := range r.Steps {
+		if s.Finish != "tool-calls" || len(s.Calls) == 0 || len(s.Results) != len(s.Calls) {
+			t.Fatalf("step %d: %+v", i, s)
+		}
+		for _, c := range s.Calls {
+			if c.Name != "weather" || c.ID == "" {
+				t.Errorf("step %d: call %+v", i, c)
+			}
+			validate(t, "weather arguments", params, c.Input)
+		}
+	}
+	t.Logf("generateText: %d steps, %d tool runs; first call %s", len(r.Steps), r.Runs, r.Steps[0].Calls[0].Input)
+}
+
+// LangChain JS's ChatOpenAI.bindTools: a required call comes back as the
+// AIMessage's tool_calls (name, id, arguments valid for the parameters);
+// the tool's result sent back as a ToolMessage after it is answered.
+func TestLangChainBindTools(t *testing.T) {
+	t.Skip("needs tools")
+	nm := agentsNodeModules(t)
+	dec := startSous(t, 0, "SOUS_MODEL="+qwenDecoder(t), "SOUS_STATE=memory")
+	script := `
+const { ChatOpenAI } = require('@langchain/openai');
+const { HumanMessage, ToolMessage } = require('@langchain/core/messages');
+(async () => {
+  const llm = new ChatOpenAI({ model: 'qwen-test', apiKey: 'unused', configuration: { baseURL: process.argv[1] + '/v1' },
+    temperature: 1, maxTokens: 64, maxRetries: 0 });
+  const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather in a city.', parameters: JSON.parse(process.argv[2]) } }];
+  const human = new HumanMessage('What is the weather in Paris?');
+  const ai = await llm.bindTools(tools, { tool_choice: 'required' }).invoke([human]);
+  const results = ai.tool_calls.map(c => new ToolMessage({ tool_call_id: c.id, content: JSON.stringify({ celsius: 21 }) }));
+  const next = await llm.bindTools(tools).invoke([human, ai, ...results]);
+  console.log(JSON.stringify({ calls: ai.tool_calls.map(c => ({ name: c.name, id: c.id, args: c.args })),
+    next: { content: next.content, calls: (next.tool_calls || []).length } }));
+})().catch(e => { console.error(e); process.exit(1); });
+`
+	var r struct {
+		Calls []struct {
+			Name, ID string
+			Args     json.RawMessage
+		}
+		Next struct {
+			Content json.RawMessage
+			Calls   int
+		}
+	}
+	runNode(t, nm, script, &r, dec.url, weatherSchema)
+	params := validator(t, weatherSchema)
+	if len(r.Calls) == 0 {
+		t.Fatalf("no tool calls: %+v", r)
+	}
+	for _, c := range r.Calls {
+		if c.Name != "get_weather" || c.ID == "" {
+			t.Errorf("call %+v", c)
+		}
+		validate(t, "get_weather args", params, c.Args)
+	}
+	t.Logf("bindTools: %d calls, first %s; after the tool message: content %s, %d calls", len(r.Calls), r.Calls[0].Args, r.Next.Content, r.Next.Calls)
+}
