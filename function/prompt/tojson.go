@@ -100,21 +100,27 @@ func (o *jsonOptions) write(b *strings.Builder, v jinja.Value, depth int) error 
 	case v.IsList(), v.IsDict():
 		pad := "\n" + strings.Repeat(" ", o.indent*depth)
 		child := pad + strings.Repeat(" ", o.indent)
+		// With indent, transformers.js (its bundled engine) pads an empty
+		// list as "[\n<child>\n<pad>]" and an empty object as "{\n<pad>}",
+		// where Python writes [] and {}: its form is the one held to.
 		if v.IsList() {
 			items := v.AsList().Items
 			b.WriteByte('[')
+			if o.indent > 0 {
+				b.WriteString(child)
+			}
 			for i, it := range items {
 				if i > 0 {
 					b.WriteString(o.item)
-				}
-				if o.indent > 0 {
-					b.WriteString(child)
+					if o.indent > 0 {
+						b.WriteString(child)
+					}
 				}
 				if err := o.write(b, it, depth+1); err != nil {
 					return err
 				}
 			}
-			if o.indent > 0 && len(items) > 0 {
+			if o.indent > 0 {
 				b.WriteString(pad)
 			}
 			b.WriteByte(']')
@@ -139,7 +145,7 @@ func (o *jsonOptions) write(b *strings.Builder, v jinja.Value, depth int) error 
 				return err
 			}
 		}
-		if o.indent > 0 && len(keys) > 0 {
+		if o.indent > 0 {
 			b.WriteString(pad)
 		}
 		b.WriteByte('}')
