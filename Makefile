@@ -33,7 +33,8 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
-	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity llm-tokenizers transformers-js agents-npm
+	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity llm-tokenizers transformers-js \
+	tool-renderings agents-npm
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -84,6 +85,13 @@ $(TRANSFORMERS_JS):
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
 	@mkdir -p .cache/npm-transformers
 	cd .cache/npm-transformers && npm install --ignore-scripts --no-audit --no-fund --silent @huggingface/transformers@$(TRANSFORMERS_JS_VERSION) >/dev/null
+
+# The expected renderings of conversations with tools
+# (function/prompt/testdata/tools_expected.jsonl), by transformers.js's
+# apply_chat_template; the prompt package's test holds sous to them.
+tool-renderings: llm-tokenizers $(TRANSFORMERS_JS)
+	NODE_PATH=$(CURDIR)/.cache/npm-transformers/node_modules node function/prompt/testdata/tools_gen.js $(LLM_TOK) \
+		> function/prompt/testdata/tools_expected.jsonl
 
 # The official OpenAI JavaScript SDK, an independent client of
 # /v1/chat/completions in the tests (npm pack, no install scripts, no

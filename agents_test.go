@@ -31,48 +31,25 @@ func testEncoder(t *testing.T) string {
 	return filepath.Join(dir, "feature-extraction")
 }
 
-// qwenDecoder writes the test decoder over Qwen3's byte-level tokenizer,
-// with Qwen3's tokenizer_config.json (its chat template, which renders
-// tools), as dir/qwen-test: structured outputs need a tokenizer whose
-// tokens' bytes concatenate, which the WordPiece test decoder's do not.
-func qwenDecoder(t *testing.T) string {
+// toolDecoder writes the test decoder over Qwen3's byte-level tokenizer
+// with Qwen3's chat template (testmodels.ToolDecoder) and returns its
+// directory: structured outputs need a tokenizer whose tokens' bytes
+// concatenate, which the WordPiece test decoder's do not, and tools need
+// a template that renders them.
+func toolDecoder(t *testing.T) string {
 	t.Helper()
 	qwen3, err := filepath.Abs(".cache/llm-tokenizers/qwen3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := os.ReadFile(filepath.Join(qwen3, "tokenizer.json"))
-	if err != nil {
+	if _, err := os.Stat(filepath.Join(qwen3, "tokenizer.json")); err != nil {
 		t.Fatalf("Qwen3's tokenizer (make llm-tokenizers fetches it): %v", err)
 	}
-	tc, err := os.ReadFile(filepath.Join(qwen3, "tokenizer_config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The decoder's rows cover the BPE vocabulary; Qwen3's chat markers
-	// are added tokens past it. Sized with them as vocabulary entries,
-	// then served with the file as it is.
-	var f map[string]any
-	if err := json.Unmarshal(tok, &f); err != nil {
-		t.Fatal(err)
-	}
-	vocab := f["model"].(map[string]any)["vocab"].(map[string]any)
-	for _, a := range f["added_tokens"].([]any) {
-		a := a.(map[string]any)
-		vocab[a["content"].(string)] = a["id"]
-	}
-	sized, _ := json.Marshal(f)
 	dir := t.TempDir()
-	if err := testmodels.DecoderSized(dir, "qwen-test", sized, 32, 2, 2); err != nil {
+	if err := testmodels.ToolDecoder(dir, qwen3); err != nil {
 		t.Fatal(err)
 	}
-	d := filepath.Join(dir, "qwen-test")
-	for name, b := range map[string][]byte{"tokenizer.json": tok, "tokenizer_config.json": tc} {
-		if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return d
+	return filepath.Join(dir, "tool-decoder")
 }
 
 // agentsNodeModules is where make test installs Vercel's AI SDK and
@@ -283,14 +260,14 @@ func validate(t *testing.T, what string, s *jsonschema.Schema, doc json.RawMessa
 // by the SDK's own check and by an independent validator here.
 func TestVercelGenerateObject(t *testing.T) {
 	nm := agentsNodeModules(t)
-	dec := startSous(t, 0, "SOUS_MODEL="+qwenDecoder(t), "SOUS_STATE=memory")
+	dec := startSous(t, 0, "SOUS_MODEL="+toolDecoder(t), "SOUS_STATE=memory")
 	script := `
 const { generateObject, jsonSchema } = require('ai');
 const { createOpenAICompatible } = require('@ai-sdk/openai-compatible');
 const { z } = require('zod');
 (async () => {
   const sous = createOpenAICompatible({ name: 'sous', baseURL: process.argv[1] + '/v1', supportsStructuredOutputs: true });
-  const model = sous.chatModel('qwen-test');
+  const model = sous.chatModel('tool-decoder');
   const person = z.object({ name: z.string().max(8), age: z.number().int().min(0).max(120) });
   const colors = jsonSchema({ type: 'object', properties: { colors: { type: 'array', items: { enum: ['red', 'green', 'blue'] }, minItems: 1, maxItems: 3 } },
     required: ['colors'], additionalProperties: false });
@@ -330,9 +307,8 @@ const weatherSchema = `{"type":"object","properties":{"city":{"type":"string","e
 // assistant's call, until the step limit. Every call's arguments are
 // valid for the tool's parameters.
 func TestVercelGenerateTextToolSteps(t *testing.T) {
-	t.Skip("needs tools")
 	nm := agentsNodeModules(t)
-	dec := startSous(t, 0, "SOUS_MODEL="+qwenDecoder(t), "SOUS_STATE=memory")
+	dec := startSous(t, 0, "SOUS_MODEL="+toolDecoder(t), "SOUS_STATE=memory")
 	script := `
 const { generateText, tool, stepCountIs, jsonSchema } = require('ai');
 const { createOpenAICompatible } = require('@ai-sdk/openai-compatible');
@@ -341,7 +317,7 @@ const { createOpenAICompatible } = require('@ai-sdk/openai-compatible');
   let runs = 0;
   const weather = tool({ description: 'The weather in a city.', inputSchema: jsonSchema(JSON.parse(process.argv[2])),
     execute: async ({ city, days }) => { runs++; return { city, days, celsius: 21 }; } });
-  const r = await generateText({ model: sous.chatModel('qwen-test'), tools: { weather }, toolChoice: 'required',
+  const r = await generateText({ model: sous.chatModel('tool-decoder'), tools: { weather }, toolChoice: 'required',
     stopWhen: stepCountIs(3), prompt: 'What is the weather in Paris?', temperature: 1, seed: 7, maxOutputTokens: 64 });
   console.log(JSON.stringify({ runs, steps: r.steps.map(s => ({ finish: s.finishReason,
     calls: s.toolCalls.map(c => ({ name: c.toolName, id: c.toolCallId, input: c.input })),
@@ -382,14 +358,13 @@ const { createOpenAICompatible } = require('@ai-sdk/openai-compatible');
 // AIMessage's tool_calls (name, id, arguments valid for the parameters);
 // the tool's result sent back as a ToolMessage after it is answered.
 func TestLangChainBindTools(t *testing.T) {
-	t.Skip("needs tools")
 	nm := agentsNodeModules(t)
-	dec := startSous(t, 0, "SOUS_MODEL="+qwenDecoder(t), "SOUS_STATE=memory")
+	dec := startSous(t, 0, "SOUS_MODEL="+toolDecoder(t), "SOUS_STATE=memory")
 	script := `
 const { ChatOpenAI } = require('@langchain/openai');
 const { HumanMessage, ToolMessage } = require('@langchain/core/messages');
 (async () => {
-  const llm = new ChatOpenAI({ model: 'qwen-test', apiKey: 'unused', configuration: { baseURL: process.argv[1] + '/v1' },
+  const llm = new ChatOpenAI({ model: 'tool-decoder', apiKey: 'unused', configuration: { baseURL: process.argv[1] + '/v1' },
     temperature: 1, maxTokens: 64, maxRetries: 0 });
   const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather in a city.', parameters: JSON.parse(process.argv[2]) } }];
   const human = new HumanMessage('What is the weather in Paris?');
