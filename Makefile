@@ -26,7 +26,7 @@ FUZZTIME  ?= 30s
 # starved at the deadline, go.dev/issue/75804, seen here once), `make fuzz`
 # for FUZZTIME each.
 FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
-	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
+	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData ./function/api/openai:FuzzLegacyRequests \
 	./function/tokenizer:FuzzEncode ./function/tokenizer:FuzzEncodeByteLevel \
 	./function/tokenizer:FuzzEncodeSentencePiece ./function/tokenizer:FuzzEncodeUnigram \
 	./function/tasks:FuzzExternalData ./function/grammar:FuzzCompile ./function/grammar:FuzzMatch

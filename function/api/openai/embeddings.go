@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -36,8 +37,12 @@ var embeddingsFields = []string{"model", "input", "encoding_format", "dimensions
 
 // decodeKnown decodes body into v after refusing by name every non-null
 // field outside known: a field sous does not read would change the answer
-// unseen.
+// unseen. Invalid UTF-8 is refused too (encoding/json would silently
+// replace the bytes, and embed or continue another text).
 func decodeKnown(body []byte, v any, known []string) error {
+	if !utf8.Valid(body) {
+		return turn.BadRequest("body is not valid UTF-8")
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return turn.BadRequest("invalid JSON: %v", err)

@@ -3,9 +3,9 @@
 // model; legacy completions (POST /v1/completions, the prompt as it is);
 // and embeddings (POST /v1/embeddings) on a feature-extraction model.
 // Without a session a chat request's messages are the whole conversation;
-// with X-Sous-Session (or the user field) the session's
-// transcript from the store comes first and the new exchange is saved, so
-// any pod continues it. Errors come in OpenAI's shape, through the one
+// with X-Sous-Session (or the user field) the session's transcript from
+// the store comes first and the new exchange is saved, so any pod
+// continues it. Errors come in OpenAI's shape, through the one
 // renderer (counted and logged as every route's are).
 package openai
 
