@@ -82,3 +82,15 @@ func goSources(t *testing.T) string {
 	}
 	return sb.String()
 }
+
+// The README is a page a user reads in ten minutes: each capability a
+// short section with one example and a link into docs/, evidence in docs/.
+func TestREADMEIsOnePage(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n"); n > 250 {
+		t.Errorf("README.md has %d lines; keep it to 250 and move detail into docs/", n)
+	}
+}

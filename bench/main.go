@@ -10,8 +10,10 @@
 // the mixed-length text phase: length-aware against arrival-order batches),
 // BENCH_ONLY=generation (only the generation phase), BENCH_ONLY=llm (the
 // test LLM's variants: tokens/s at 1 and 32 sessions, RSS), BENCH_ONLY=prefix
-// (only the prefix cache's TTFT at turn 10), BENCH_ONLY=choices (only
-// four replies to one prompt: n=4 against four requests), BENCH_GEN_PLOT (SVG,
+// (only the prefix cache's TTFT at turn 10), BENCH_ONLY=structured (JSON
+// schema-constrained against free generation at 32 sessions, mask time),
+// BENCH_ONLY=choices (only four replies to one prompt: n=4 against four
+// requests), BENCH_GEN_PLOT (SVG,
 // default docs/generation.svg), BENCH_GEN_PROFILE (a file: save a CPU
 // profile of sous during the first 32-session point of the last form
 // with continuous batching).
@@ -238,6 +240,9 @@ func (h *harness) run() error {
 		_, err := h.llmCompare(root)
 		return err
 	}
+	if os.Getenv("BENCH_ONLY") == "structured" {
+		return h.structuredCompare(root)
+	}
 	if os.Getenv("BENCH_ONLY") == "prefix" {
 		_, err := h.prefixCompare(root, 8)
 		return err
@@ -339,6 +344,12 @@ func (h *harness) run() error {
 	if err != nil {
 		return err
 	}
+	// 9. Structured outputs: 32 sessions constrained by a JSON schema
+	// against free text, and the mask's cost per step at 151k tokens.
+	if err := h.structuredCompare(root); err != nil {
+		return err
+	}
+	// 10. Four replies to one prompt: n=4 against four requests.
 	choicesN4, choicesSeparate, err := h.choicesCompare(root)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -172,7 +173,11 @@ type Engine struct {
 	logitsBuf []float32
 	logits16  []uint16
 	rows16    []float32
-	mask      []uint64 // a constrained sequence's mask, the loop's own
+	// mask is a constrained sequence's mask, allowed and allowedLogits the
+	// ids it allows and their logits: the loop's own, reused.
+	mask          []uint64
+	allowed       []int64
+	allowedLogits []float32
 
 	queue *batching.Queue[*seq]
 	mu    sync.Mutex // guards reserved, admittedN
@@ -815,12 +820,23 @@ func (e *Engine) emit(s *seq, logits []float32) {
 				e.mask = make([]uint64, n)
 			}
 			c.FillMask(e.mask)
-			for i := range logits {
-				if e.mask[i/64]&(1<<(i%64)) == 0 {
-					logits[i] = float32(math.Inf(-1))
+			// The draw again, over the allowed ids alone: the same token as
+			// over logits with every other id at -inf (same order, same
+			// sum, same random number), at the cost of the allowed ids
+			// rather than the whole vocabulary, which at temperature > 0
+			// is an exp per id.
+			e.allowed, e.allowedLogits = e.allowed[:0], e.allowedLogits[:0]
+			for w, word := range e.mask[:(len(logits)+63)/64] {
+				for ; word != 0; word &= word - 1 {
+					if id := w*64 + bits.TrailingZeros64(word); id < len(logits) {
+						e.allowed = append(e.allowed, int64(id))
+						e.allowedLogits = append(e.allowedLogits, logits[id])
+					}
 				}
 			}
-			t = sample(logits, s.p, s.rng)
+			if len(e.allowed) > 0 {
+				t = e.allowed[sample(e.allowedLogits, s.p, s.rng)]
+			}
 		}
 		if c.Accept(int(t)) != nil {
 			// Nothing the grammar allows: the constraint cannot go on
