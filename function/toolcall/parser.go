@@ -179,7 +179,7 @@ func (p *Parser) scanMistral(final bool) {
 					return
 				}
 				if s[0] == '[' {
-					p.buf, p.inCall = s, true
+					p.inCall = true
 					continue
 				}
 				p.mode = inText
@@ -192,10 +192,8 @@ func (p *Parser) scanMistral(final bool) {
 			p.buf = p.buf[n:]
 			return
 		}
-		body := strings.TrimPrefix(p.buf, marker)
-		skip := len(p.buf) - len(body)
-		trimmed := strings.TrimLeft(body, space)
-		skip += len(body) - len(trimmed)
+		trimmed := strings.TrimLeft(strings.TrimPrefix(strings.TrimLeft(p.buf, space), marker), space)
+		skip := len(p.buf) - len(trimmed)
 		n := -1
 		if trimmed != "" && trimmed[0] == '[' {
 			n = jsonEnd(trimmed)
