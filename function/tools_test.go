@@ -308,3 +308,19 @@ func replyText(r toolReply) string {
 	}
 	return s + "; " + r.Choices[0].FinishReason
 }
+
+// tool_choice none keeps the tools in the prompt (as auto does: the model
+// knows them, as OpenAI's does) and reads no calls from the reply.
+func TestToolChoiceNone(t *testing.T) {
+	s := toolServer(t)
+	ask := `{"messages":[{"role":"user","content":"Weather?"}],"max_tokens":4,"temperature":0`
+	none := toolChat(t, s, nil, ask+`,"tools":`+testTools+`,"tool_choice":"none"}`)
+	auto := toolChat(t, s, nil, ask+`,"tools":`+testTools+`}`)
+	bare := toolChat(t, s, nil, ask+`}`)
+	if none.Usage.PromptTokens != auto.Usage.PromptTokens || none.Usage.PromptTokens <= bare.Usage.PromptTokens+50 {
+		t.Errorf("prompt tokens: none %d, auto %d, without tools %d", none.Usage.PromptTokens, auto.Usage.PromptTokens, bare.Usage.PromptTokens)
+	}
+	if m := none.Choices[0].Message; m.Content == nil || m.ToolCalls != nil || none.Choices[0].FinishReason == "tool_calls" {
+		t.Errorf("tool_choice none: %+v", none.Choices[0])
+	}
+}

@@ -20,6 +20,7 @@ type Parser struct {
 	f      Format
 	onText func(string)
 	onCall func(prompt.ToolCall)
+	max    int // most calls taken (0: any); later ones are dropped
 
 	buf     string // text not yet handed out
 	inCall  bool   // buf starts a call's markup (hermes, mistral)
@@ -41,6 +42,14 @@ const (
 // it becomes final, onCall (if set) each call as it completes, ids given.
 func (f Format) NewParser(onText func(string), onCall func(prompt.ToolCall)) *Parser {
 	return &Parser{f: f, onText: onText, onCall: onCall}
+}
+
+// Most makes the parser take at most n calls (OpenAI's
+// parallel_tool_calls false: n = 1); the calls after them are dropped,
+// neither calls nor content. It returns p.
+func (p *Parser) Most(n int) *Parser {
+	p.max = n
+	return p
 }
 
 // Parse reads a whole reply: its content and its calls.
@@ -170,7 +179,7 @@ func (p *Parser) scanMistral(final bool) {
 					return
 				}
 				if s[0] == '[' {
-					p.buf, p.inCall = s, true
+					p.inCall = true
 					continue
 				}
 				p.mode = inText
@@ -183,10 +192,8 @@ func (p *Parser) scanMistral(final bool) {
 			p.buf = p.buf[n:]
 			return
 		}
-		body := strings.TrimPrefix(p.buf, marker)
-		skip := len(p.buf) - len(body)
-		trimmed := strings.TrimLeft(body, space)
-		skip += len(body) - len(trimmed)
+		trimmed := strings.TrimLeft(strings.TrimPrefix(strings.TrimLeft(p.buf, space), marker), space)
+		skip := len(p.buf) - len(trimmed)
 		n := -1
 		if trimmed != "" && trimmed[0] == '[' {
 			n = jsonEnd(trimmed)
@@ -241,9 +248,12 @@ func (p *Parser) call(body string) bool {
 }
 
 func (p *Parser) add(name, args string) {
+	p.mode, p.pending = afterCall, ""
+	if p.max > 0 && len(p.calls) >= p.max {
+		return
+	}
 	c := prompt.ToolCall{ID: p.f.NewID(), Type: "function", Function: prompt.FunctionCall{Name: name, Arguments: args}}
 	p.calls = append(p.calls, c)
-	p.mode, p.pending = afterCall, ""
 	if p.onCall != nil {
 		p.onCall(c)
 	}

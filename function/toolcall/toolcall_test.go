@@ -99,6 +99,17 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// With at most one call (parallel_tool_calls false), later calls are
+// dropped: neither calls nor content.
+func TestParseMost(t *testing.T) {
+	p := Hermes.NewParser(nil, nil).Most(1)
+	p.Push("<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call>\n<tool_call>{\"name\":\"b\",\"arguments\":{}}</tool_call>")
+	content, cs := p.Finish()
+	if content != "" || len(cs) != 1 || cs[0].Function.Name != "a" {
+		t.Fatalf("content %q, calls %+v: want a alone", content, calls(cs))
+	}
+}
+
 func TestDetect(t *testing.T) {
 	for _, tc := range []struct {
 		template string

@@ -151,6 +151,7 @@ type generateSettings struct {
 	// tool_choice none).
 	tools json.RawMessage
 	parse bool
+	most  int // calls a reply may make (0: any; parallel_tool_calls false: 1)
 }
 
 // MaxChoices bounds Request.Choices.
@@ -406,7 +407,7 @@ func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessag
 	if req.gen.parse {
 		// The first choice's text is read for calls as it streams: its
 		// content goes on, each call once complete; markup never shows.
-		parser = r.toolFormat.NewParser(req.OnText, req.OnToolCall)
+		parser = r.toolFormat.NewParser(req.OnText, req.OnToolCall).Most(req.gen.most)
 		ps[0].OnText = parser.Push
 	}
 	start := time.Now()
@@ -448,7 +449,9 @@ func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessag
 			if i == 0 {
 				pc.Content, pc.Calls = parser.Finish()
 			} else {
-				pc.Content, pc.Calls = r.toolFormat.Parse(c.Text)
+				p := r.toolFormat.NewParser(nil, nil).Most(req.gen.most)
+				p.Push(c.Text)
+				pc.Content, pc.Calls = p.Finish()
 			}
 			gen.Parsed[i] = pc
 		}

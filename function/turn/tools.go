@@ -87,6 +87,10 @@ func (r *generationRunner) toolSettings(g *GenParams, s *generateSettings) error
 		return BadRequest("tool_choice: no tool named %q among the tools given", named)
 	}
 	s.tools, s.parse = raw, choice != "none"
+	parallel := g.ParallelToolCalls == nil || *g.ParallelToolCalls
+	if !parallel {
+		s.most = 1
+	}
 	if choice != "required" && named == "" {
 		return nil
 	}
@@ -104,7 +108,6 @@ func (r *generationRunner) toolSettings(g *GenParams, s *generateSettings) error
 			}
 		}
 	}
-	parallel := g.ParallelToolCalls == nil || *g.ParallelToolCalls
 	schema, opts := r.toolFormat.Constraint(tools, parallel)
 	gr, err := grammar.Compile(schema, opts)
 	if err != nil {
