@@ -31,27 +31,6 @@ func testEncoder(t *testing.T) string {
 	return filepath.Join(dir, "feature-extraction")
 }
 
-// toolDecoder writes the test decoder over Qwen3's byte-level tokenizer
-// with Qwen3's chat template (testmodels.ToolDecoder) and returns its
-// directory: structured outputs need a tokenizer whose tokens' bytes
-// concatenate, which the WordPiece test decoder's do not, and tools need
-// a template that renders them.
-func toolDecoder(t *testing.T) string {
-	t.Helper()
-	qwen3, err := filepath.Abs(".cache/llm-tokenizers/qwen3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(qwen3, "tokenizer.json")); err != nil {
-		t.Fatalf("Qwen3's tokenizer (make llm-tokenizers fetches it): %v", err)
-	}
-	dir := t.TempDir()
-	if err := testmodels.ToolDecoder(dir, qwen3); err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(dir, "tool-decoder")
-}
-
 // agentsNodeModules is where make test installs Vercel's AI SDK and
 // LangChain JS.
 func agentsNodeModules(t *testing.T) string {
