@@ -3,6 +3,7 @@ package function
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -119,9 +120,26 @@ func TestCompletionsEndpoint(t *testing.T) {
 		}
 	}
 
-	// Streamed: the same text in pieces, the finish, usage, [DONE].
-	req, _ := http.NewRequest(http.MethodPost, s.url+"/v1/completions",
-		strings.NewReader(`{"prompt":"`+p+`","max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`))
+	// Streamed: the same text in pieces, the finish, usage, [DONE]; with
+	// echo, the prompt first.
+	for _, echo := range []bool{false, true} {
+		want := text
+		if echo {
+			want = p + text
+		}
+		got, finish, usage, chunks, done := streamCompletion(t, s,
+			fmt.Sprintf(`{"prompt":"%s","max_tokens":6,"temperature":0,"echo":%v,"stream":true,"stream_options":{"include_usage":true}}`, p, echo))
+		if got != want || finish != "length" || !done || usage != 6 || chunks < 2 {
+			t.Errorf("stream (echo %v): %q (%s) in %d chunks, usage %d, [DONE] %v; want %q", echo, got, finish, chunks, usage, done, want)
+		}
+	}
+}
+
+// streamCompletion reads a streamed completion: its text, finish reason,
+// usage chunk's completion tokens, text chunks and whether [DONE] came.
+func streamCompletion(t *testing.T, s *server, body string) (text, finish string, usage, chunks int, done bool) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/v1/completions", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -129,7 +147,6 @@ func TestCompletionsEndpoint(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	var streamed strings.Builder
-	finish, done, usage, chunks := "", false, 0, 0
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		data, ok := strings.CutPrefix(sc.Text(), "data: ")
@@ -163,9 +180,7 @@ func TestCompletionsEndpoint(t *testing.T) {
 			finish = *ch.Choices[0].FinishReason
 		}
 	}
-	if streamed.String() != text || finish != "length" || !done || usage != 6 || chunks < 2 {
-		t.Errorf("stream: %q (%s) in %d chunks, usage %d, [DONE] %v; want %q", streamed.String(), finish, chunks, usage, done, text)
-	}
+	return streamed.String(), finish, usage, chunks, done
 }
 
 // What /v1/completions cannot honour is refused by name, in OpenAI's
@@ -190,6 +205,7 @@ func TestCompletionsRefused(t *testing.T) {
 		{"unknown field", `{"prompt":"a","min_p":0.1}`, nil, 400, "min_p: not supported", ""},
 		{"n", `{"prompt":"a","n":9}`, nil, 400, "n 9: want 1 to 8", ""},
 		{"n stream", `{"prompt":"a","n":2,"stream":true}`, nil, 400, "n above 1 does not stream", ""},
+		{"stream echo max_tokens", `{"prompt":"a","max_tokens":9999,"stream":true,"echo":true}`, nil, 400, "max_tokens 9999", ""},
 		{"session", `{"prompt":"a"}`, map[string]string{"X-Sous-Session": "s1"}, 400, "continues no session", ""},
 		{"too long", `{"prompt":"` + long + `"}`, nil, 400, "600 prompt tokens and max_tokens 16", "context_length_exceeded"},
 	} {

@@ -177,15 +177,22 @@ func (s *server) completions(c echo.Context) error {
 	// their steps, and each prompt's n choices share its prefill.
 	replies := make([]turn.Reply, len(prompts))
 	errs := make([]error, len(prompts))
+	// echoed says a streamed prompt's echo is sent: with its first piece,
+	// so that a request refused before generating is an error answer,
+	// not a stream. Written by the prompt's queue, read after its Close.
+	echoed := make([]bool, len(prompts))
+	echo := func(i int) {
+		if req.Echo && !echoed[i] {
+			echoed[i] = true
+			st.chunk(i, prompts[i], nil)
+		}
+	}
 	var wg sync.WaitGroup
 	for i, p := range prompts {
 		treq := turn.Request{Stateless: true, Raw: true, Text: p, Gen: g, Choices: n}
 		var q *sse.Queue
 		if st != nil {
-			if req.Echo {
-				st.chunk(i, p, nil)
-			}
-			q = sse.NewQueue(func(piece string) { st.chunk(i, piece, nil) })
+			q = sse.NewQueue(func(piece string) { echo(i); st.chunk(i, piece, nil) })
 			treq.OnText = q.Push
 		}
 		wg.Add(1)
@@ -240,7 +247,8 @@ func (s *server) completions(c echo.Context) error {
 	}
 	usage := map[string]any{"prompt_tokens": promptTokens, "completion_tokens": completionTokens, "total_tokens": promptTokens + completionTokens}
 	if st != nil {
-		for _, ch := range choices {
+		for i, ch := range choices {
+			echo(i / n)
 			st.chunk(ch["index"].(int), "", ch["finish_reason"])
 		}
 		if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
