@@ -26,14 +26,16 @@ FUZZTIME  ?= 30s
 # starved at the deadline, go.dev/issue/75804, seen here once), `make fuzz`
 # for FUZZTIME each.
 FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
-	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
+	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData ./function/api/openai:FuzzLegacyRequests \
 	./function/tokenizer:FuzzEncode ./function/tokenizer:FuzzEncodeByteLevel \
 	./function/tokenizer:FuzzEncodeSentencePiece ./function/tokenizer:FuzzEncodeUnigram \
-	./function/tasks:FuzzExternalData ./function/grammar:FuzzCompile ./function/grammar:FuzzMatch
+	./function/tasks:FuzzExternalData ./function/grammar:FuzzCompile ./function/grammar:FuzzMatch \
+	./function/toolcall:FuzzParse
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
-	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity llm-tokenizers transformers-js
+	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity llm-tokenizers transformers-js \
+	tool-renderings agents-npm
 
 run: $(ORT_LIB)
 	$(GO) run .
@@ -85,6 +87,13 @@ $(TRANSFORMERS_JS):
 	@mkdir -p .cache/npm-transformers
 	cd .cache/npm-transformers && npm install --ignore-scripts --no-audit --no-fund --silent @huggingface/transformers@$(TRANSFORMERS_JS_VERSION) >/dev/null
 
+# The expected renderings of conversations with tools
+# (function/prompt/testdata/tools_expected.jsonl), by transformers.js's
+# apply_chat_template; the prompt package's test holds sous to them.
+tool-renderings: llm-tokenizers $(TRANSFORMERS_JS)
+	NODE_PATH=$(CURDIR)/.cache/npm-transformers/node_modules node function/prompt/testdata/tools_gen.js $(LLM_TOK) \
+		> function/prompt/testdata/tools_expected.jsonl
+
 # The official OpenAI JavaScript SDK, an independent client of
 # /v1/chat/completions in the tests (npm pack, no install scripts, no
 # dependencies needed: its peer dependencies are optional).
@@ -95,6 +104,20 @@ $(OPENAI_SDK):
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
 	cd .cache/npm-openai && rm -rf package openai-*.tgz && npm pack --ignore-scripts --silent openai@$(OPENAI_SDK_VERSION) >/dev/null && \
 		tar -xzf openai-$(OPENAI_SDK_VERSION).tgz && rm openai-$(OPENAI_SDK_VERSION).tgz
+
+# Agent frameworks, independent clients of the OpenAI routes in the tests:
+# Vercel's AI SDK (ai, @ai-sdk/openai-compatible, with zod for its
+# schemas) and LangChain JS (@langchain/openai over @langchain/core and
+# the openai SDK it calls). Pinned; no install scripts. The stamp names
+# the versions, so that a change of pin installs again.
+AGENTS_NPM := ai@7.0.173 @ai-sdk/openai-compatible@3.0.92 zod@4.6.7 @langchain/openai@1.6.0 @langchain/core@1.4.0 openai@7.55.0
+AGENTS := .cache/npm-agents/installed-$(shell echo '$(AGENTS_NPM)' | sha256sum | cut -c1-12)
+agents-npm: $(AGENTS)
+$(AGENTS):
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+	@mkdir -p .cache/npm-agents && rm -f .cache/npm-agents/installed-*
+	cd .cache/npm-agents && npm install --ignore-scripts --no-audit --no-fund --silent --loglevel=error $(AGENTS_NPM) >/dev/null
+	touch $@
 
 daprd: $(DAPRD)
 
@@ -128,7 +151,7 @@ model: $(LLM_TOK)/qwen3/tokenizer.json
 validate:
 	cd tools/validate && $(GO) test -count=1 ./... && $(GO) run . ../../knative/*.yaml ../../func.yaml
 
-test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(TRANSFORMERS_JS) redis validate llm-tokenizers
+test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(AGENTS) $(TRANSFORMERS_JS) redis validate llm-tokenizers
 	$(GO) vet ./...
 	$(GO) vet -tags image .
 	cd tools/e2e && $(GO) vet ./...

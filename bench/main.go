@@ -11,7 +11,9 @@
 // BENCH_ONLY=generation (only the generation phase), BENCH_ONLY=llm (the
 // test LLM's variants: tokens/s at 1 and 32 sessions, RSS), BENCH_ONLY=prefix
 // (only the prefix cache's TTFT at turn 10), BENCH_ONLY=structured (JSON
-// schema-constrained against free generation at 32 sessions, mask time), BENCH_GEN_PLOT (SVG,
+// schema-constrained against free generation at 32 sessions, mask time),
+// BENCH_ONLY=choices (only four replies to one prompt: n=4 against four
+// requests), BENCH_GEN_PLOT (SVG,
 // default docs/generation.svg), BENCH_GEN_PROFILE (a file: save a CPU
 // profile of sous during the first 32-session point of the last form
 // with continuous batching).
@@ -245,6 +247,13 @@ func (h *harness) run() error {
 		_, err := h.prefixCompare(root, 8)
 		return err
 	}
+	if os.Getenv("BENCH_ONLY") == "choices" {
+		n4, separate, err := h.choicesCompare(root)
+		if err == nil {
+			reportChoices(n4, separate)
+		}
+		return err
+	}
 	if os.Getenv("BENCH_ONLY") == "padding" {
 		l, a, err := h.paddingCompare(root)
 		if err != nil {
@@ -340,6 +349,11 @@ func (h *harness) run() error {
 	if err := h.structuredCompare(root); err != nil {
 		return err
 	}
+	// 10. Four replies to one prompt: n=4 against four requests.
+	choicesN4, choicesSeparate, err := h.choicesCompare(root)
+	if err != nil {
+		return err
+	}
 
 	// 6. The same ceilings and saturation with the servers on half the cores
 	// and the generator on the other half.
@@ -365,6 +379,7 @@ func (h *harness) run() error {
 	if err := reportGeneration(genPoints); err != nil {
 		return err
 	}
+	reportChoices(choicesN4, choicesSeparate)
 	fmt.Println()
 	fmt.Printf("CPU per turn (µs), memory, unpinned: %s\n", formatCPU(mem.CPUPerTurnUs))
 	fmt.Printf("CPU per turn (µs), dapr, unpinned:   %s\n", formatCPU(dp.CPUPerTurnUs))
@@ -375,7 +390,8 @@ func (h *harness) run() error {
 
 	out := env("BENCH_OUT", "bench/results.json")
 	b, _ := json.MarshalIndent(map[string]any{"duration": duration.String(), "cpus": cpus(), "points": h.points,
-		"start_to_ready_ms": h.ready, "generation": genPoints, "prefix_cache": prefixPoints, "pinned": map[string]any{"server_cpus": pinned.ServerCPUs,
+		"start_to_ready_ms": h.ready, "generation": genPoints, "prefix_cache": prefixPoints,
+		"choices": []ChoicesPoint{choicesN4, choicesSeparate}, "pinned": map[string]any{"server_cpus": pinned.ServerCPUs,
 			"generator_cpus": pinned.GeneratorCPUs, "http_ceiling": pinned.HTTPCeiling, "compute_ceiling": pinned.Compute,
 			"saturation_batch32": pinned.Saturation}}, "", "  ")
 	if err := os.WriteFile(out, b, 0o644); err != nil {

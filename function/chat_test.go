@@ -61,7 +61,7 @@ func TestChatCompletions(t *testing.T) {
 	}
 	for body, want := range map[string]string{
 		`{"messages":[{"role":"user","content":"hi"}],"n":9}`:                                                 "n 9: want 1 to 8",
-		`{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`: "tools: not supported",
+		`{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`: "renders no tools",
 		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"xml"}}`:                      `response_format type "xml"`,
 		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}`:              "WordPiece",
 		`{"messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}],"metadata":{"a":"b"}}`:       "functions: not supported",

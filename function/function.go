@@ -30,6 +30,7 @@ import (
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/telemetry"
+	"github.com/sous-ai/sous/function/toolcall"
 	"github.com/sous-ai/sous/function/turn"
 )
 
@@ -198,7 +199,7 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 	var runner turn.Runner
 	switch {
 	case generates:
-		runner = turn.NewGenerationRunner(f.engine, dir, f.gen, cfg.KVTokens, f.metrics)
+		runner = turn.NewGenerationRunner(f.engine, dir, f.gen, cfg.KVTokens, toolcall.Format(cfg.ToolParser), f.metrics)
 	case dir != nil:
 		runner = turn.NewTextRunner(f.engine, dir, cfg.ContextTurns, slots, f.metrics)
 	default:

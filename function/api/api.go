@@ -3,9 +3,9 @@
 // draining), the one error renderer (package edge: status codes live
 // under this folder only), and the routes, one package per protocol:
 // cloudevents (POST /), dapr (pub/sub and its token), oip (the Open
-// Inference Protocol), openai (chat completions), with POST /turn, the
-// plain JSON form, here. Each decodes a request into a turn, hands it to
-// the turn service and encodes the reply.
+// Inference Protocol), openai (chat and legacy completions, embeddings),
+// with POST /turn, the plain JSON form, here. Each decodes a request into
+// a turn, hands it to the turn service and encodes the reply.
 package api
 
 import (
@@ -86,6 +86,9 @@ func New(p Params) *echo.Echo {
 	if p.Generates {
 		op.Tokens = func(id int64) []byte { return p.Dir.Tok.AppendDecoded(nil, id) }
 		op.EOS = p.Dir.EOS
+	}
+	if p.Turns.Embeds() {
+		op.Embedder, op.MaxBatch = p.Turns, p.MaxBatch
 	}
 	openai.Register(e, work, op)
 	ready := func(c echo.Context) error {

@@ -48,6 +48,7 @@ type Config struct {
 	PrefixCache    int64  // SOUS_PREFIX_CACHE_BYTES: decoder models: bytes of recent sessions' KV kept (0: none)
 	ModelDType     string // SOUS_MODEL_DTYPE: a model directory's variant (fp32, fp16, q8, q4, q4f16), as transformers.js's dtype
 	ModelFile      string // SOUS_MODEL_FILE: the .onnx file inside a model directory, explicitly
+	ToolParser     string // SOUS_TOOL_PARSER: decoder models: hermes, llama3 or mistral ("": the chat template's format)
 }
 
 // Defaults.
@@ -141,6 +142,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.PrefixCache = int64(num("SOUS_PREFIX_CACHE_BYTES", 128<<20, 0, 1<<40))
 	c.ModelDType = oneOf("SOUS_MODEL_DTYPE", "", "", "fp32", "fp16", "q8", "int8", "uint8", "q4", "bnb4", "q4f16")
 	c.ModelFile = getenv("SOUS_MODEL_FILE")
+	c.ToolParser = oneOf("SOUS_TOOL_PARSER", "", "", "hermes", "llama3", "mistral")
 	if c.Queue < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("SOUS_QUEUE=%d: must be at least SOUS_MAX_BATCH=%d", c.Queue, c.MaxBatch))
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 
 	"github.com/ardanlabs/jinja"
 )
@@ -21,13 +22,42 @@ import (
 type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// ToolCalls are an assistant message's calls of tools (its content
+	// may then be empty).
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID names the call a tool message answers.
+	ToolCallID string `json:"tool_call_id,omitempty"`
+}
+
+// ToolCall is one call of a tool, in OpenAI's form.
+type ToolCall struct {
+	ID       string       `json:"id"`
+	Type     string       `json:"type"` // "function"
+	Function FunctionCall `json:"function"`
+}
+
+// FunctionCall names the function called and its arguments: a JSON
+// object's text.
+type FunctionCall struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
 }
 
 // Template is a compiled chat template with the special tokens it uses.
 type Template struct {
 	tmpl     *jinja.Template
 	bos, eos string
+	src      string
 }
+
+// Source is the template's text as the model directory gives it.
+func (t *Template) Source() string { return t.src }
+
+var toolsVariable = regexp.MustCompile(`\btools\b`)
+
+// Tools reports whether the template renders tool definitions (reads its
+// tools variable).
+func (t *Template) Tools() bool { return toolsVariable.MatchString(t.src) }
 
 // Load reads a tokenizer_config.json's chat template; it returns nil, nil
 // when the file or its chat_template is absent.
@@ -89,24 +119,74 @@ func token(raw json.RawMessage) string {
 
 // Compile compiles a chat template with its bos and eos tokens.
 func Compile(src, bos, eos string) (*Template, error) {
-	t, err := jinja.Compile(src)
+	t, err := jinja.Compile(renameTojson(src))
 	if err != nil {
 		return nil, fmt.Errorf("chat_template: %w", err)
 	}
-	return &Template{tmpl: t, bos: bos, eos: eos}, nil
+	return &Template{tmpl: t, bos: bos, eos: eos, src: src}, nil
 }
 
 // Render renders messages, with the assistant's turn opened at the end
 // when addGenerationPrompt is set.
 func (t *Template) Render(messages []Message, addGenerationPrompt bool) (string, error) {
-	ms := make([]any, len(messages))
+	return t.RenderTools(messages, nil, addGenerationPrompt)
+}
+
+// RenderTools renders messages with tool definitions: tools is a JSON
+// list of OpenAI's {"type": "function", "function": {...}} objects (nil:
+// none), passed to the template as its tools variable as transformers'
+// apply_chat_template passes them. A call's arguments reach the template
+// as the object their JSON text holds (templates write them with tojson,
+// as transformers' documentation asks), or as the text itself when it is
+// no JSON object.
+func (t *Template) RenderTools(messages []Message, tools json.RawMessage, addGenerationPrompt bool) (string, error) {
+	ms := make([]jinja.Value, len(messages))
 	for i, m := range messages {
-		ms[i] = map[string]any{"role": m.Role, "content": m.Content}
+		ms[i] = messageValue(m)
 	}
-	out, err := t.tmpl.Render(map[string]any{"messages": ms, "add_generation_prompt": addGenerationPrompt,
-		"bos_token": t.bos, "eos_token": t.eos})
+	data := map[string]jinja.Value{"messages": jinja.NewList(ms), "add_generation_prompt": jinja.NewBool(addGenerationPrompt),
+		"bos_token": jinja.NewString(t.bos), "eos_token": jinja.NewString(t.eos), "tools": jinja.None(),
+		tojsonName: jinja.NewCallable(tojsonName, tojson)}
+	if len(tools) > 0 && string(tools) != "null" {
+		v, err := jsonValue(tools)
+		if err != nil {
+			return "", fmt.Errorf("tools: %w", err)
+		}
+		data["tools"] = v
+	}
+	out, err := t.tmpl.RenderValues(data)
 	if err != nil {
 		return "", fmt.Errorf("chat_template: %w", err)
 	}
 	return out, nil
+}
+
+// messageValue is a message as the template sees it: OpenAI's fields.
+func messageValue(m Message) jinja.Value {
+	v := jinja.NewDict()
+	d := v.AsDict()
+	d.Set("role", jinja.NewString(m.Role))
+	d.Set("content", jinja.NewString(m.Content))
+	if len(m.ToolCalls) > 0 {
+		calls := make([]jinja.Value, len(m.ToolCalls))
+		for i, c := range m.ToolCalls {
+			fn := jinja.NewDict()
+			fn.AsDict().Set("name", jinja.NewString(c.Function.Name))
+			args := jinja.NewString(c.Function.Arguments)
+			if a, err := jsonValue([]byte(c.Function.Arguments)); err == nil && a.IsDict() {
+				args = a
+			}
+			fn.AsDict().Set("arguments", args)
+			call := jinja.NewDict()
+			call.AsDict().Set("id", jinja.NewString(c.ID))
+			call.AsDict().Set("type", jinja.NewString(c.Type))
+			call.AsDict().Set("function", fn)
+			calls[i] = call
+		}
+		d.Set("tool_calls", jinja.NewList(calls))
+	}
+	if m.ToolCallID != "" {
+		d.Set("tool_call_id", jinja.NewString(m.ToolCallID))
+	}
+	return v
 }

@@ -1,17 +1,21 @@
 package prompt
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 )
 
 // Exchange is one stored turn of a conversation: its number, the user's
-// text and the reply.
+// text (or In: the turn's messages, such as tool results) and the reply
+// (its text and calls of tools).
 type Exchange struct {
 	N         int
 	User      string
+	In        []Message
 	Assistant string
+	ToolCalls []ToolCall
 }
 
 // ErrContextLength: the request's own messages (every stored exchange
@@ -48,13 +52,19 @@ const DropBlock = 4
 // turn). Messages are never cut: a prompt too long with no stored
 // exchange left is ErrContextLength.
 func (b *Builder) Build(history []Exchange, messages []Message, maxTokens int) ([]int64, error) {
+	return b.BuildTools(history, messages, nil, maxTokens)
+}
+
+// BuildTools is Build with tool definitions for the template (a JSON
+// list of OpenAI's tools; nil: none).
+func (b *Builder) BuildTools(history []Exchange, messages []Message, tools json.RawMessage, maxTokens int) ([]int64, error) {
 	room := b.Positions - maxTokens
 	base := 0 // exchanges with turn numbers above base are in the prompt
 	if len(history) > 0 {
 		base = ceilTo(history[0].N-1, DropBlock)
 	}
 	for {
-		ids, err := b.render(history, base, messages)
+		ids, err := b.render(history, base, messages, tools)
 		if err != nil {
 			return nil, err
 		}
@@ -72,11 +82,16 @@ func ceilTo(n, block int) int { return (n + block - 1) / block * block }
 
 // render renders the exchanges of history whose turn number is above
 // base, then messages, and encodes them.
-func (b *Builder) render(history []Exchange, base int, messages []Message) ([]int64, error) {
+func (b *Builder) render(history []Exchange, base int, messages []Message, tools json.RawMessage) ([]int64, error) {
 	var all []Message
 	for _, h := range history {
 		if h.N > base {
-			all = append(all, Message{Role: "user", Content: h.User}, Message{Role: "assistant", Content: h.Assistant})
+			if h.In != nil {
+				all = append(all, h.In...)
+			} else {
+				all = append(all, Message{Role: "user", Content: h.User})
+			}
+			all = append(all, Message{Role: "assistant", Content: h.Assistant, ToolCalls: h.ToolCalls})
 		}
 	}
 	for _, m := range messages {
@@ -93,7 +108,7 @@ func (b *Builder) render(history []Exchange, base int, messages []Message) ([]in
 		s.WriteString("assistant:")
 		return b.Encode(s.String()), nil
 	}
-	text, err := b.Template.Render(all, true)
+	text, err := b.Template.RenderTools(all, tools, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrTemplate, err)
 	}

@@ -40,8 +40,12 @@ type Turn struct {
 	N int `json:"n"`
 	// Event identifies the request (CloudEvent source and id, or the /turn
 	// id) so that a redelivery is answered from here, not run twice.
-	Event     string          `json:"event,omitempty"`
-	Text      string          `json:"text,omitempty"`
+	Event string `json:"event,omitempty"`
+	Text  string `json:"text,omitempty"`
+	// Messages are the turn's messages when they are more than the
+	// user's text (a tool loop's results), as a JSON list of chat
+	// messages.
+	Messages  json.RawMessage `json:"messages,omitempty"`
 	Output    json.RawMessage `json:"output"`
 	BatchSize int             `json:"batch_size"`
 	At        time.Time       `json:"at"`

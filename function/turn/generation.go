@@ -15,6 +15,7 @@ import (
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/telemetry"
+	"github.com/sous-ai/sous/function/toolcall"
 )
 
 // GenParams are a generated turn's settings, beside its text.
@@ -38,12 +39,23 @@ type GenParams struct {
 	// "schema", "strict"}}; a JSON one is enforced by constrained
 	// decoding.
 	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
+	// Tools are OpenAI's tool definitions, a JSON list of {"type":
+	// "function", "function": {"name", "description", "parameters"}},
+	// rendered by the chat template; ToolChoice is "auto" (the default
+	// with tools), "none", "required" or {"type": "function",
+	// "function": {"name"}} (required and named are enforced by
+	// constrained decoding); ParallelToolCalls (default true) allows
+	// several calls in one reply.
+	Tools             json.RawMessage `json:"tools,omitempty"`
+	ToolChoice        json.RawMessage `json:"tool_choice,omitempty"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls,omitempty"`
 }
 
 // Any reports whether any generation setting was given.
 func (g *GenParams) Any() bool {
 	return g.MaxTokens != nil || g.Temperature != nil || g.TopK != nil || g.TopP != nil || g.Seed != nil || g.Stop != nil || g.Stream ||
-		g.FrequencyPenalty != nil || g.PresencePenalty != nil || g.Logprobs || g.TopLogprobs != nil || len(g.ResponseFormat) > 0
+		g.FrequencyPenalty != nil || g.PresencePenalty != nil || g.Logprobs || g.TopLogprobs != nil || len(g.ResponseFormat) > 0 ||
+		len(g.Tools) > 0 || len(g.ToolChoice) > 0 || g.ParallelToolCalls != nil
 }
 
 // MaxGenTokens bounds max_tokens.
@@ -122,14 +134,24 @@ type GenOutput struct {
 	// CachedTokens are the prompt's tokens whose KV this pod's prefix
 	// cache held (not prefilled again).
 	CachedTokens int `json:"cached_tokens,omitempty"`
+	// ToolCalls are the reply's calls of tools (Text is then the content
+	// outside them, often ""; FinishReason "tool_calls").
+	ToolCalls []prompt.ToolCall `json:"tool_calls,omitempty"`
 }
 
 // generateSettings are a checked generated turn's.
 type generateSettings struct {
 	params generate.Params
 	// constraint is the response format's grammar bound to the model's
-	// vocabulary (nil: free text); each choice gets its own matcher.
+	// vocabulary (nil: free text), or a required tool call's; each choice
+	// gets its own matcher.
 	constraint *grammar.Constraint
+	// tools are the request's tool definitions for the template (nil:
+	// none), and parse whether replies are read for calls (not with
+	// tool_choice none).
+	tools json.RawMessage
+	parse bool
+	most  int // calls a reply may make (0: any; parallel_tool_calls false: 1)
 }
 
 // MaxChoices bounds Request.Choices.
@@ -140,6 +162,16 @@ const MaxChoices = 8
 // and log probabilities included.
 type Generated struct {
 	Choices []generate.Result
+	// Parsed are the choices read for tool calls, one per choice (nil
+	// when no tools were offered).
+	Parsed []Parsed
+}
+
+// Parsed is a reply read for tool calls: the content outside the calls,
+// and the calls.
+type Parsed struct {
+	Content string
+	Calls   []prompt.ToolCall
 }
 
 // generationRunner serves a decoder model directory: each turn one
@@ -160,6 +192,9 @@ type generationRunner struct {
 	vocabOnce sync.Once
 	vocab     *grammar.Vocab
 	vocabErr  error
+	// toolFormat is how the model writes tool calls: SOUS_TOOL_PARSER, or
+	// the chat template's ("": unknown, tools are refused).
+	toolFormat toolcall.Format
 }
 
 // grammarVocab builds, once, the vocabulary as the grammar checks it:
@@ -216,8 +251,8 @@ func (r *generationRunner) responseFormat(raw json.RawMessage) (*grammar.Constra
 	default:
 		return nil, BadRequest("response_format type %q: want text, json_object or json_schema", rf.Type)
 	}
-	if !r.dir.Tok.BytesConcatenate() {
-		return nil, BadRequest("response_format %s: model %s's tokenizer (WordPiece) decodes with spaces of its own, which a grammar over its tokens cannot hold to; structured outputs need a byte-level, SentencePiece or Unigram tokenizer", rf.Type, r.m.Name())
+	if err := r.checkGrammarTokenizer("response_format " + rf.Type); err != nil {
+		return nil, err
 	}
 	var g *grammar.Grammar
 	var err error
@@ -233,6 +268,20 @@ func (r *generationRunner) responseFormat(raw json.RawMessage) (*grammar.Constra
 	if err != nil {
 		return nil, BadRequest("response_format: %v", err)
 	}
+	return r.bind(g)
+}
+
+// checkGrammarTokenizer refuses constrained decoding (what names) on a
+// tokenizer whose tokens' bytes do not concatenate into the text.
+func (r *generationRunner) checkGrammarTokenizer(what string) error {
+	if !r.dir.Tok.BytesConcatenate() {
+		return BadRequest("%s: model %s's tokenizer (WordPiece) decodes with spaces of its own, which a grammar over its tokens cannot hold to; structured outputs need a byte-level, SentencePiece or Unigram tokenizer", what, r.m.Name())
+	}
+	return nil
+}
+
+// bind binds a grammar to the model's vocabulary.
+func (r *generationRunner) bind(g *grammar.Grammar) (*grammar.Constraint, error) {
 	v, err := r.grammarVocab()
 	if err != nil {
 		return nil, err
@@ -240,9 +289,13 @@ func (r *generationRunner) responseFormat(raw json.RawMessage) (*grammar.Constra
 	return grammar.NewConstraint(g, v, maskCache), nil
 }
 
-// NewGenerationRunner serves a decoder model through its engine.
-func NewGenerationRunner(m *model.Engine, dir *tasks.Model, engine *generate.Engine, kvTokens int, metrics *telemetry.Metrics) Runner {
-	return &generationRunner{m: m, dir: dir, engine: engine, metrics: metrics, kvTokens: kvTokens,
+// NewGenerationRunner serves a decoder model through its engine; tools
+// is the format its tool calls are read in ("": the chat template's).
+func NewGenerationRunner(m *model.Engine, dir *tasks.Model, engine *generate.Engine, kvTokens int, tools toolcall.Format, metrics *telemetry.Metrics) Runner {
+	if tools == "" && dir.Chat != nil {
+		tools = toolcall.Detect(dir.Chat.Source())
+	}
+	return &generationRunner{m: m, dir: dir, engine: engine, metrics: metrics, kvTokens: kvTokens, toolFormat: tools,
 		prompts: prompt.Builder{Template: dir.Chat, Encode: dir.Tok.IDs, Positions: dir.MaxLength}}
 }
 
@@ -251,7 +304,7 @@ func (r *generationRunner) Batched() bool { return false }
 func (r *generationRunner) Model() string { return r.m.Name() }
 
 func (r *generationRunner) Check(req *Request) error {
-	if req.Text == "" || req.HasInputs {
+	if (req.Text == "" && len(req.Messages) == 0) || req.HasInputs {
 		return BadRequest("model %s generates from text: send text, not tensors", r.m.Name())
 	}
 	// The text's bound keeps transcripts small; a stateless request keeps
@@ -281,7 +334,19 @@ func (r *generationRunner) Check(req *Request) error {
 	if err != nil {
 		return err
 	}
-	req.gen = &generateSettings{params: p, constraint: c}
+	settings := &generateSettings{params: p, constraint: c}
+	if err := r.toolSettings(g, settings); err != nil {
+		return err
+	}
+	if !req.Stateless {
+		if req.saved, err = savedMessages(req.Messages); err != nil {
+			return err
+		}
+		if len(req.saved) > MaxText {
+			return BadRequest("the turn's messages are %d bytes, the limit is %d", len(req.saved), MaxText)
+		}
+	}
+	req.gen = settings
 	return nil
 }
 
@@ -305,7 +370,13 @@ func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessag
 	if messages == nil {
 		messages = []prompt.Message{{Role: "user", Content: req.Text}}
 	}
-	ids, err := r.prompts.Build(exchanges(j.Session.History), messages, p.MaxTokens)
+	var ids []int64
+	var err error
+	if req.Raw {
+		ids, err = r.rawPrompt(req, p.MaxTokens)
+	} else {
+		ids, err = r.prompts.BuildTools(exchanges(j.Session.History), messages, req.gen.tools, p.MaxTokens)
+	}
 	switch {
 	case errors.Is(err, prompt.ErrContextLength):
 		return nil, nil, fmt.Errorf("%w: %v", ErrContextLength, err)
@@ -331,6 +402,13 @@ func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessag
 		for i := range ps {
 			ps[i].Constraint = gc.NewMatcher()
 		}
+	}
+	var parser *toolcall.Parser
+	if req.gen.parse {
+		// The first choice's text is read for calls as it streams: its
+		// content goes on, each call once complete; markup never shows.
+		parser = r.toolFormat.NewParser(req.OnText, req.OnToolCall).Most(req.gen.most)
+		ps[0].OnText = parser.Push
 	}
 	start := time.Now()
 	first := make([]time.Time, len(ps))
@@ -359,12 +437,35 @@ func (r *generationRunner) generate(ctx context.Context, j *Job) (json.RawMessag
 		r.metrics.Generated(first[i].Sub(start), tpot, len(c.Tokens), c.PromptTokens, c.CachedTokens)
 		completion += len(c.Tokens)
 	}
-	// The first choice is the turn's: its text is what the transcript
-	// keeps; the usage counts every choice's tokens.
-	out, err := json.Marshal(GenOutput{Text: res.Text, FinishReason: res.Finish, PromptTokens: res.PromptTokens,
-		CompletionTokens: completion, CachedTokens: res.CachedTokens})
-	return out, &Generated{Choices: rs}, err
+	// The first choice is the turn's: its text (and calls) are what the
+	// transcript keeps; the usage counts every choice's tokens.
+	o := GenOutput{Text: res.Text, FinishReason: res.Finish, PromptTokens: res.PromptTokens,
+		CompletionTokens: completion, CachedTokens: res.CachedTokens}
+	gen := &Generated{Choices: rs}
+	if parser != nil {
+		gen.Parsed = make([]Parsed, len(rs))
+		for i, c := range rs {
+			var pc Parsed
+			if i == 0 {
+				pc.Content, pc.Calls = parser.Finish()
+			} else {
+				p := r.toolFormat.NewParser(nil, nil).Most(req.gen.most)
+				p.Push(c.Text)
+				pc.Content, pc.Calls = p.Finish()
+			}
+			gen.Parsed[i] = pc
+		}
+		o.Text, o.ToolCalls = gen.Parsed[0].Content, gen.Parsed[0].Calls
+		if len(o.ToolCalls) > 0 {
+			o.FinishReason = FinishToolCalls
+		}
+	}
+	out, err := json.Marshal(o)
+	return out, gen, err
 }
+
+// FinishToolCalls is the finish reason of a reply that calls tools.
+const FinishToolCalls = "tool_calls"
 
 // exchanges reads a transcript's turns as the prompt's exchanges.
 func exchanges(history []state.Turn) []prompt.Exchange {
@@ -372,9 +473,35 @@ func exchanges(history []state.Turn) []prompt.Exchange {
 	for i, h := range history {
 		var g GenOutput
 		json.Unmarshal(h.Output, &g)
-		out[i] = prompt.Exchange{N: h.N, User: h.Text, Assistant: g.Text}
+		out[i] = prompt.Exchange{N: h.N, User: h.Text, Assistant: g.Text, ToolCalls: g.ToolCalls}
+		if len(h.Messages) > 0 {
+			json.Unmarshal(h.Messages, &out[i].In)
+		}
 	}
 	return out
+}
+
+// savedMessages are the messages a turn's transcript entry keeps beside
+// its reply: the request's own after its last assistant message, system
+// ones aside (a tool loop's results, or the user's message); nil when that
+// is one plain user message, which the entry's text holds.
+func savedMessages(msgs []prompt.Message) (json.RawMessage, error) {
+	from := 0
+	for i, m := range msgs {
+		if m.Role == "assistant" {
+			from = i + 1
+		}
+	}
+	var keep []prompt.Message
+	for _, m := range msgs[from:] {
+		if m.Role != "system" && m.Role != "developer" {
+			keep = append(keep, m)
+		}
+	}
+	if len(keep) == 0 || len(keep) == 1 && keep[0].Role == "user" && keep[0].ToolCallID == "" {
+		return nil, nil
+	}
+	return json.Marshal(keep)
 }
 
 func lastEvent(s state.Session) string {

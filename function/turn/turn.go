@@ -58,17 +58,25 @@ type Request struct {
 	// prompt is the stored transcript, then these (Text is the last user
 	// one).
 	Messages []prompt.Message
+	// Raw, for a legacy completion, says Text is the whole prompt: encoded
+	// as it is (special tokens written in it become their ids), without
+	// the chat template. Stateless only.
+	Raw bool
 	// Choices is how many replies to generate (OpenAI's n; 0 or 1: one).
 	// The first is the turn's.
 	Choices int
 	// OnText, if set, gets a generated reply's text as it grows (pieces
-	// that are final), from the engine's loop: it must not block.
-	OnText func(string)
+	// that are final), from the engine's loop: it must not block. With
+	// tools the text is the content outside the calls, and OnToolCall
+	// gets each call once complete (the same rules).
+	OnText     func(string)
+	OnToolCall func(prompt.ToolCall)
 
 	// Set by Check.
 	inputs []model.Tensor      // the model inputs of a batched turn
 	enc    *tokenizer.Encoding // the text's encoding, a model directory's
 	gen    *generateSettings   // a generated turn's settings
+	saved  json.RawMessage     // the messages the transcript keeps beside Text
 }
 
 // Reply is a turn's answer: a reply event's data, and /turn's body.
@@ -497,7 +505,7 @@ func (s *Service) execute(ctx context.Context, in []*Job, out []Outcome) error {
 func (s *Service) next(sess state.Session, req *Request, c Computed, batch int) state.Session {
 	next := state.Session{Version: 1, Turn: sess.Turn + 1, State: c.State}
 	next.History = append(slices.Clone(sess.History), state.Turn{
-		N: next.Turn, Event: req.Event, Text: req.Text, Output: c.Output, BatchSize: batch, At: s.p.Now().UTC(),
+		N: next.Turn, Event: req.Event, Text: req.Text, Messages: req.saved, Output: c.Output, BatchSize: batch, At: s.p.Now().UTC(),
 	})
 	if over := len(next.History) - s.p.History; over > 0 {
 		next.History = next.History[over:]

@@ -1,9 +1,11 @@
 // Package openai serves OpenAI-compatible chat completions (POST
 // /v1/chat/completions, GET /v1/models) for agent frameworks, on a decoder
-// model. Without a session the request's messages are the whole
-// conversation; with X-Sous-Session (or the user field) the session's
-// transcript from the store comes first and the new exchange is saved, so
-// any pod continues it. Errors come in OpenAI's shape, through the one
+// model; legacy completions (POST /v1/completions, the prompt as it is);
+// and embeddings (POST /v1/embeddings) on a feature-extraction model.
+// Without a session a chat request's messages are the whole conversation;
+// with X-Sous-Session (or the user field) the session's transcript from
+// the store comes first and the new exchange is saved, so any pod
+// continues it. Errors come in OpenAI's shape, through the one
 // renderer (counted and logged as every route's are).
 package openai
 
@@ -45,6 +47,16 @@ type Params struct {
 	// logprobs.
 	Tokens func(id int64) []byte
 	EOS    []int64
+	// Embedder embeds text (POST /v1/embeddings); nil when the served
+	// model does not (404). MaxBatch is the ring's batch size: an
+	// embeddings request queues at most two batches of its texts at once.
+	Embedder Embedder
+	MaxBatch int
+}
+
+// Embedder embeds texts through the ring batcher: the turn service.
+type Embedder interface {
+	Embed(ctx context.Context, texts []string, window int) ([]turn.Embedded, error)
 }
 
 type server struct{ p Params }
@@ -54,6 +66,8 @@ type server struct{ p Params }
 func Register(e *echo.Echo, work *echo.Group, p Params) {
 	s := &server{p}
 	work.POST("/v1/chat/completions", s.chat)
+	work.POST("/v1/completions", s.completions)
+	work.POST("/v1/embeddings", s.embeddings)
 	e.GET("/v1/models", s.models)
 }
 
@@ -113,11 +127,28 @@ func (s *server) chat(c echo.Context) error {
 	var st *stream
 	if req.Stream {
 		st = &stream{s: sse.New(c), id: id, created: created, model: s.p.Model}
+		calls := 0 // written by the queue's writer alone
 		st.queue = sse.NewQueue(func(p string) {
 			st.begin()
-			st.chunk(map[string]any{"content": p}, nil, nil)
+			if p[0] == pieceText {
+				st.chunk(map[string]any{"content": p[1:]}, nil, nil)
+				return
+			}
+			// A call streams as OpenAI streams one: its id, type and name
+			// first, then its arguments.
+			var c prompt.ToolCall
+			json.Unmarshal([]byte(p[1:]), &c)
+			st.chunk(map[string]any{"tool_calls": []map[string]any{{"index": calls, "id": c.ID, "type": c.Type,
+				"function": map[string]string{"name": c.Function.Name, "arguments": ""}}}}, nil, nil)
+			st.chunk(map[string]any{"tool_calls": []map[string]any{{"index": calls,
+				"function": map[string]string{"arguments": c.Function.Arguments}}}}, nil, nil)
+			calls++
 		})
-		treq.OnText = st.queue.Push
+		treq.OnText = func(s string) { st.queue.Push(string(pieceText) + s) }
+		treq.OnToolCall = func(c prompt.ToolCall) {
+			b, _ := json.Marshal(c)
+			st.queue.Push(string(pieceCall) + string(b))
+		}
 	}
 	r, err := s.p.Turns.Do(ctx, treq)
 	if st != nil {
@@ -171,8 +202,8 @@ func (s *server) choices(r turn.Reply, out turn.GenOutput, logprobs bool) []map[
 		return f
 	}
 	g, _ := r.Detail.(*turn.Generated)
-	if g == nil { // a redelivery: the transcript's text alone
-		return []map[string]any{{"index": 0, "message": prompt.Message{Role: "assistant", Content: out.Text},
+	if g == nil { // a redelivery: the transcript's reply alone
+		return []map[string]any{{"index": 0, "message": replyMessage(out.Text, out.ToolCalls),
 			"finish_reason": finish(out.FinishReason), "logprobs": nil}}
 	}
 	choices := make([]map[string]any, len(g.Choices))
@@ -181,10 +212,39 @@ func (s *server) choices(r turn.Reply, out turn.GenOutput, logprobs bool) []map[
 		if logprobs {
 			lp = map[string]any{"content": s.logprobs(res.Logprobs)}
 		}
-		choices[i] = map[string]any{"index": i, "message": prompt.Message{Role: "assistant", Content: res.Text},
-			"finish_reason": finish(res.Finish), "logprobs": lp}
+		text, calls, reason := res.Text, []prompt.ToolCall(nil), res.Finish
+		if g.Parsed != nil {
+			text, calls = g.Parsed[i].Content, g.Parsed[i].Calls
+			if len(calls) > 0 {
+				reason = turn.FinishToolCalls
+			}
+		}
+		choices[i] = map[string]any{"index": i, "message": replyMessage(text, calls),
+			"finish_reason": finish(reason), "logprobs": lp}
 	}
 	return choices
+}
+
+// Pieces of a stream's queue: text, or a call (its JSON).
+const (
+	pieceText = 't'
+	pieceCall = 'c'
+)
+
+// replyMsg is a reply's message in OpenAI's shape: content null when the
+// reply is calls alone.
+type replyMsg struct {
+	Role      string            `json:"role"`
+	Content   *string           `json:"content"`
+	ToolCalls []prompt.ToolCall `json:"tool_calls,omitempty"`
+}
+
+func replyMessage(text string, calls []prompt.ToolCall) replyMsg {
+	m := replyMsg{Role: "assistant", ToolCalls: calls}
+	if text != "" || len(calls) == 0 {
+		m.Content = &text
+	}
+	return m
 }
 
 // tokenLogprob is one token's entry in OpenAI's logprobs.

@@ -25,16 +25,17 @@ type request struct {
 	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	N                *int            `json:"n"`
-	User             string          `json:"user"`
-	FrequencyPenalty *float64        `json:"frequency_penalty"`
-	PresencePenalty  *float64        `json:"presence_penalty"`
-	Logprobs         bool            `json:"logprobs"`
-	TopLogprobs      *int            `json:"top_logprobs"`
-	ResponseFormat   json.RawMessage `json:"response_format"`
-	Tools            json.RawMessage `json:"tools"`
-	ToolChoice       json.RawMessage `json:"tool_choice"`
-	LogitBias        json.RawMessage `json:"logit_bias"`
+	N                 *int            `json:"n"`
+	User              string          `json:"user"`
+	FrequencyPenalty  *float64        `json:"frequency_penalty"`
+	PresencePenalty   *float64        `json:"presence_penalty"`
+	Logprobs          bool            `json:"logprobs"`
+	TopLogprobs       *int            `json:"top_logprobs"`
+	ResponseFormat    json.RawMessage `json:"response_format"`
+	Tools             json.RawMessage `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+	LogitBias         json.RawMessage `json:"logit_bias"`
 }
 
 // fields are the request fields sous reads (the struct's), and ignored
@@ -42,15 +43,18 @@ type request struct {
 var (
 	fields = []string{"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop",
 		"stream", "stream_options", "n", "user", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs",
-		"response_format", "tools", "tool_choice", "logit_bias"}
-	ignored = []string{"metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
+		"response_format", "tools", "tool_choice", "parallel_tool_calls", "logit_bias"}
+	ignored = []string{"metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"}
 )
 
-// message is one chat message; content is a string or a list of parts.
+// message is one chat message; content is a string or a list of parts
+// (null in an assistant message that calls tools).
 type message struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
-	Name    string          `json:"name"`
+	Role       string            `json:"role"`
+	Content    json.RawMessage   `json:"content"`
+	Name       string            `json:"name"`
+	ToolCalls  []prompt.ToolCall `json:"tool_calls"`
+	ToolCallID string            `json:"tool_call_id"`
 }
 
 // decode reads a request, refusing by name any field that would change
@@ -114,28 +118,48 @@ func (r *request) turn() (turn.Request, error) {
 	if err := r.refuse(); err != nil {
 		return turn.Request{}, err
 	}
-	user := ""
+	user, asked := "", false
 	var msgs []prompt.Message
-	for _, m := range r.Messages {
+	for i, m := range r.Messages {
 		switch m.Role {
-		case "system", "user", "assistant", "developer":
+		case "system", "user", "assistant", "developer", "tool":
 		default:
-			return turn.Request{}, turn.BadRequest("messages: role %q is not one of system, developer, user, assistant", m.Role)
+			return turn.Request{}, turn.BadRequest("messages[%d]: role %q is not one of system, developer, user, assistant, tool", i, m.Role)
 		}
 		text, err := m.text()
 		if err != nil {
 			return turn.Request{}, err
 		}
-		if m.Role == "user" {
+		pm := prompt.Message{Role: m.Role, Content: text}
+		switch m.Role {
+		case "user":
 			user = text
+			asked = asked || strings.TrimSpace(text) != ""
+		case "tool":
+			if m.ToolCallID == "" {
+				return turn.Request{}, turn.BadRequest("messages[%d]: a tool message needs tool_call_id", i)
+			}
+			pm.ToolCallID = m.ToolCallID
+			asked = true
+		case "assistant":
+			for k, c := range m.ToolCalls {
+				if c.Type != "function" || c.Function.Name == "" || c.ID == "" {
+					return turn.Request{}, turn.BadRequest("messages[%d].tool_calls[%d]: want {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}", i, k)
+				}
+			}
+			pm.ToolCalls = m.ToolCalls
 		}
-		msgs = append(msgs, prompt.Message{Role: m.Role, Content: text})
+		if m.Role != "assistant" && m.ToolCalls != nil {
+			return turn.Request{}, turn.BadRequest("messages[%d]: only assistant messages have tool_calls", i)
+		}
+		msgs = append(msgs, pm)
 	}
-	if strings.TrimSpace(user) == "" {
-		return turn.Request{}, turn.BadRequest("messages: no user message with content")
+	if !asked {
+		return turn.Request{}, turn.BadRequest("messages: no user message with content, nor tool result")
 	}
 	g := &turn.GenParams{MaxTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP, Seed: r.Seed,
-		FrequencyPenalty: r.FrequencyPenalty, PresencePenalty: r.PresencePenalty, Logprobs: r.Logprobs, TopLogprobs: r.TopLogprobs}
+		FrequencyPenalty: r.FrequencyPenalty, PresencePenalty: r.PresencePenalty, Logprobs: r.Logprobs, TopLogprobs: r.TopLogprobs,
+		Tools: r.Tools, ToolChoice: r.ToolChoice, ParallelToolCalls: r.ParallelToolCalls}
 	if len(r.ResponseFormat) > 0 && string(r.ResponseFormat) != "null" {
 		g.ResponseFormat = r.ResponseFormat
 	}
@@ -164,14 +188,8 @@ func (r *request) turn() (turn.Request, error) {
 }
 
 // refuse names the fields that change the answer and that this build
-// cannot honour yet: tools.
+// cannot honour: logit_bias.
 func (r *request) refuse() error {
-	if len(r.Tools) > 0 && string(r.Tools) != "null" && string(r.Tools) != "[]" {
-		return turn.BadRequest("tools: not supported by sous")
-	}
-	if len(r.ToolChoice) > 0 && string(r.ToolChoice) != "null" && string(r.ToolChoice) != `"none"` && string(r.ToolChoice) != `"auto"` {
-		return turn.BadRequest("tool_choice %s: no tools to choose", r.ToolChoice)
-	}
 	if len(r.LogitBias) > 0 && string(r.LogitBias) != "null" && string(r.LogitBias) != "{}" {
 		return turn.BadRequest("logit_bias: not supported by sous")
 	}

@@ -86,11 +86,20 @@ func vocabSize(tokenizerJSON []byte) (int64, error) {
 		Model struct {
 			Vocab map[string]int64 `json:"vocab"`
 		} `json:"model"`
+		// Added tokens past the model's vocabulary (Qwen3's chat
+		// markers) need rows of their own.
+		Added []struct {
+			ID int64 `json:"id"`
+		} `json:"added_tokens"`
 	}
 	if err := json.Unmarshal(tokenizerJSON, &f); err != nil {
 		return 0, err
 	}
-	return int64(len(f.Model.Vocab)), nil
+	n := int64(len(f.Model.Vocab))
+	for _, a := range f.Added {
+		n = max(n, a.ID+1)
+	}
+	return n, nil
 }
 
 func config(task string, labels []string) map[string]any {
