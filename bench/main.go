@@ -10,7 +10,9 @@
 // the mixed-length text phase: length-aware against arrival-order batches),
 // BENCH_ONLY=generation (only the generation phase), BENCH_ONLY=llm (the
 // test LLM's variants: tokens/s at 1 and 32 sessions, RSS), BENCH_ONLY=prefix
-// (only the prefix cache's TTFT at turn 10), BENCH_GEN_PLOT (SVG,
+// (only the prefix cache's TTFT at turn 10), BENCH_ONLY=placement (session
+// placement on and off over three pods: cached share and TTFT, the
+// relay's cost), BENCH_GEN_PLOT (SVG,
 // default docs/generation.svg), BENCH_GEN_PROFILE (a file: save a CPU
 // profile of sous during the first 32-session point of the last form
 // with continuous batching).
@@ -240,6 +242,9 @@ func (h *harness) run() error {
 	if os.Getenv("BENCH_ONLY") == "prefix" {
 		_, err := h.prefixCompare(root, 8)
 		return err
+	}
+	if os.Getenv("BENCH_ONLY") == "placement" {
+		return h.placementCompare(root)
 	}
 	if os.Getenv("BENCH_ONLY") == "padding" {
 		l, a, err := h.paddingCompare(root)
