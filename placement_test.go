@@ -220,6 +220,12 @@ func TestPlacementOwnerKilledMidConversation(t *testing.T) {
 	var retries []string
 	retried.Range(func(k, v any) bool { retries = append(retries, fmt.Sprintf("%v:%v", k, v)); return true })
 	t.Logf("turns the clients retried (failed attempts): %v", retries)
+	for i, p := range pods {
+		if i != victim {
+			t.Logf("pod %s: %d relays failed and were retried or served there", p.sous.url,
+				strings.Count(p.sous.logs.String(), "placement: relay failed"))
+		}
+	}
 	check := livePod(victim + 1)
 	for s := range sessions {
 		session := fmt.Sprintf("killed-%d", s)
