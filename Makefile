@@ -18,6 +18,9 @@ ORT_LIB     := bin/libonnxruntime.so
 # the SQLite name resolver is not among the stable components, and the
 # default (mDNS) would multicast beyond loopback.
 DAPRD := bin/daprd
+# Dapr's placement service (actor placement, for SOUS_PLACEMENT=actors),
+# built from the same pinned module as daprd.
+PLACEMENT := bin/placement
 
 FUZZTIME  ?= 30s
 # Every fuzz target, as package:target. `make test` runs each for 2000
@@ -33,7 +36,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function/toolcall:FuzzParse
 TESTFLAGS ?=
 
-.PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
+.PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd placement redis clean image image-test \
 	cluster cluster-down cluster-test e2e docs tokenize tokenizer-parity llm-tokenizers transformers-js \
 	tool-renderings agents-npm
 
@@ -126,6 +129,13 @@ $(DAPRD): tools/daprd/go.mod tools/daprd/go.sum
 	cd tools/daprd && $(GO) build -tags allcomponents -o ../../$@.tmp github.com/dapr/dapr/cmd/daprd
 	mv $@.tmp $@
 
+placement: $(PLACEMENT)
+
+$(PLACEMENT): tools/daprd/go.mod tools/daprd/go.sum
+	@mkdir -p bin
+	cd tools/daprd && $(GO) build -o ../../$@.tmp github.com/dapr/dapr/cmd/placement
+	mv $@.tmp $@
+
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
@@ -151,7 +161,7 @@ model: $(LLM_TOK)/qwen3/tokenizer.json
 validate:
 	cd tools/validate && $(GO) test -count=1 ./... && $(GO) run . ../../knative/*.yaml ../../func.yaml
 
-test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(AGENTS) $(TRANSFORMERS_JS) redis validate llm-tokenizers
+test: $(ORT_LIB) $(DAPRD) $(PLACEMENT) $(OPENAI_SDK) $(AGENTS) $(TRANSFORMERS_JS) redis validate llm-tokenizers
 	$(GO) vet ./...
 	$(GO) vet -tags image .
 	cd tools/e2e && $(GO) vet ./...
@@ -161,7 +171,7 @@ test: $(ORT_LIB) $(DAPRD) $(OPENAI_SDK) $(AGENTS) $(TRANSFORMERS_JS) redis valid
 
 # The load harness: sous as real processes driven by vegeta, ratios of
 # configurations measured side by side (BENCH_DURATION per point, default 3s).
-bench: $(ORT_LIB) $(DAPRD) redis llm-tokenizers
+bench: $(ORT_LIB) $(DAPRD) $(PLACEMENT) redis llm-tokenizers
 	$(GO) run ./bench
 
 # The ring batcher against the textbook channel batcher: BENCH_ROUNDS

@@ -13,7 +13,8 @@
 // (only the prefix cache's TTFT at turn 10), BENCH_ONLY=structured (JSON
 // schema-constrained against free generation at 32 sessions, mask time),
 // BENCH_ONLY=choices (only four replies to one prompt: n=4 against four
-// requests), BENCH_GEN_PLOT (SVG,
+// requests), BENCH_ONLY=placement (session placement on and off over three
+// pods: cached share and TTFT, the relay's cost), BENCH_GEN_PLOT (SVG,
 // default docs/generation.svg), BENCH_GEN_PROFILE (a file: save a CPU
 // profile of sous during the first 32-session point of the last form
 // with continuous batching).
@@ -253,6 +254,9 @@ func (h *harness) run() error {
 			reportChoices(n4, separate)
 		}
 		return err
+	}
+	if os.Getenv("BENCH_ONLY") == "placement" {
+		return h.placementCompare(root)
 	}
 	if os.Getenv("BENCH_ONLY") == "padding" {
 		l, a, err := h.paddingCompare(root)

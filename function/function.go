@@ -27,6 +27,7 @@ import (
 	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/generate"
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/placement"
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/telemetry"
@@ -232,12 +233,28 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 			return nil, fmt.Errorf("model: warm-up: %w", err)
 		}
 	}
+	var place *placement.Placement
+	if cfg.Placement == "actors" {
+		if !generates {
+			return nil, fmt.Errorf("SOUS_PLACEMENT=actors: model %s does not generate (placement moves generation turns, whose KV a pod keeps)", f.engine.Name())
+		}
+		addr := cfg.PlacementAddress
+		if addr == "" {
+			addr = placement.HostAddress(cfg.Port)
+		}
+		if place, err = placement.New(placement.Params{ActorType: cfg.PlacementActor, Address: addr, Dapr: cfg.DaprHTTP,
+			DaprToken: cfg.DaprToken, IdleTimeout: cfg.SessionTTL, MaxBody: cfg.MaxBody, Log: o.logger, Tracer: tracer,
+			Now: o.now}); err != nil {
+			return nil, err
+		}
+		o.logger.Info("session placement: dapr actors", "actor_type", cfg.PlacementActor, "address", addr, "sidecar", cfg.DaprHTTP)
+	}
 	f.echo = api.New(api.Params{
 		Turns: f.turns, Model: f.engine, Dir: dir, Generates: generates, Metrics: f.metrics, Tracer: tracer,
 		Log: o.logger, Now: o.now, Started: f.started, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		PubSub: cfg.PubSub, Topic: cfg.Topic, AppToken: cfg.AppToken,
 		Ready: func() bool { return f.ready.Load() && !f.admit.draining() },
-		Enter: f.enter,
+		Enter: f.enter, Placement: place,
 	})
 	return f, nil
 }

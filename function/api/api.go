@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -26,6 +27,7 @@ import (
 	"github.com/sous-ai/sous/function/api/openai"
 	"github.com/sous-ai/sous/function/api/sse"
 	"github.com/sous-ai/sous/function/model"
+	"github.com/sous-ai/sous/function/placement"
 	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/telemetry"
 	"github.com/sous-ai/sous/function/turn"
@@ -56,6 +58,10 @@ type Params struct {
 	// Enter admits a work request unless draining has begun; leave ends
 	// it. Work, not probes or scrapes, is admitted and counted.
 	Enter func() (leave func(), ok bool)
+	// Placement, if set, places the generation routes' turns on their
+	// sessions' owners (SOUS_PLACEMENT=actors); nil serves every turn
+	// where it lands.
+	Placement *placement.Placement
 }
 
 // New builds the router.
@@ -72,13 +78,21 @@ func New(p Params) *echo.Echo {
 			return &edge.Error{Code: http.StatusInternalServerError, Msg: "internal error"}
 		},
 	}))
-	work := e.Group("", admitted(p.Enter))
-	dapr.Register(e, work, dapr.Params{Turns: p.Turns, Renderer: r, Tracer: p.Tracer, MaxBody: p.MaxBody,
+	work := e.Group("", admitted(p.Enter), keyed)
+	// The generation routes: placed on their sessions' owners when
+	// placement is on (after admission: a draining pod refuses rather
+	// than relays, and its drain waits for its relays).
+	gen := work
+	if p.Placement != nil {
+		p.Placement.Register(e, work)
+		gen = e.Group("", admitted(p.Enter), keyed, p.Placement.Middleware)
+	}
+	dapr.Register(e, gen, dapr.Params{Turns: p.Turns, Renderer: r, Tracer: p.Tracer, MaxBody: p.MaxBody,
 		PubSub: p.PubSub, Topic: p.Topic, AppToken: p.AppToken})
 	ce := cloudevents.New(cloudevents.Params{Turns: p.Turns, Model: p.Model.Name(), Tracer: p.Tracer, MaxBody: p.MaxBody, Now: p.Now})
-	work.POST("/", ce.Serve)
+	gen.POST("/", ce.Serve)
 	t := &turnRoute{turns: p.Turns, tracer: p.Tracer, maxBody: p.MaxBody, generates: p.Generates, model: p.Model.Name()}
-	work.POST("/turn", t.serve)
+	gen.POST("/turn", t.serve)
 	oip.Register(e, work, oip.Params{Turns: p.Turns, Model: p.Model, Dir: p.Dir, Version: Version,
 		MaxBatch: p.MaxBatch, MaxBody: p.MaxBody, Ready: p.Ready})
 	op := openai.Params{Turns: p.Turns, Model: p.Model.Name(), Generates: p.Generates,
@@ -90,7 +104,9 @@ func New(p Params) *echo.Echo {
 	if p.Turns.Embeds() {
 		op.Embedder, op.MaxBatch = p.Turns, p.MaxBatch
 	}
-	openai.Register(e, work, op)
+	// Routes without a session (completions, embeddings) pass the
+	// placement middleware untouched.
+	openai.Register(e, gen, op)
 	ready := func(c echo.Context) error {
 		if !p.Ready() {
 			return &edge.Error{Code: http.StatusServiceUnavailable, Msg: "not ready"}
@@ -140,6 +156,25 @@ func admitted(enter func() (func(), bool)) echo.MiddlewareFunc {
 			defer leave()
 			return next(c)
 		}
+	}
+}
+
+// keyed makes a request's Idempotency-Key its turns' redelivery key
+// (where they name none of their own): the same request sent again, to
+// any pod, is answered from the transcript instead of taking a second
+// turn.
+func keyed(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		k := r.Header.Get(placement.HeaderKey)
+		if k == "" {
+			return next(c)
+		}
+		if len(k) > 256 || strings.IndexFunc(k, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+			return turn.BadRequest("%s: want 1-256 printable ASCII characters", placement.HeaderKey)
+		}
+		c.SetRequest(r.WithContext(turn.WithKey(r.Context(), k)))
+		return next(c)
 	}
 }
 

@@ -6,9 +6,14 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"regexp"
 	"strconv"
 	"time"
 )
+
+// actorType is what Dapr accepts in an actor type's URL segment.
+var actorType = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // Config is the function's configuration, read from the environment by
 // FromEnv.
@@ -49,6 +54,11 @@ type Config struct {
 	ModelDType     string // SOUS_MODEL_DTYPE: a model directory's variant (fp32, fp16, q8, q4, q4f16), as transformers.js's dtype
 	ModelFile      string // SOUS_MODEL_FILE: the .onnx file inside a model directory, explicitly
 	ToolParser     string // SOUS_TOOL_PARSER: decoder models: hermes, llama3 or mistral ("": the chat template's format)
+	// Session placement (decoder models).
+	Placement        string // SOUS_PLACEMENT: none, or actors (a session's turns go to the pod that holds its KV, placed by Dapr's actor runtime)
+	PlacementActor   string // SOUS_PLACEMENT_ACTOR: the actor type of sessions; services that share a placement service need their own
+	PlacementAddress string // SOUS_PLACEMENT_ADDRESS: host:port other pods relay this pod's sessions to; "" (default): this host's first non-loopback IPv4 address and PORT
+	DaprHTTP         string // DAPR_HTTP_ENDPOINT, or http://127.0.0.1:DAPR_HTTP_PORT (default 3500): the sidecar's HTTP API, for actor calls
 }
 
 // Defaults.
@@ -143,6 +153,24 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.ModelDType = oneOf("SOUS_MODEL_DTYPE", "", "", "fp32", "fp16", "q8", "int8", "uint8", "q4", "bnb4", "q4f16")
 	c.ModelFile = getenv("SOUS_MODEL_FILE")
 	c.ToolParser = oneOf("SOUS_TOOL_PARSER", "", "", "hermes", "llama3", "mistral")
+	c.Placement = oneOf("SOUS_PLACEMENT", "none", "none", "actors")
+	c.PlacementActor = str("SOUS_PLACEMENT_ACTOR", "sous-session")
+	if !actorType.MatchString(c.PlacementActor) {
+		errs = append(errs, fmt.Errorf("SOUS_PLACEMENT_ACTOR=%q: want 1-64 of A-Z a-z 0-9 . _ -", c.PlacementActor))
+	}
+	c.PlacementAddress = getenv("SOUS_PLACEMENT_ADDRESS")
+	if c.PlacementAddress != "" {
+		if host, port, err := net.SplitHostPort(c.PlacementAddress); err != nil || host == "" || port == "" {
+			errs = append(errs, fmt.Errorf("SOUS_PLACEMENT_ADDRESS=%q: want host:port", c.PlacementAddress))
+		}
+	}
+	c.DaprHTTP = getenv("DAPR_HTTP_ENDPOINT")
+	if c.DaprHTTP == "" {
+		c.DaprHTTP = "http://127.0.0.1:" + str("DAPR_HTTP_PORT", "3500")
+	}
+	if c.Placement == "actors" && !c.DaprAvailable {
+		errs = append(errs, errors.New("SOUS_PLACEMENT=actors: needs the Dapr sidecar (DAPR_HTTP_PORT or DAPR_GRPC_PORT unset)"))
+	}
 	if c.Queue < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("SOUS_QUEUE=%d: must be at least SOUS_MAX_BATCH=%d", c.Queue, c.MaxBatch))
 	}

@@ -288,6 +288,9 @@ func (s *Service) Do(ctx context.Context, req Request) (Reply, error) {
 // after a lost ETag race on the session as it is now.
 func (s *Service) Run1(ctx context.Context, req Request) (Reply, error) {
 	if req.Event == "" {
+		req.Event = keyOf(ctx)
+	}
+	if req.Event == "" {
 		// Every turn carries a key, so that a redo after a save whose
 		// outcome was unclear finds its own write instead of running twice.
 		req.Event = "req#" + strconv.FormatUint(rand.Uint64(), 36)
@@ -319,6 +322,24 @@ func (s *Service) Run1(ctx context.Context, req Request) (Reply, error) {
 		trace.SpanFromContext(ctx).SetAttributes(attribute.String("sous.session", req.Session), attribute.Int("sous.turn", res.reply.Turn))
 		return res.reply, nil
 	}
+}
+
+type keyContext struct{}
+
+// WithKey returns ctx carrying a request's key (an HTTP Idempotency-Key):
+// the redelivery key of a turn run under it that names none of its own
+// (a CloudEvent's source and id, a /turn id come first), so that the same
+// request sent again, to this pod or another, is answered from the
+// transcript instead of taking a second turn.
+func WithKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, keyContext{}, key)
+}
+
+func keyOf(ctx context.Context) string {
+	if k, ok := ctx.Value(keyContext{}).(string); ok && k != "" {
+		return "key#" + k
+	}
+	return ""
 }
 
 // submit runs one job: through the batcher, or alone.

@@ -215,6 +215,10 @@ type DaprdParams struct {
 	// Resiliency, a path from the repository root, adds those resiliency
 	// policies (e.g. components/resiliency.yaml, the deployed ones).
 	Resiliency string
+	// Placement, if set, is the placement service the sidecar hosts
+	// actors with (advertising 127.0.0.1); the state store is then the
+	// actor state store too.
+	Placement *Placement
 }
 
 // Binary returns the daprd that `make daprd` built.
@@ -259,6 +263,9 @@ func StartDaprd(t T, p DaprdParams) *Daprd {
 			s = strings.ReplaceAll(s, "localhost:6379", p.Redis.Addr())
 		}
 		s = strings.ReplaceAll(s, "/tmp/sous-dapr-nr.db", p.NameDB)
+		if p.Placement != nil && name == "statestore.yaml" {
+			s = strings.TrimRight(s, "\n") + "\n    - name: actorStateStore\n      value: \"true\"\n"
+		}
 		target := filepath.Join(dir, "resources", name)
 		if name == "config.yaml" {
 			target = filepath.Join(dir, name)
@@ -287,6 +294,12 @@ func StartDaprd(t T, p DaprdParams) *Daprd {
 		"--dapr-internal-grpc-listen-address", "127.0.0.1",
 		"--resources-path", filepath.Join(dir, "resources"), "--config", filepath.Join(dir, "config.yaml"),
 		"--log-level", "warn",
+	}
+	if p.Placement != nil {
+		d.args = append(d.args, "--placement-host-address", p.Placement.Addr())
+		// The address daprd advertises to placement, which other sidecars
+		// dial for this one's actors.
+		d.env = append(d.env, "DAPR_HOST_IP=127.0.0.1")
 	}
 	d.Start()
 	t.Cleanup(d.Kill)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -52,13 +53,15 @@ func Register(e *echo.Echo, work *echo.Group, p Params) {
 }
 
 // token requires APP_API_TOKEN, when set, of every request that comes from
-// the sidecar: its subscription and delivery routes, and service
-// invocations (which carry dapr-caller-app-id).
+// the sidecar: its subscription and delivery routes, its configuration
+// and actor calls (session placement), and service invocations (which
+// carry dapr-caller-app-id).
 func (s *server) token(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s.p.AppToken != "" {
 			r := c.Request()
-			fromDapr := r.URL.Path == "/events" || r.URL.Path == "/dapr/subscribe" || r.Header.Get("dapr-caller-app-id") != ""
+			fromDapr := r.URL.Path == "/events" || strings.HasPrefix(r.URL.Path, "/dapr/") ||
+				strings.HasPrefix(r.URL.Path, "/actors/") || r.Header.Get("dapr-caller-app-id") != ""
 			if fromDapr && subtle.ConstantTimeCompare([]byte(r.Header.Get("dapr-api-token")), []byte(s.p.AppToken)) != 1 {
 				return &edge.Error{Code: http.StatusUnauthorized, Msg: "missing or wrong dapr-api-token"}
 			}
