@@ -163,10 +163,10 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 	if generates {
 		if f.gen, err = generate.New(f.engine, generate.Options{EOS: dir.EOS, MaxBatch: cfg.MaxBatch, Queue: cfg.Queue,
 			KVTokens: cfg.KVTokens, SharedKV: dir.SharedKV, PrefixCacheBytes: cfg.PrefixCache, Decoder: dir.Tok,
-			Tracer: tracer}); err != nil {
+			PrefillChunk: cfg.PrefillChunk, Tracer: tracer}); err != nil {
 			return nil, err
 		}
-		o.logger.Info("decode engine", "engine", f.gen.String(), "kv_tokens", cfg.KVTokens, "prefix_cache_bytes", cfg.PrefixCache)
+		o.logger.Info("decode engine", "engine", f.gen.String(), "kv_tokens", cfg.KVTokens, "prefix_cache_bytes", cfg.PrefixCache, "prefill_chunk", cfg.PrefillChunk)
 	}
 
 	store := o.store
