@@ -161,12 +161,19 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 	tracer := telemetry.Tracer(o.tp)
 	generates := dir != nil && dir.Task == tasks.TextGeneration
 	if generates {
+		chunk := cfg.PrefillChunk
+		if chunk > 0 && dir.Variant.DynamicQuant {
+			// One activation scale per call: a prompt prefilled in chunks
+			// would not be the prompt prefilled whole.
+			o.logger.Info("prefill chunks off: the graph quantizes activations per call (DynamicQuantizeLinear), so prompts are prefilled whole", "model", dir.File, "SOUS_PREFILL_CHUNK", chunk)
+			chunk = 0
+		}
 		if f.gen, err = generate.New(f.engine, generate.Options{EOS: dir.EOS, MaxBatch: cfg.MaxBatch, Queue: cfg.Queue,
 			KVTokens: cfg.KVTokens, SharedKV: dir.SharedKV, PrefixCacheBytes: cfg.PrefixCache, Decoder: dir.Tok,
-			PrefillChunk: cfg.PrefillChunk, Tracer: tracer}); err != nil {
+			PrefillChunk: chunk, Tracer: tracer}); err != nil {
 			return nil, err
 		}
-		o.logger.Info("decode engine", "engine", f.gen.String(), "kv_tokens", cfg.KVTokens, "prefix_cache_bytes", cfg.PrefixCache, "prefill_chunk", cfg.PrefillChunk)
+		o.logger.Info("decode engine", "engine", f.gen.String(), "kv_tokens", cfg.KVTokens, "prefix_cache_bytes", cfg.PrefixCache, "prefill_chunk", chunk)
 	}
 
 	store := o.store
