@@ -160,6 +160,10 @@ type Options struct {
 	// Decoder turns tokens into text, for Result.Text, Params.OnText and
 	// stop strings (nil: no text).
 	Decoder Decoder
+	// LastPositionLogits says the model gives logits at the last
+	// position of a call only (a graph derived so at load), whatever its
+	// declared output shape.
+	LastPositionLogits bool
 	// PrefillChunk bounds the prompt tokens prefilled in one step of the
 	// loop, between decode steps (0: each admitted prompt whole). A
 	// prompt longer than it is prefilled over several steps.
@@ -205,10 +209,13 @@ type kvShape struct {
 	// no position_ids (ONNX Runtime GenAI's form: positions follow from
 	// the mask) or no num_logits_to_keep.
 	ids, mask, pos, keep int
-	inputs               int
-	past                 [][2]int // per layer: key, value input index
-	logits               int
-	present              [][2]int // per layer: key, value output index
+	// lastOnly: the logits' seq dimension is fixed at 1, the graph
+	// giving the last position's only (derived so at load).
+	lastOnly bool
+	inputs   int
+	past     [][2]int // per layer: key, value input index
+	logits   int
+	present  [][2]int // per layer: key, value output index
 }
 
 // row is the bytes of one position of one head: hd elements.
@@ -277,6 +284,7 @@ func New(m *model.Engine, opt Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	sh.lastOnly = sh.lastOnly || opt.LastPositionLogits
 	e := &Engine{m: m, opt: opt, shape: sh, wake: make(chan struct{}, 1), queue: batching.NewQueue[*seq](opt.Queue)}
 	if opt.PrefixCacheBytes > 0 {
 		e.cache = newPrefixCache(opt.PrefixCacheBytes)
@@ -366,6 +374,9 @@ func readShape(m *model.Engine) (kvShape, error) {
 				return sh, fmt.Errorf("generate: model %s: %s and %s are %s and %s, want both %s as the first layer's", m.Name(), p.Name, o.Name, p.DType, o.DType, sh.kv)
 			}
 		}
+	}
+	if lt := m.Outputs()[sh.logits]; len(lt.Shape) == 3 && lt.Shape[1] == 1 {
+		sh.lastOnly = true
 	}
 	switch lt := m.Outputs()[sh.logits]; lt.DType {
 	case model.FP32, model.FP16:
@@ -787,9 +798,10 @@ func (e *Engine) optionalInputs(ins []model.Tensor, shape, pos []int64) {
 }
 
 // logitRows is how many positions' logits a call over n new positions
-// gives: 1 with num_logits_to_keep, else n.
+// gives: 1 with num_logits_to_keep or a graph giving the last position's
+// only, else n.
 func (e *Engine) logitRows(n int64) int64 {
-	if e.shape.keep >= 0 {
+	if e.shape.keep >= 0 || e.shape.lastOnly {
 		return 1
 	}
 	return n

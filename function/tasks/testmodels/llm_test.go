@@ -318,6 +318,25 @@ func TestLLMMatchesTransformersJS(t *testing.T) {
 				engineMatches(t, e, v.name, refs, cfg.EOS, v.shared, 7, false)
 			}
 			engineMatches(t, e, v.name, refs, cfg.EOS, v.shared, 0, chosen.DynamicQuant)
+			// An export without num_logits_to_keep is served from a graph
+			// derived at load with logits at the last position only.
+			derived, why, err := tasks.LastPositionGraph(chosen.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (derived != nil) != (v.dir != "llm") {
+				t.Errorf("%s: derived a last-position graph: %v (%s); want one for exports without num_logits_to_keep only", v.name, derived != nil, why)
+			}
+			if derived != nil {
+				de, err := model.New(model.Params{Library: lib, Model: chosen.File, Data: derived, Name: chosen.DType + "-last",
+					ExternalFolder: filepath.Dir(chosen.File), Device: model.DeviceCPU})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer de.Close()
+				engineMatches(t, de, v.name+" derived", refs, cfg.EOS, v.shared, 0, chosen.DynamicQuant)
+				engineMatches(t, de, v.name+" derived", refs, cfg.EOS, v.shared, 7, chosen.DynamicQuant)
+			}
 			servingMatches(t, d, v.dtype, refs, chosen.DType == "q8", chosen.DType == "fp32" || chosen.DType == "q4")
 		})
 	}
@@ -336,7 +355,9 @@ func engineMatches(t *testing.T, e *model.Engine, name string, refs []reference,
 	if chunk > 0 {
 		name = fmt.Sprintf("%s, prefill chunks of %d", name, chunk)
 	}
-	eng, err := generate.New(e, generate.Options{EOS: eos, SharedKV: int(shared), KVTokens: 1 << 16, PrefillChunk: chunk})
+	// A derived graph (named so above) gives the last position's logits.
+	last := strings.HasSuffix(e.Name(), "-last")
+	eng, err := generate.New(e, generate.Options{EOS: eos, SharedKV: int(shared), KVTokens: 1 << 16, PrefillChunk: chunk, LastPositionLogits: last})
 	if err != nil {
 		t.Fatal(err)
 	}
