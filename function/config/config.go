@@ -58,11 +58,11 @@ const (
 	// 512 tokens anyway; the bound keeps stored transcripts small.
 	MaxText = 8 << 10
 	// DefaultPrefillChunk is the prompt tokens prefilled per step of the
-	// decode loop: measured with BENCH_ONLY=llm (docs/performance.md), the
-	// chunk at which a burst of long prompts keeps running sessions' time
-	// per output token within twice its steady value while a lone long
-	// prompt's time to first token grows little.
-	DefaultPrefillChunk = 256
+	// decode loop, chosen with BENCH_ONLY=llm (docs/generation.md): of 0,
+	// 64 and 256, the chunk under which 16 prompts of 512 tokens arriving
+	// at once kept 16 running sessions' p99 time between tokens nearest
+	// its steady value, and the burst's own first tokens came soonest.
+	DefaultPrefillChunk = 64
 )
 
 // FromEnv reads and validates the configuration; getenv is os.Getenv in
