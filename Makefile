@@ -29,7 +29,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData \
 	./function/tokenizer:FuzzEncode ./function/tokenizer:FuzzEncodeByteLevel \
 	./function/tokenizer:FuzzEncodeSentencePiece ./function/tokenizer:FuzzEncodeUnigram \
-	./function/tasks:FuzzExternalData ./function/grammar:FuzzCompile ./function/grammar:FuzzMatch
+	./function/tasks:FuzzExternalData ./function/tasks:FuzzLastPositionGraph ./function/grammar:FuzzCompile ./function/grammar:FuzzMatch
 TESTFLAGS ?=
 
 .PHONY: run test validate bench bench-batching soak onnxruntime model fuzz daprd redis clean image image-test \
