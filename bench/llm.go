@@ -385,8 +385,10 @@ func engineLoad(dir, dtype string, sessions int, d time.Duration) (float64, erro
 	if err := m.Bind(me.Inputs(), me.Outputs()); err != nil {
 		return 0, err
 	}
+	var steps, rows atomic.Int64
 	e, err := generate.New(me, generate.Options{EOS: m.EOS, MaxBatch: cfg.MaxBatch, Queue: cfg.Queue, KVTokens: cfg.KVTokens,
-		SharedKV: m.SharedKV, PrefixCacheBytes: cfg.PrefixCache, Decoder: m.Tok, PrefillChunk: cfg.PrefillChunk})
+		SharedKV: m.SharedKV, PrefixCacheBytes: cfg.PrefixCache, Decoder: m.Tok, PrefillChunk: cfg.PrefillChunk,
+		OnStep: func(n int) { steps.Add(1); rows.Add(int64(n)) }})
 	if err != nil {
 		return 0, err
 	}
@@ -412,6 +414,7 @@ func engineLoad(dir, dtype string, sessions int, d time.Duration) (float64, erro
 		}()
 	}
 	wg.Wait()
+	fmt.Printf("llm/%s engine in-process: %d decode steps, %.1f sequences a step\n", dtype, steps.Load(), float64(rows.Load())/float64(max(steps.Load(), 1)))
 	return float64(tokens.Load()) / d.Seconds(), nil
 }
 
