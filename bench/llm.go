@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/color"
+	"log"
 	"math"
 	"net/http"
 	"os"
@@ -147,7 +148,7 @@ func (h *harness) llmCompare(root string) ([]LLMPoint, error) {
 	p = h.startSous(fp32...)
 	chat := chatLoad(p.url, 32, genDuration())
 	p.stop()
-	eng, err := engineLoad(llm, "fp32", 32, genDuration())
+	eng, err := engineProcess(llm, "fp32")
 	if err != nil {
 		return nil, err
 	}
@@ -358,6 +359,34 @@ func quantile(sorted []float64, p float64) float64 {
 		return 0
 	}
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+// engineProcess runs engineLoad of 32 sessions in a fresh process of
+// this binary (as sous runs in its own), and returns its tokens/s.
+func engineProcess(dir, dtype string) (float64, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(self, "-llm-engine", dir, dtype)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("engine process: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	fmt.Println(strings.Join(lines[:len(lines)-1], "\n"))
+	return strconv.ParseFloat(lines[len(lines)-1], 64)
+}
+
+// llmEngineChild is engineProcess's child: it prints the engine's
+// batching, then its tokens/s alone on the last line.
+func llmEngineChild(dir, dtype string) {
+	r, err := engineLoad(dir, dtype, 32, genDuration())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%.1f\n", r)
 }
 
 // engineLoad drives the decode engine in this process as sous does
