@@ -61,9 +61,8 @@ const (
 	// decode loop, chosen with BENCH_ONLY=llm (docs/generation.md): of 0,
 	// 64 and 256, the chunk under which 16 prompts of 512 tokens arriving
 	// at once kept 16 running sessions' p99 time between tokens nearest
-	// its steady value in two runs of three (the third's spread was the
-	// shared machine's); small enough that a prompt's chunk costs about a
-	// decode step on small models.
+	// its steady value in four runs of five (the fifth's spread was the
+	// shared machine's).
 	DefaultPrefillChunk = 64
 )
 
