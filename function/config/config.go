@@ -60,9 +60,8 @@ const (
 	// DefaultPrefillChunk is the prompt tokens prefilled per step of the
 	// decode loop, chosen with BENCH_ONLY=llm (docs/generation.md): of 0,
 	// 64 and 256, the chunk under which 16 prompts of 512 tokens arriving
-	// at once kept 16 running sessions' p99 time between tokens nearest
-	// its steady value in four runs of five (the fifth's spread was the
-	// shared machine's).
+	// at once kept 16 running sessions' p99 time between tokens within
+	// twice its steady value in four runs of five (0 and 256: three).
 	DefaultPrefillChunk = 64
 )
 
