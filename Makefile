@@ -32,7 +32,7 @@ FUZZ_TARGETS := ./batching:FuzzRing ./function/demo:FuzzTokenize \
 	./function:FuzzTurnBody ./function:FuzzOIPRequest ./function:FuzzCloudEventData ./function/api/openai:FuzzLegacyRequests \
 	./function/tokenizer:FuzzEncode ./function/tokenizer:FuzzEncodeByteLevel \
 	./function/tokenizer:FuzzEncodeSentencePiece ./function/tokenizer:FuzzEncodeUnigram \
-	./function/tasks:FuzzExternalData ./function/grammar:FuzzCompile ./function/grammar:FuzzMatch \
+	./function/tasks:FuzzExternalData ./function/tasks:FuzzLastPositionGraph ./function/grammar:FuzzCompile ./function/grammar:FuzzMatch \
 	./function/toolcall:FuzzParse
 TESTFLAGS ?=
 

@@ -84,6 +84,9 @@ func main() {
 	case len(os.Args) == 3 && os.Args[1] == "-compute":
 		fmt.Printf("%.1f\n", computeCeiling(os.Args[2]))
 		return
+	case len(os.Args) == 4 && os.Args[1] == "-llm-engine":
+		llmEngineChild(os.Args[2], os.Args[3])
+		return
 	case len(os.Args) == 4 && os.Args[1] == "-pinned":
 		if err := pinnedPhase(os.Args[2], os.Args[3]); err != nil {
 			log.Fatal(err)

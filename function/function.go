@@ -118,6 +118,7 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 		p.Library = model.FindLibrary()
 	}
 	var dir *tasks.Model
+	lastOnly := false // the decoder's graph was derived to give the last position's logits only
 	path := cfg.Model
 	if cfg.Model == demo.ChatName { // a folder named chat is ./chat
 		// The bundled chat model: its directory written out for the
@@ -136,6 +137,18 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 		}
 		o.logger.Info("model file", "file", dir.File, "dtype", dir.Variant.DType, "chosen_by", dir.Variant.Source)
 		p.Model, p.Name = dir.File, dir.Name
+		derived, why, err := tasks.LastPositionGraph(dir.File)
+		switch {
+		case err != nil:
+			return nil, err
+		case derived != nil:
+			// One session, of the derived graph; external data is read
+			// from beside the user's file, nothing written there.
+			p.Data, p.ExternalFolder, lastOnly = derived, filepath.Dir(dir.File), true
+			o.logger.Info("decoder: logits at the last position only (a Slice before the output projection, derived in memory)", "file", dir.File)
+		case why != "":
+			o.logger.Info("decoder runs as exported: its prefill computes logits at every prompt position", "file", dir.File, "reason", why)
+		}
 	default:
 		p.Model = cfg.Model
 	}
@@ -163,12 +176,19 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 	tracer := telemetry.Tracer(o.tp)
 	generates := dir != nil && dir.Task == tasks.TextGeneration
 	if generates {
+		chunk := cfg.PrefillChunk
+		if chunk > 0 && dir.Variant.DynamicQuant {
+			// One activation scale per call: a prompt prefilled in chunks
+			// would not be the prompt prefilled whole.
+			o.logger.Info("prefill chunks off: the graph quantizes activations per call (DynamicQuantizeLinear), so prompts are prefilled whole", "model", dir.File, "SOUS_PREFILL_CHUNK", chunk)
+			chunk = 0
+		}
 		if f.gen, err = generate.New(f.engine, generate.Options{EOS: dir.EOS, MaxBatch: cfg.MaxBatch, Queue: cfg.Queue,
 			KVTokens: cfg.KVTokens, SharedKV: dir.SharedKV, PrefixCacheBytes: cfg.PrefixCache, Decoder: dir.Tok,
-			Tracer: tracer}); err != nil {
+			PrefillChunk: chunk, LastPositionLogits: lastOnly, Tracer: tracer}); err != nil {
 			return nil, err
 		}
-		o.logger.Info("decode engine", "engine", f.gen.String(), "kv_tokens", cfg.KVTokens, "prefix_cache_bytes", cfg.PrefixCache)
+		o.logger.Info("decode engine", "engine", f.gen.String(), "kv_tokens", cfg.KVTokens, "prefix_cache_bytes", cfg.PrefixCache, "prefill_chunk", chunk)
 	}
 
 	store := o.store

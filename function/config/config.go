@@ -51,6 +51,7 @@ type Config struct {
 	BatchOrder     string // SOUS_BATCH_ORDER: length (group similar lengths) or arrival
 	KVTokens       int    // SOUS_KV_TOKENS: decoder models: KV positions all generating sequences may hold
 	PrefixCache    int64  // SOUS_PREFIX_CACHE_BYTES: decoder models: bytes of recent sessions' KV kept (0: none)
+	PrefillChunk   int    // SOUS_PREFILL_CHUNK: decoder models: most prompt tokens prefilled in one step beside running decodes (0: whole prompts)
 	ModelDType     string // SOUS_MODEL_DTYPE: a model directory's variant (fp32, fp16, q8, q4, q4f16), as transformers.js's dtype
 	ModelFile      string // SOUS_MODEL_FILE: the .onnx file inside a model directory, explicitly
 	ToolParser     string // SOUS_TOOL_PARSER: decoder models: hermes, llama3 or mistral ("": the chat template's format)
@@ -67,6 +68,12 @@ const (
 	// MaxText bounds a turn's text. The demo tokenizer reads at most
 	// 512 tokens anyway; the bound keeps stored transcripts small.
 	MaxText = 8 << 10
+	// DefaultPrefillChunk is the prompt tokens prefilled per step of the
+	// decode loop, chosen with BENCH_ONLY=llm (docs/generation.md): of 0,
+	// 64 and 256, the chunk under which 16 prompts of 512 tokens arriving
+	// at once kept 16 running sessions' p99 time between tokens within
+	// twice its steady value in four runs of five (0 and 256: three).
+	DefaultPrefillChunk = 64
 )
 
 // FromEnv reads and validates the configuration; getenv is os.Getenv in
@@ -150,6 +157,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.BatchOrder = oneOf("SOUS_BATCH_ORDER", "length", "length", "arrival")
 	c.KVTokens = num("SOUS_KV_TOKENS", 65536, 16, 1<<24)
 	c.PrefixCache = int64(num("SOUS_PREFIX_CACHE_BYTES", 128<<20, 0, 1<<40))
+	c.PrefillChunk = num("SOUS_PREFILL_CHUNK", DefaultPrefillChunk, 0, 1<<20)
 	c.ModelDType = oneOf("SOUS_MODEL_DTYPE", "", "", "fp32", "fp16", "q8", "int8", "uint8", "q4", "bnb4", "q4f16")
 	c.ModelFile = getenv("SOUS_MODEL_FILE")
 	c.ToolParser = oneOf("SOUS_TOOL_PARSER", "", "", "hermes", "llama3", "mistral")

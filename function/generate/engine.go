@@ -2,11 +2,20 @@
 // batching of decode steps. New sequences wait in a bounded queue (the
 // batching package's ring: a full queue refuses at once); each step of the
 // engine's loop (Run) admits waiting sequences while the KV budget allows,
-// prefills each (from the prefix cache's KV when it has the session's),
-// runs ONE batched decode call for every active sequence, hands each its
-// token, and retires the finished (end of sequence, a stop string, max
-// tokens) and those whose caller left. Sequences join and leave between
-// steps.
+// prefills admitted prompts (from the prefix cache's KV when it has the
+// session's) up to the step's prefill budget, runs ONE batched decode call
+// for every active sequence, hands each its token, and retires the
+// finished (end of sequence, a stop string, max tokens) and those whose
+// caller left. Sequences join and leave between steps.
+//
+// Chunked prefill (Options.PrefillChunk): no model form takes rows of
+// different lengths with a past in one call (GroupQueryAttention takes
+// several new positions with a past only at batch 1), so a prompt cannot
+// ride in the decode call. Instead each step spends at most PrefillChunk
+// prompt tokens on prefill calls of their own, batch 1, oldest admitted
+// prompt first (a prompt longer than the budget goes on from its KV at the
+// next step), and then runs the decode call: a long prompt arriving delays
+// each decode step by one chunk's prefill, never by its whole prefill.
 //
 // Where the KV lives is the model's form, one kvLayout each: Optimum's
 // export (kv_past.go: past_key_values.{i}.key/value in, present.{i}.* out,
@@ -152,6 +161,14 @@ type Options struct {
 	// Decoder turns tokens into text, for Result.Text, Params.OnText and
 	// stop strings (nil: no text).
 	Decoder Decoder
+	// LastPositionLogits says the model gives logits at the last
+	// position of a call only (a graph derived so at load), whatever its
+	// declared output shape.
+	LastPositionLogits bool
+	// PrefillChunk bounds the prompt tokens prefilled in one step of the
+	// loop, between decode steps (0: each admitted prompt whole). A
+	// prompt longer than it is prefilled over several steps.
+	PrefillChunk int
 	// OnStep, if set, is told each decode step's batch size.
 	OnStep func(batch int)
 	// Tracer, if set, gets a span per prefill (under the caller's span)
@@ -197,10 +214,13 @@ type kvShape struct {
 	// no position_ids (ONNX Runtime GenAI's form: positions follow from
 	// the mask) or no num_logits_to_keep.
 	ids, mask, pos, keep int
-	inputs               int
-	past                 [][2]int // per layer: key, value input index
-	logits               int
-	present              [][2]int // per layer: key, value output index
+	// lastOnly: the logits' seq dimension is fixed at 1, the graph
+	// giving the last position's only (derived so at load).
+	lastOnly bool
+	inputs   int
+	past     [][2]int // per layer: key, value input index
+	logits   int
+	present  [][2]int // per layer: key, value output index
 }
 
 // row is the bytes of one position of one head: hd elements.
@@ -269,6 +289,7 @@ func New(m *model.Engine, opt Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	sh.lastOnly = sh.lastOnly || opt.LastPositionLogits
 	e := &Engine{m: m, opt: opt, shape: sh, wake: make(chan struct{}, 1), queue: batching.NewQueue[*seq](opt.Queue)}
 	if opt.PrefixCacheBytes > 0 {
 		e.cache = newPrefixCache(opt.PrefixCacheBytes)
@@ -358,6 +379,9 @@ func readShape(m *model.Engine) (kvShape, error) {
 				return sh, fmt.Errorf("generate: model %s: %s and %s are %s and %s, want both %s as the first layer's", m.Name(), p.Name, o.Name, p.DType, o.DType, sh.kv)
 			}
 		}
+	}
+	if lt := m.Outputs()[sh.logits]; len(lt.Shape) == 3 && lt.Shape[1] == 1 {
+		sh.lastOnly = true
 	}
 	switch lt := m.Outputs()[sh.logits]; lt.DType {
 	case model.FP32, model.FP16:
@@ -467,12 +491,16 @@ func (e *Engine) poke() {
 
 // Run runs the engine's loop until ctx ends; then every active and waiting
 // sequence finishes with FinishCancelled. Each turn of the loop is one
-// step: admit, run, hand out, retire.
+// step: admit, prefill (within the step's budget), run, hand out, retire.
 func (e *Engine) Run(ctx context.Context) error {
-	var active []*seq
+	// active are the sequences decoding (active[i] in slot i); filling
+	// the admitted groups whose prompts are being prefilled, oldest
+	// first (leads: their siblings follow them). Only filling[0] is ever
+	// part way through, in the slots just past the active ones.
+	var active, filling []*seq
 	defer func() {
 		left := active
-		for _, s := range e.queue.Close() {
+		for _, s := range append(filling, e.queue.Close()...) {
 			left = append(append(left, s), s.siblings...)
 		}
 		for _, s := range left {
@@ -482,20 +510,38 @@ func (e *Engine) Run(ctx context.Context) error {
 	}()
 	for ctx.Err() == nil {
 		// Admit: waiting sequences, oldest first, while the batch and
-		// the KV budget allow; prefill each (its first token is handed
-		// out then).
-		for _, s := range e.admit(len(active)) {
+		// the KV budget allow.
+		filling = append(filling, e.admit(len(active)+groups(filling))...)
+		// Prefill, oldest first, at most PrefillChunk prompt tokens in
+		// all; a group whose prompt is done has its first tokens and
+		// joins the decoding.
+		budget := e.opt.PrefillChunk
+		if budget <= 0 {
+			budget = math.MaxInt
+		}
+		for len(filling) > 0 && budget > 0 {
+			s := filling[0]
 			group := append([]*seq{s}, s.siblings...)
-			for i, g := range group {
-				g.slot = len(active) + i
+			if s.length == 0 {
+				// Its first chunk: the slots past the active ones.
+				for i, g := range group {
+					g.slot = len(active) + i
+				}
 			}
-			if err := e.prefill(ctx, s); err != nil {
+			n, err := e.prefill(ctx, s, budget)
+			budget -= n
+			if err != nil {
 				for _, g := range group {
 					g.err = err
 					e.retire(g)
 				}
+				filling = filling[1:]
 				continue
 			}
+			if s.length < len(s.prompt) {
+				break // the budget is spent; it goes on next step
+			}
+			filling = filling[1:]
 			for _, g := range group {
 				if e.finished(g) {
 					continue
@@ -507,8 +553,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		// Retire the sequences whose callers left.
 		active = e.prune(active, e.gone)
+		filling = e.dropGone(filling)
 		if len(active) == 0 {
-			if e.queue.Len() == 0 {
+			if len(filling) == 0 && e.queue.Len() == 0 {
 				select {
 				case <-e.wake:
 				case <-ctx.Done():
@@ -533,6 +580,32 @@ func (e *Engine) Run(ctx context.Context) error {
 		active = e.prune(active, e.finished)
 	}
 	return nil
+}
+
+// groups is the sequences in groups, siblings included.
+func groups(groups []*seq) int {
+	n := 0
+	for _, s := range groups {
+		n += 1 + len(s.siblings)
+	}
+	return n
+}
+
+// dropGone retires the prefilling groups whose lead's caller left (the
+// siblings share its caller), keeping the others in order.
+func (e *Engine) dropGone(filling []*seq) []*seq {
+	kept := filling[:0]
+	for _, s := range filling {
+		if s.ctx.Err() == nil {
+			kept = append(kept, s)
+			continue
+		}
+		for _, g := range append([]*seq{s}, s.siblings...) {
+			g.finish = FinishCancelled
+			e.retire(g)
+		}
+	}
+	return kept
 }
 
 // admit takes the waiting sequences that fit beside n active ones: the
@@ -628,23 +701,32 @@ func (e *Engine) retire(s *seq) {
 	e.poke()
 }
 
-// prefill runs s's prompt alone, from the prefix cache's KV for its first
-// tokens if the cache has them (else from an empty past), and hands out
-// its first token.
-func (e *Engine) prefill(ctx context.Context, s *seq) error {
+// prefill runs the next chunk of s's prompt alone, at most budget tokens,
+// from the prefix cache's KV for its first tokens if the cache has them
+// (else from an empty past) or from the chunks before it, and hands out
+// its first token once the prompt is done. It returns the tokens run.
+func (e *Engine) prefill(ctx context.Context, s *seq, budget int) (int, error) {
+	past, pkv := s.length, s.kv
+	if past == 0 {
+		past, pkv = e.lookup(s)
+	}
+	end := len(s.prompt)
+	if budget < end-past {
+		end = past + budget
+	}
 	if e.opt.Tracer != nil {
-		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt))))
+		_, span := e.opt.Tracer.Start(s.ctx, "sous.generate.prefill", trace.WithAttributes(attribute.Int("sous.prompt_tokens", len(s.prompt)),
+			attribute.Int("sous.prefill_from", past), attribute.Int("sous.prefill_tokens", end-past)))
 		defer span.End()
 	}
-	past, pkv := e.lookup(s)
-	return e.kv.prefill(ctx, s, e.prefillInputs(s, past), past, pkv)
+	return end - past, e.kv.prefill(ctx, s, e.prefillInputs(s, past, end), past, end, pkv)
 }
 
-// prefillInputs lays out the prompt's tokens from past on: ids, positions,
-// and the mask over the whole prompt; the KV inputs are left to the form.
-func (e *Engine) prefillInputs(s *seq, past int) []model.Tensor {
-	n := int64(len(s.prompt))
-	ones, pos := make([]int64, n), make([]int64, n-int64(past))
+// prefillInputs lays out the prompt's tokens from past to end: ids,
+// positions, and the mask over the first end positions; the KV inputs are
+// left to the form.
+func (e *Engine) prefillInputs(s *seq, past, end int) []model.Tensor {
+	ones, pos := make([]int64, end), make([]int64, end-past)
 	for i := range ones {
 		ones[i] = 1
 	}
@@ -653,8 +735,8 @@ func (e *Engine) prefillInputs(s *seq, past int) []model.Tensor {
 	}
 	sh := e.shape
 	ins := make([]model.Tensor, sh.inputs)
-	ins[sh.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(len(pos))}, I64: s.prompt[past:]}
-	ins[sh.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, n}, I64: ones}
+	ins[sh.ids] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(len(pos))}, I64: s.prompt[past:end]}
+	ins[sh.mask] = model.Tensor{DType: model.INT64, Shape: []int64{1, int64(end)}, I64: ones}
 	e.optionalInputs(ins, []int64{1, int64(len(pos))}, pos)
 	return ins
 }
@@ -721,9 +803,10 @@ func (e *Engine) optionalInputs(ins []model.Tensor, shape, pos []int64) {
 }
 
 // logitRows is how many positions' logits a call over n new positions
-// gives: 1 with num_logits_to_keep, else n.
+// gives: 1 with num_logits_to_keep or a graph giving the last position's
+// only, else n.
 func (e *Engine) logitRows(n int64) int64 {
-	if e.shape.keep >= 0 {
+	if e.shape.keep >= 0 || e.shape.lastOnly {
 		return 1
 	}
 	return n

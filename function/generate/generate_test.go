@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,9 +109,24 @@ func TestContinuousBatchingEqualsAlone(t *testing.T) { eachForm(t, testContinuou
 func testContinuousBatchingEqualsAlone(t *testing.T, f form, m *model.Engine) {
 	ps := prompts()
 	alone := greedy(t, startEngine(t, m, Options{SharedKV: f.shared}), ps)
+	eachChunk(t, func(t *testing.T, chunk int) { continuousEqualsAlone(t, f, m, ps, alone, chunk) })
+}
+
+// chunks are the prefill chunks tests run with: whole prompts, and 4
+// tokens a step, so that most prompts span several steps.
+var chunks = []int{0, 4}
+
+// eachChunk runs test once per prefill chunk of chunks.
+func eachChunk(t *testing.T, test func(t *testing.T, chunk int)) {
+	for _, c := range chunks {
+		t.Run(fmt.Sprintf("chunk%d", c), func(t *testing.T) { test(t, c) })
+	}
+}
+
+func continuousEqualsAlone(t *testing.T, f form, m *model.Engine, ps, alone [][]int64, chunk int) {
 	var mu sync.Mutex
 	var batches []int
-	e := startEngine(t, m, Options{SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
+	e := startEngine(t, m, Options{SharedKV: f.shared, PrefillChunk: chunk, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
 	// Staggered: each sequence starts when the previous one has made 4
 	// tokens, so they join while others are mid-flight, and their
 	// different max_tokens make them leave at different steps.
@@ -285,7 +301,11 @@ func TestSeededSampling(t *testing.T) {
 func TestPrefixCache(t *testing.T) { eachForm(t, testPrefixCache) }
 
 func testPrefixCache(t *testing.T, f form, m *model.Engine) {
-	cached := startEngine(t, m, Options{SharedKV: f.shared, PrefixCacheBytes: 1 << 20})
+	eachChunk(t, func(t *testing.T, chunk int) { prefixCacheTurns(t, f, m, chunk) })
+}
+
+func prefixCacheTurns(t *testing.T, f form, m *model.Engine, chunk int) {
+	cached := startEngine(t, m, Options{SharedKV: f.shared, PrefixCacheBytes: 1 << 20, PrefillChunk: chunk})
 	plain := startEngine(t, m, Options{SharedKV: f.shared})
 	ps := prompts()
 	gen := func(e *Engine, prompt []int64, session, prev, next string) Result {
@@ -413,9 +433,13 @@ func TestQueueBoundsWaitingSequences(t *testing.T) {
 func TestGenerateNSharesThePrefill(t *testing.T) { eachForm(t, testGenerateN) }
 
 func testGenerateN(t *testing.T, f form, m *model.Engine) {
+	eachChunk(t, func(t *testing.T, chunk int) { generateN(t, f, m, chunk) })
+}
+
+func generateN(t *testing.T, f form, m *model.Engine, chunk int) {
 	var mu sync.Mutex
 	var batches []int
-	e := startEngine(t, m, Options{SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
+	e := startEngine(t, m, Options{SharedKV: f.shared, PrefillChunk: chunk, OnStep: func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }})
 	prompt := prompts()[3]
 	ps := []Params{
 		{MaxTokens: 10},
@@ -440,5 +464,54 @@ func testGenerateN(t *testing.T, f form, m *model.Engine) {
 		if !slices.Equal(got[i].Tokens, alone.Tokens) || got[i].Finish != alone.Finish {
 			t.Errorf("choice %d: %v %s, alone %v %s", i, got[i].Tokens, got[i].Finish, alone.Tokens, alone.Finish)
 		}
+	}
+}
+
+// A long prompt arriving is prefilled a chunk a step, between the decode
+// steps of the running sequences: they go on making tokens while it
+// fills, and it is as it would be prefilled whole.
+func TestChunkedPrefillInterleavesDecoding(t *testing.T) {
+	eachForm(t, testChunkedPrefillInterleavesDecoding)
+}
+
+func testChunkedPrefillInterleavesDecoding(t *testing.T, f form, m *model.Engine) {
+	ps := prompts()
+	long := ps[5] // 31 tokens: 8 chunks of 4
+	const chunk = 4
+	want := greedy(t, startEngine(t, m, Options{SharedKV: f.shared}), [][]int64{long})[0]
+	e := startEngine(t, m, Options{SharedKV: f.shared, PrefillChunk: chunk})
+	var made atomic.Int64 // the running sequence's tokens
+	started := make(chan struct{})
+	running := make(chan error, 1)
+	go func() {
+		_, err := e.Generate(context.Background(), ps[0], Params{MaxTokens: 200}, func(int64) {
+			if made.Add(1) == 2 {
+				close(started)
+			}
+		})
+		running <- err
+	}()
+	<-started
+	before := made.Load()
+	var atFirst int64 = -1
+	r, err := e.Generate(context.Background(), long, Params{MaxTokens: 12}, func(int64) {
+		if atFirst < 0 {
+			atFirst = made.Load()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.Tokens, want) {
+		t.Errorf("prefilled in chunks of %d: %v, whole %v", chunk, r.Tokens, want)
+	}
+	// Its first token comes with its last chunk, before that step's
+	// decode: one decode step after each of the chunks before.
+	chunks := int64((len(long) + chunk - 1) / chunk)
+	if got := atFirst - before; got < chunks-1 {
+		t.Errorf("the running sequence made %d tokens while a %d-token prompt filled in %d chunks, want at least %d", got, len(long), chunks, chunks-1)
+	}
+	if err := <-running; err != nil {
+		t.Fatal(err)
 	}
 }

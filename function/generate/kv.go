@@ -14,10 +14,12 @@ type kvLayout interface {
 	// reserve returns the KV positions a sequence of n positions
 	// (prompt and MaxTokens) holds once admitted, or ErrTooLong.
 	reserve(n int) (int, error)
-	// prefill runs s's prompt from position past on (pkv: the first past
-	// positions' KV, per layer [heads, past, hd]) into s's KV, and hands
-	// out its first token. ins holds the ids, mask and positions.
-	prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]byte) error
+	// prefill runs s's prompt from position past to end (pkv, if not
+	// nil: the first past positions' KV, per layer [heads, past, hd],
+	// from the prefix cache or s's own from the chunks before) into s's
+	// KV, and, end being the prompt's end, hands out its first token.
+	// ins holds the ids, mask and positions.
+	prefill(ctx context.Context, s *seq, ins []model.Tensor, past, end int, pkv [][2][]byte) error
 	// step runs one decode call for the active sequences (active[i] in
 	// slot i) and hands each its token.
 	step(ctx context.Context, active []*seq) error

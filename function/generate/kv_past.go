@@ -41,7 +41,7 @@ func (k *pastKV) fork(from, to *seq) {
 
 func (k *pastKV) kvOf(s *seq) [][2][]byte { return s.kv }
 
-func (k *pastKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]byte) error {
+func (k *pastKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past, end int, pkv [][2][]byte) error {
 	sh := k.e.shape
 	for l := range sh.layers {
 		for kind := range 2 {
@@ -52,20 +52,22 @@ func (k *pastKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past i
 			ins[sh.past[l][kind]] = sh.tensor([]int64{1, sh.heads, int64(past), sh.hd}, b)
 		}
 	}
-	// Presents [1, heads, prompt, hd] and the logits into memory the loop
+	// Presents [1, heads, end, hd] and the logits into memory the loop
 	// owns (ONNX Runtime's own FP16 outputs cannot be copied out whole).
-	n := int64(len(s.prompt))
+	n := int64(end)
 	bind := k.e.bound(nil, 1, k.e.logitRows(n-int64(past)))
-	s.kv = make([][2][]byte, sh.layers)
+	kv := make([][2][]byte, sh.layers)
 	for l := range sh.layers {
 		for kind := range 2 {
-			s.kv[l][kind] = make([]byte, sh.heads*n*sh.row())
-			bind.Into[sh.present[l][kind]] = sh.tensor([]int64{1, sh.heads, n, sh.hd}, s.kv[l][kind])
+			kv[l][kind] = make([]byte, sh.heads*n*sh.row())
+			bind.Into[sh.present[l][kind]] = sh.tensor([]int64{1, sh.heads, n, sh.hd}, kv[l][kind])
 		}
 	}
 	return k.e.m.RunBound(ctx, ins, bind, func(outs []model.Tensor) error {
-		s.length = len(s.prompt)
-		k.e.emitLast(s, outs[sh.logits])
+		s.kv, s.length = kv, end
+		if end == len(s.prompt) {
+			k.e.emitLast(s, outs[sh.logits])
+		}
 		return nil
 	})
 }

@@ -93,22 +93,25 @@ func (k *sharedKV) kvOf(s *seq) [][2][]byte {
 }
 
 // prefill copies the cached prefix's KV, if any, into s's slot; the
-// prompt's keys and values go straight into it.
-func (k *sharedKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past int, pkv [][2][]byte) error {
+// prompt's keys and values go straight into it (after its earlier
+// chunks').
+func (k *sharedKV) prefill(ctx context.Context, s *seq, ins []model.Tensor, past, end int, pkv [][2][]byte) error {
 	sh := k.e.shape
 	r := sh.row()
 	for l := range sh.layers {
 		for kind := range 2 {
 			slot := k.slotKV(l, kind, s.slot)
-			if past > 0 {
+			if past > 0 && pkv != nil {
 				copyHeads(slot, k.buffer*r, pkv[l][kind], int64(past)*r, sh.heads, int64(past)*r)
 			}
 			ins[sh.past[l][kind]] = sh.tensor([]int64{1, sh.heads, k.buffer, sh.hd}, slot)
 		}
 	}
-	return k.e.m.RunBound(ctx, ins, k.e.bound(k.outs, 1, k.e.logitRows(int64(len(s.prompt)-past))), func(outs []model.Tensor) error {
-		s.length = len(s.prompt)
-		k.e.emitLast(s, outs[sh.logits])
+	return k.e.m.RunBound(ctx, ins, k.e.bound(k.outs, 1, k.e.logitRows(int64(end-past))), func(outs []model.Tensor) error {
+		s.length = end
+		if end == len(s.prompt) {
+			k.e.emitLast(s, outs[sh.logits])
+		}
 		return nil
 	})
 }

@@ -135,7 +135,7 @@ func (e *Engine) lookup(s *seq) (int, [][2][]byte) {
 // session's next turn: the tokens fed (the prompt and all generated but
 // the last) and their keys and values.
 func (e *Engine) remember(s *seq) {
-	if e.cache == nil || s.p.Session == "" || s.err != nil || s.length == 0 {
+	if e.cache == nil || s.p.Session == "" || s.err != nil || s.length < len(s.prompt) {
 		return
 	}
 	n := len(s.prompt)

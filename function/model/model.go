@@ -36,6 +36,13 @@ type Params struct {
 	// bytes instead, and Name must then be set.
 	Model string
 	Data  []byte
+	// ExternalFolder, with Data, is the folder the model's external
+	// data files are read from (a graph derived in memory from the file
+	// Model, whose weights lie beside it). With it, the inputs and
+	// outputs are read from Model (ONNX Runtime finds no external data
+	// for a model read from bytes otherwise): Data must keep their names
+	// and types.
+	ExternalFolder string
 	// Name is the served model's name; default: Model's base name without
 	// ".onnx".
 	Name string
@@ -138,7 +145,7 @@ func New(p Params) (*Engine, error) {
 
 	var ins, outs []ort.InputOutputInfo
 	var err error
-	if p.Data != nil {
+	if p.Data != nil && p.ExternalFolder == "" {
 		ins, outs, err = ort.GetInputOutputInfoWithONNXData(p.Data)
 	} else {
 		ins, outs, err = ort.GetInputOutputInfo(p.Model)
@@ -257,6 +264,11 @@ func newSession(p Params, ins, outs []Info) (*ort.DynamicAdvancedSession, string
 			}
 		}
 		if p.Data != nil {
+			if p.ExternalFolder != "" {
+				if err := opts.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", p.ExternalFolder); err != nil {
+					return nil, err
+				}
+			}
 			return ort.NewDynamicAdvancedSessionWithONNXData(p.Data, names(ins), names(outs), opts)
 		}
 		return ort.NewDynamicAdvancedSession(p.Model, names(ins), names(outs), opts)

@@ -43,6 +43,11 @@ type Variant struct {
 	// data lies in (model.onnx_data, model.onnx.data, ...), checked to
 	// exist; ONNX Runtime reads them from the same folder.
 	ExternalData []string
+	// DynamicQuant says the graph quantizes activations per call
+	// (DynamicQuantizeLinear, the q8 export's form): one scale over all
+	// a call's rows, so a position's result depends on what it is run
+	// with.
+	DynamicQuant bool
 }
 
 // ChooseVariant picks dir's ONNX file as transformers.js picks it: file
@@ -133,10 +138,11 @@ func orNone(s []string) string {
 }
 
 func withExternalData(v Variant) (Variant, error) {
-	locs, err := ExternalData(v.File)
+	locs, dq, err := readGraph(v.File)
 	if err != nil {
 		return Variant{}, err
 	}
+	v.DynamicQuant = dq
 	for _, l := range locs {
 		p := filepath.Join(filepath.Dir(v.File), l)
 		if _, err := os.Stat(p); err != nil {
@@ -155,17 +161,33 @@ var ErrNotONNX = errors.New("not an ONNX model")
 // at path keeps initializer data in. It reads the protobuf without
 // decoding the weights.
 func ExternalData(path string) ([]string, error) {
+	locs, _, err := readGraph(path)
+	return locs, err
+}
+
+// readGraph returns what ExternalData does and whether the graph has a
+// DynamicQuantizeLinear node.
+func readGraph(path string) ([]string, bool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var locs []string
-	bad := func() ([]string, error) { return nil, fmt.Errorf("%s: %w", path, ErrNotONNX) }
+	dq := false
+	bad := func() ([]string, bool, error) { return nil, false, fmt.Errorf("%s: %w", path, ErrNotONNX) }
 	err = fields(b, func(num protowire.Number, v []byte) error {
 		if num != 7 { // ModelProto.graph
 			return nil
 		}
 		return fields(v, func(num protowire.Number, v []byte) error {
+			if num == 1 { // GraphProto.node
+				return fields(v, func(num protowire.Number, v []byte) error {
+					if num == 4 && string(v) == "DynamicQuantizeLinear" { // NodeProto.op_type
+						dq = true
+					}
+					return nil
+				})
+			}
 			if num != 5 { // GraphProto.initializer
 				return nil
 			}
@@ -199,9 +221,9 @@ func ExternalData(path string) ([]string, error) {
 		return bad()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, false, fmt.Errorf("%s: %w", path, err)
 	}
-	return locs, nil
+	return locs, dq, nil
 }
 
 // fields calls fn with each length-delimited field of the protobuf

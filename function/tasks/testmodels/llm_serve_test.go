@@ -56,6 +56,9 @@ func servingMatches(t *testing.T, dir, dtype string, refs []reference, oneAtATim
 		t.Fatal(err)
 	}
 	cfg.Model, cfg.ModelDType, cfg.Library, cfg.Device = dir, dtype, model.FindLibrary(), "cpu"
+	// Chunks of 7 tokens: every prompt spans several (sous prefills a q8
+	// graph's whole).
+	cfg.PrefillChunk = 7
 	f, err := function.New(cfg, function.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)

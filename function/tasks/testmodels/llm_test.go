@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -306,7 +307,36 @@ func TestLLMMatchesTransformersJS(t *testing.T) {
 			}
 			t.Logf("%s: %d/%d conversations token for token equal, %d parted at near-ties; %d steps compared, top logit differs by at most %.3g",
 				v.name, equal, len(refs), ties, steps, maxDiff)
-			engineMatches(t, e, v.name, refs, cfg.EOS, v.shared, chosen.DType == "q8")
+			// Prompts whole, and in chunks of 7 tokens (each prompt spans
+			// several): the same tokens either way. A graph that
+			// quantizes activations per call (q8) is prefilled whole by
+			// sous, as a chunk's scale is not the prompt's.
+			if chosen.DynamicQuant != (chosen.DType == "q8") {
+				t.Errorf("%s: the graph read as quantizing activations per call: %v", v.name, chosen.DynamicQuant)
+			}
+			if !chosen.DynamicQuant {
+				engineMatches(t, e, v.name, refs, cfg.EOS, v.shared, 7, false)
+			}
+			engineMatches(t, e, v.name, refs, cfg.EOS, v.shared, 0, chosen.DynamicQuant)
+			// An export without num_logits_to_keep is served from a graph
+			// derived at load with logits at the last position only.
+			derived, why, err := tasks.LastPositionGraph(chosen.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (derived != nil) != (v.dir != "llm") {
+				t.Errorf("%s: derived a last-position graph: %v (%s); want one for exports without num_logits_to_keep only", v.name, derived != nil, why)
+			}
+			if derived != nil {
+				de, err := model.New(model.Params{Library: lib, Model: chosen.File, Data: derived, Name: chosen.DType + "-last",
+					ExternalFolder: filepath.Dir(chosen.File), Device: model.DeviceCPU})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer de.Close()
+				engineMatches(t, de, v.name+" derived", refs, cfg.EOS, v.shared, 0, chosen.DynamicQuant)
+				engineMatches(t, de, v.name+" derived", refs, cfg.EOS, v.shared, 7, chosen.DynamicQuant)
+			}
 			servingMatches(t, d, v.dtype, refs, chosen.DType == "q8", chosen.DType == "fp32" || chosen.DType == "q4")
 		})
 	}
@@ -314,14 +344,20 @@ func TestLLMMatchesTransformersJS(t *testing.T) {
 
 // engineMatches runs the conversations through sous's decode engine, all
 // at once (continuous batching: one decode call per step for every
-// sequence), and holds its greedy tokens to transformers.js's. q8's
+// sequence), with prompts prefilled chunk tokens a step (0: whole), and
+// holds its greedy tokens to transformers.js's. q8's
 // DynamicQuantizeLinear takes one activation scale over the whole batch,
 // so a row's result depends on its neighbours: there the engine is held
 // to the reference one sequence at a time, and the batched agreement is
 // reported.
-func engineMatches(t *testing.T, e *model.Engine, name string, refs []reference, eos []int64, shared int64, perBatchScale bool) {
+func engineMatches(t *testing.T, e *model.Engine, name string, refs []reference, eos []int64, shared int64, chunk int, perBatchScale bool) {
 	t.Helper()
-	eng, err := generate.New(e, generate.Options{EOS: eos, SharedKV: int(shared), KVTokens: 1 << 16})
+	if chunk > 0 {
+		name = fmt.Sprintf("%s, prefill chunks of %d", name, chunk)
+	}
+	// A derived graph (named so above) gives the last position's logits.
+	last := strings.HasSuffix(e.Name(), "-last")
+	eng, err := generate.New(e, generate.Options{EOS: eos, SharedKV: int(shared), KVTokens: 1 << 16, PrefillChunk: chunk, LastPositionLogits: last})
 	if err != nil {
 		t.Fatal(err)
 	}
