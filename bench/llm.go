@@ -354,6 +354,7 @@ func chatLoad(url string, sessions int, d time.Duration) GenPoint {
 		TTFTp50ms: quantile(ttft, 0.5), TTFTp99ms: quantile(ttft, 0.99), TPOTp50ms: quantile(tpot, 0.5), TPOTp99ms: quantile(tpot, 0.99)}
 }
 
+// quantile is the p-quantile of sorted values (0 for none).
 func quantile(sorted []float64, p float64) float64 {
 	if len(sorted) == 0 {
 		return 0

@@ -337,10 +337,3 @@ func (h *harness) textTurnLatency() ([2]float64, error) {
 	slices.Sort(lat)
 	return [2]float64{quantile(lat, 0.5), quantile(lat, 0.99)}, nil
 }
-
-func quantile(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
-}

@@ -185,9 +185,7 @@ func structuredLoad(url string, sessions, turns int, constrained bool, v *jsonsc
 	pt.Tokens = tokens
 	pt.TokensPerS = float64(tokens) / time.Since(start).Seconds()
 	slices.Sort(tpot)
-	if len(tpot) > 0 {
-		pt.TPOTp50ms = tpot[len(tpot)/2]
-	}
+	pt.TPOTp50ms = quantile(tpot, 0.5)
 	return pt
 }
 
@@ -255,7 +253,7 @@ func maskTimes(qwen string) error {
 	}
 	slices.Sort(steps)
 	slices.Sort(steady)
-	q := func(xs []float64, p float64) float64 { return xs[min(len(xs)-1, int(p*float64(len(xs))))] }
+	q := quantile
 	fmt.Printf("structured/mask per step at %d tokens: p50 %.1f µs  p99 %.1f µs  (%d steps over 64 random walks); after the first 8 walks p50 %.1f µs  p99 %.1f µs\n",
 		vocab.Size(), q(steps, 0.5), q(steps, 0.99), len(steps), q(steady, 0.5), q(steady, 0.99))
 	return nil
