@@ -2,13 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-
-	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 )
@@ -83,30 +81,12 @@ const OpenAI = require(process.argv[1]);
 	if err := json.Unmarshal(out, &replies); err != nil {
 		t.Fatalf("node printed %s: %v", out, err)
 	}
-	schema, err := jsonschema.UnmarshalJSON(strings.NewReader(sdkSchema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("reply.json", schema); err != nil {
-		t.Fatal(err)
-	}
-	v, err := c.Compile("reply.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := validator(t, sdkSchema)
 	if len(replies) != 5 {
 		t.Fatalf("got %d replies, want 5: %s", len(replies), out)
 	}
 	for i, r := range replies {
-		inst, err := jsonschema.UnmarshalJSON(strings.NewReader(r.Content))
-		if err != nil {
-			t.Errorf("reply %d: content %q does not parse: %v", i, r.Content, err)
-			continue
-		}
-		if err := v.Validate(inst); err != nil {
-			t.Errorf("reply %d: content %q does not validate: %v", i, r.Content, err)
-		}
+		validate(t, fmt.Sprintf("reply %d", i), v, json.RawMessage(r.Content))
 		var parsed, content any
 		if json.Unmarshal(r.Parsed, &parsed) != nil || json.Unmarshal([]byte(r.Content), &content) != nil || !jsonEqual(parsed, content) {
 			t.Errorf("reply %d: the SDK parsed %s from content %q", i, r.Parsed, r.Content)

@@ -43,16 +43,7 @@ const weatherParameters = `{"type":"object","properties":{"city":{"type":"string
 // a JSON Schema validator that is not sous's own.
 func validArguments(t *testing.T, args string) error {
 	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(weatherParameters))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	c.AddResource("weather.json", doc)
-	sch, err := c.Compile("weather.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sch := validator(t, weatherParameters)
 	inst, err := jsonschema.UnmarshalJSON(strings.NewReader(args))
 	if err != nil {
 		return fmt.Errorf("arguments %q do not parse: %v", args, err)
