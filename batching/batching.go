@@ -395,8 +395,10 @@ func (b *Batcher[In, Out]) Run(ctx context.Context) error {
 	case <-timer.C():
 	}
 	// Out of time: fail what is queued, cancel running batches, and wait for
-	// the executors to notice.
-	cancelExec()
+	// the executors to notice. The ring is emptied before the cancel: an
+	// executor whose batch the cancel ends would otherwise take a queued
+	// item into a batch of its own and fail it with the cancelled context
+	// instead of ErrDrainTimeout.
 	b.mu.Lock()
 	var abandoned []slot[In, Out]
 	for b.ring.len() > 0 {
@@ -406,6 +408,7 @@ func (b *Batcher[In, Out]) Run(ctx context.Context) error {
 		abandoned = append(abandoned, s)
 	}
 	b.mu.Unlock()
+	cancelExec()
 	for _, s := range abandoned {
 		s.w.ch <- result[Out]{err: ErrDrainTimeout}
 	}
