@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sous-ai/sous/function/placement"
+	"github.com/sous-ai/sous/function/api/placement"
 	"github.com/sous-ai/sous/internal/daprtest"
 )
 

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sous-ai/sous/function/placement"
+	"github.com/sous-ai/sous/function/api/placement"
 	"github.com/sous-ai/sous/function/tasks/testmodels"
 	"github.com/sous-ai/sous/internal/daprtest"
 )

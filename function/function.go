@@ -23,11 +23,11 @@ import (
 
 	"github.com/sous-ai/sous/batching"
 	"github.com/sous-ai/sous/function/api"
+	"github.com/sous-ai/sous/function/api/placement"
 	"github.com/sous-ai/sous/function/config"
 	"github.com/sous-ai/sous/function/demo"
 	"github.com/sous-ai/sous/function/generate"
 	"github.com/sous-ai/sous/function/model"
-	"github.com/sous-ai/sous/function/placement"
 	"github.com/sous-ai/sous/function/state"
 	"github.com/sous-ai/sous/function/tasks"
 	"github.com/sous-ai/sous/function/telemetry"
