@@ -361,6 +361,11 @@ func (h *harness) run() error {
 	if err != nil {
 		return err
 	}
+	// 11. The test LLM (Qwen3's vocabulary): each variant, and sous
+	// against its engine, one sequence at a time and transformers.js.
+	if _, err := h.llmCompare(root); err != nil {
+		return err
+	}
 
 	// 6. The same ceilings and saturation with the servers on half the cores
 	// and the generator on the other half.
