@@ -515,3 +515,61 @@ func testChunkedPrefillInterleavesDecoding(t *testing.T, f form, m *model.Engine
 		t.Fatal(err)
 	}
 }
+
+// Twelve sequences at once, greedy and seeded sampling mixed: a step's
+// greedy rows are picked on every core before the rows are handed out
+// (batches of 8 and more), and every sequence is still token for token
+// what it makes alone.
+func TestWideBatchEqualsAlone(t *testing.T) { eachForm(t, testWideBatchEqualsAlone) }
+
+func testWideBatchEqualsAlone(t *testing.T, f form, m *model.Engine) {
+	var ps [][]int64
+	var params []Params
+	for i := range 12 {
+		p := make([]int64, 3+i%5)
+		for j := range p {
+			p[j] = int64(3000 + (i*97+j*13)%4000)
+		}
+		ps = append(ps, p)
+		pr := Params{MaxTokens: 10 + i}
+		if i%3 == 2 {
+			pr.Temperature, pr.TopK, pr.Seed = 0.8, 40, uint64(i+1)
+		}
+		params = append(params, pr)
+	}
+	solo := startEngine(t, m, Options{SharedKV: f.shared})
+	alone := make([][]int64, len(ps))
+	for i, p := range ps {
+		r, err := solo.Generate(context.Background(), p, params[i], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone[i] = r.Tokens
+	}
+	var mu sync.Mutex
+	widest := 0
+	e := startEngine(t, m, Options{SharedKV: f.shared, OnStep: func(n int) { mu.Lock(); widest = max(widest, n); mu.Unlock() }})
+	got := make([][]int64, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.Generate(context.Background(), p, params[i], nil)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = r.Tokens
+		}()
+	}
+	wg.Wait()
+	for i := range ps {
+		if fmt.Sprint(got[i]) != fmt.Sprint(alone[i]) {
+			t.Errorf("sequence %d (%+v): batched %v, alone %v", i, params[i], got[i], alone[i])
+		}
+	}
+	if mu.Lock(); widest < 8 {
+		t.Errorf("widest step %d rows: the test wants steps of 8 and more", widest)
+	}
+	mu.Unlock()
+}
