@@ -209,17 +209,7 @@ func (s *server) completions(c echo.Context) error {
 	}
 	wg.Wait()
 	if err := firstErr(errs); err != nil {
-		edge.SpanErr(span, err)
-		if st != nil && st.started() {
-			// The status is sent: the error is an event of the stream.
-			if !errors.Is(err, context.Canceled) {
-				code, msg, _ := s.p.Renderer.Record(c, err)
-				b, _ := json.Marshal(errorBody(code, msg, err))
-				st.s.Event("", b)
-			}
-			return nil
-		}
-		return s.fail(c, err)
+		return s.failStream(c, span, st != nil && st.started(), func(b []byte) { st.send(b) }, err)
 	}
 
 	var choices []map[string]any
@@ -328,6 +318,11 @@ func (st *completionStream) event(fields map[string]any) {
 		fields[k] = v
 	}
 	b, _ := json.Marshal(fields)
+	st.send(b)
+}
+
+// send writes one chunk of the stream.
+func (st *completionStream) send(b []byte) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.s.Event("", b)

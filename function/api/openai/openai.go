@@ -89,6 +89,22 @@ func (s *server) fail(c echo.Context, err error) error {
 	return nil
 }
 
+// failStream answers a streamed request's error: an error answer while
+// nothing is sent yet; once the status is sent, a chunk of the stream
+// carrying the error (send), and none for a client that left.
+func (s *server) failStream(c echo.Context, span trace.Span, started bool, send func([]byte), err error) error {
+	edge.SpanErr(span, err)
+	if !started {
+		return s.fail(c, err)
+	}
+	if !errors.Is(err, context.Canceled) {
+		code, msg, _ := s.p.Renderer.Record(c, err)
+		b, _ := json.Marshal(errorBody(code, msg, err))
+		send(b)
+	}
+	return nil
+}
+
 func (s *server) models(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"object": "list", "data": []map[string]any{
 		{"id": s.p.Model, "object": "model", "created": s.p.Started.Unix(), "owned_by": "sous"}}})
@@ -155,17 +171,7 @@ func (s *server) chat(c echo.Context) error {
 		st.queue.Close()
 	}
 	if err != nil {
-		edge.SpanErr(span, err)
-		if st != nil && st.s.Started() {
-			// The status is sent: the error is a chunk of the stream.
-			if !errors.Is(err, context.Canceled) {
-				code, msg, _ := s.p.Renderer.Record(c, err)
-				b, _ := json.Marshal(errorBody(code, msg, err))
-				st.s.Event("", b)
-			}
-			return nil
-		}
-		return s.fail(c, err)
+		return s.failStream(c, span, st != nil && st.s.Started(), func(b []byte) { st.s.Event("", b) }, err)
 	}
 	var out turn.GenOutput
 	json.Unmarshal(r.Output, &out)
