@@ -174,16 +174,16 @@ func streamLoad(url string, sessions int, d time.Duration) GenPoint {
 		}()
 	}
 	wg.Wait()
+	return genPoint(tokens, turns, d, ttft, tpot)
+}
+
+// genPoint is a load's tokens/s over d and the p50 and p99 of its turns'
+// times to first token and per output token (ms; sorted here).
+func genPoint(tokens, turns int, d time.Duration, ttft, tpot []float64) GenPoint {
 	sort.Float64s(ttft)
 	sort.Float64s(tpot)
-	q := func(xs []float64, p float64) float64 {
-		if len(xs) == 0 {
-			return 0
-		}
-		return xs[min(len(xs)-1, int(p*float64(len(xs))))]
-	}
 	return GenPoint{TokensPerS: float64(tokens) / d.Seconds(), Turns: turns,
-		TTFTp50ms: q(ttft, 0.5), TTFTp99ms: q(ttft, 0.99), TPOTp50ms: q(tpot, 0.5), TPOTp99ms: q(tpot, 0.99)}
+		TTFTp50ms: quantile(ttft, 0.5), TTFTp99ms: quantile(ttft, 0.99), TPOTp50ms: quantile(tpot, 0.5), TPOTp99ms: quantile(tpot, 0.99)}
 }
 
 // plotGeneration writes tokens/s against concurrent sessions, continuous

@@ -354,10 +354,7 @@ func chatLoad(url string, sessions int, d time.Duration) GenPoint {
 		}()
 	}
 	wg.Wait()
-	sort.Float64s(ttft)
-	sort.Float64s(tpot)
-	return GenPoint{TokensPerS: float64(tokens) / d.Seconds(), Turns: turns,
-		TTFTp50ms: quantile(ttft, 0.5), TTFTp99ms: quantile(ttft, 0.99), TPOTp50ms: quantile(tpot, 0.5), TPOTp99ms: quantile(tpot, 0.99)}
+	return genPoint(tokens, turns, d, ttft, tpot)
 }
 
 // quantile is the p-quantile of sorted values (0 for none).
