@@ -3,6 +3,7 @@ package function
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -159,16 +160,9 @@ func TestChatCompletionsStream(t *testing.T) {
 	defer resp.Body.Close()
 	var content strings.Builder
 	role, finish, done, usage := "", "", false, 0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if data == "[DONE]" {
-			done = true
-			continue
-		}
+	events, end := sseData(t, resp.Body)
+	done = end
+	for _, data := range events {
 		var ch struct {
 			Object  string `json:"object"`
 			Choices []struct {
@@ -200,4 +194,26 @@ func TestChatCompletionsStream(t *testing.T) {
 	if role != "assistant" || content.Len() == 0 || finish != "length" || !done || usage != 8 {
 		t.Fatalf("role %q, content %q, finish %q, [DONE] %v, usage %d", role, content.String(), finish, done, usage)
 	}
+}
+
+// sseData reads an OpenAI stream: the data of its events in order, and
+// whether it ended with [DONE].
+func sseData(t *testing.T, r io.Reader) (events []string, done bool) {
+	t.Helper()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		switch {
+		case !ok:
+		case data == "[DONE]":
+			done = true
+		default:
+			events = append(events, data)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return events, done
 }

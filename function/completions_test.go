@@ -1,7 +1,6 @@
 package function
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -147,16 +146,9 @@ func streamCompletion(t *testing.T, s *server, body string) (text, finish string
 	}
 	defer resp.Body.Close()
 	var streamed strings.Builder
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if data == "[DONE]" {
-			done = true
-			continue
-		}
+	events, end := sseData(t, resp.Body)
+	done = end
+	for _, data := range events {
 		var ch struct {
 			Object  string `json:"object"`
 			Choices []struct {

@@ -1,7 +1,6 @@
 package function
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -220,12 +219,8 @@ func TestToolCallsStream(t *testing.T) {
 	}
 	var id, name, args, content, finish string
 	first := true
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok || data == "[DONE]" {
-			continue
-		}
+	events, _ := sseData(t, bytes.NewReader(b))
+	for _, data := range events {
 		var ch struct {
 			Choices []struct {
 				Delta struct {
