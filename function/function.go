@@ -204,7 +204,8 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 		store = state.PerCall{Store: store}
 	}
 	if !o.noTelemetry {
-		tp := telemetry.Params{Model: f.engine.Name(), Device: f.engine.Device(), QueueDepth: func() int { return f.turns.Queued() }}
+		tp := telemetry.Params{Model: f.engine.Name(), Device: f.engine.Device(), QueueDepth: func() int { return f.turns.Queued() },
+			Placement: cfg.Placement == "actors"}
 		if f.gen != nil {
 			tp.QueueDepth = f.gen.Waiting
 			tp.ActiveSequences, tp.KVUsage = f.gen.Active, f.gen.KVUsage
@@ -264,7 +265,7 @@ func New(cfg Config, opts ...Option) (_ *Function, err error) {
 		}
 		if place, err = placement.New(placement.Params{ActorType: cfg.PlacementActor, Address: addr, Dapr: cfg.DaprHTTP,
 			DaprToken: cfg.DaprToken, IdleTimeout: cfg.SessionTTL, MaxBody: cfg.MaxBody, Log: o.logger, Tracer: tracer,
-			Now: o.now}); err != nil {
+			Metrics: f.metrics, Now: o.now}); err != nil {
 			return nil, err
 		}
 		o.logger.Info("session placement: dapr actors", "actor_type", cfg.PlacementActor, "address", addr, "sidecar", cfg.DaprHTTP)

@@ -24,6 +24,15 @@ var Reasons = []string{"queue_full", "shutting_down", "state_unavailable", "expi
 // multi-second state outage: roughly 1-2.5-5 steps from 50µs to 10s.
 var LatencyBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
+// PlacementOutcomes are where a placed turn ran (SOUS_PLACEMENT=actors);
+// each is exported from start at 0 when placement is on:
+//   - owner: here, this pod owning the session;
+//   - relayed: on the owner, relayed there from here;
+//   - received: here, relayed in by another pod;
+//   - fallback: here without being the owner (no owner known, or every
+//     relay failed before the owner answered): a cache miss, not a loss.
+var PlacementOutcomes = []string{"owner", "relayed", "received", "fallback"}
+
 // BatchBuckets are powers of two up to 1024 items.
 var BatchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}
 
@@ -47,6 +56,10 @@ type Metrics struct {
 	promptSrc [2]metric.AddOption // cache, computed
 	tokenKind [2]metric.AddOption // real, padding
 	reasonSet map[string]metric.AddOption
+	placed    metric.Int64Counter
+	placedSet map[string]metric.AddOption
+	lookup    metric.Float64Histogram
+	relayFail metric.Int64Counter
 	stateOps  map[string]metric.RecordOption
 }
 
@@ -61,6 +74,9 @@ type Params struct {
 	KVUsage         func() float64
 	// PrefixCacheBytes reports the bytes of KV the prefix cache holds.
 	PrefixCacheBytes func() int64
+	// Placement: session placement is on, so its counters are exported
+	// from start.
+	Placement bool
 }
 
 // New creates the instruments on a registry of their own.
@@ -77,6 +93,7 @@ func New(p Params) (*Metrics, error) {
 		handler:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		provider:  provider,
 		reasonSet: map[string]metric.AddOption{},
+		placedSet: map[string]metric.AddOption{},
 		stateOps:  map[string]metric.RecordOption{},
 	}
 	seconds := func(name, desc string) metric.Float64Histogram {
@@ -165,6 +182,24 @@ func New(p Params) (*Metrics, error) {
 	for _, r := range Reasons {
 		m.reasonSet[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 		m.rejected.Add(context.Background(), 0, m.reasonSet[r])
+	}
+	m.lookup = seconds("sous_placement_lookup_duration_seconds", "Owner lookups: one call of the session actor through the sidecar, by whether it answered.")
+	if m.placed, err = meter.Int64Counter("sous_placement_turns", metric.WithDescription(
+		"Placed turns, by outcome: owner (ran here, its owner), relayed (handed to its owner), received (relayed in), fallback (ran here, no owner reachable).")); err != nil {
+		return nil, err
+	}
+	if m.relayFail, err = meter.Int64Counter("sous_placement_relay_failures", metric.WithDescription(
+		"Relays that failed before the owner answered (owner gone, draining or unreachable); each is retried on the next owner or served here.")); err != nil {
+		return nil, err
+	}
+	for _, o := range PlacementOutcomes {
+		m.placedSet[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o)))
+		if p.Placement {
+			m.placed.Add(context.Background(), 0, m.placedSet[o])
+		}
+	}
+	if p.Placement {
+		m.relayFail.Add(context.Background(), 0)
 	}
 	for _, op := range []string{"get", "save"} {
 		m.stateOps[op] = metric.WithAttributeSet(attribute.NewSet(attribute.String("op", op)))
@@ -255,5 +290,29 @@ func (m *Metrics) Rejected(reason string) {
 	}
 	if opt, ok := m.reasonSet[reason]; ok {
 		m.rejected.Add(context.Background(), 1, opt)
+	}
+}
+
+// Placed counts one placed turn by outcome (one of PlacementOutcomes).
+func (m *Metrics) Placed(outcome string) {
+	if m == nil {
+		return
+	}
+	if opt, ok := m.placedSet[outcome]; ok {
+		m.placed.Add(context.Background(), 1, opt)
+	}
+}
+
+// PlacementLookup records one owner lookup and whether it got an answer.
+func (m *Metrics) PlacementLookup(d time.Duration, answered bool) {
+	if m != nil {
+		m.lookup.Record(context.Background(), d.Seconds(), metric.WithAttributes(attribute.Bool("answered", answered)))
+	}
+}
+
+// RelayFailed counts one relay that failed before its owner answered.
+func (m *Metrics) RelayFailed() {
+	if m != nil {
+		m.relayFail.Add(context.Background(), 1)
 	}
 }

@@ -34,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/sous-ai/sous/function/telemetry"
 	"github.com/sous-ai/sous/function/turn"
 )
 
@@ -91,6 +92,7 @@ type Params struct {
 	Transport http.RoundTripper
 	Log       *slog.Logger
 	Tracer    trace.Tracer
+	Metrics   *telemetry.Metrics // nil: none
 	Now       func() time.Time
 }
 
@@ -302,6 +304,13 @@ func (pl *Placement) forget(session string) {
 // lookup asks the sidecar for session's owner: one call of the session
 // actor's method, which runs on the owner's pod.
 func (pl *Placement) lookup(ctx context.Context, session string) (string, error) {
+	start := time.Now()
+	addr, err := pl.ask(ctx, session)
+	pl.p.Metrics.PlacementLookup(time.Since(start), err == nil)
+	return addr, err
+}
+
+func (pl *Placement) ask(ctx context.Context, session string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, pl.p.LookupTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, pl.prefix+session+"/method/"+Method, nil)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/sous-ai/sous/function/telemetry"
 )
 
 func TestSessionOf(t *testing.T) {
@@ -104,6 +106,8 @@ type fakePod struct {
 	refuse bool
 	// gate, if set, holds the answer after its first line until closed.
 	gate chan struct{}
+	// metrics, if set, records the pod's placement.
+	metrics *telemetry.Metrics
 }
 
 func newPod(t *testing.T, sc *sidecar, modify ...func(*fakePod)) *fakePod {
@@ -116,7 +120,7 @@ func newPod(t *testing.T, sc *sidecar, modify ...func(*fakePod)) *fakePod {
 	for _, m := range modify {
 		m(p)
 	}
-	p.pl, err = New(Params{ActorType: "sess", Address: p.addr, Dapr: sc.srv.URL, CacheTTL: time.Minute})
+	p.pl, err = New(Params{ActorType: "sess", Address: p.addr, Dapr: sc.srv.URL, CacheTTL: time.Minute, Metrics: p.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,6 +300,77 @@ func TestRelayRetriesOnTheNextOwner(t *testing.T) {
 			t.Errorf("turn with no owner: %d served by %q (%q), want 200 here under the relay's key", code, servedBy, lines)
 		}
 	})
+}
+
+// Each placed turn is counted once, where it ran from the receiving pod's
+// view (owner, relayed, received, fallback), with the failed relays and
+// the lookups beside them; a turn with no session is not a placed one.
+func TestPlacementMetrics(t *testing.T) {
+	dead := func() string {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer ln.Close()
+		return ln.Addr().String()
+	}()
+	var owner string
+	sc := newSidecar(t, func(session string, _ int) (string, int) {
+		if session == "orphan" {
+			return dead, http.StatusOK
+		}
+		return owner, http.StatusOK
+	})
+	withMetrics := func(p *fakePod) {
+		m, err := telemetry.New(telemetry.Params{Model: "m", Device: "cpu", Placement: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.metrics = m
+	}
+	a, b := newPod(t, sc, withMetrics), newPod(t, sc, withMetrics)
+	owner = b.addr
+	post(t, a, "s1") // relayed A → B
+	post(t, a, "s1") // relayed again, from A's cache
+	post(t, b, "s1") // B owns it
+	post(t, a, "orphan")
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.addr+RouteTurn, strings.NewReader(`{"text":"no session"}`))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	for _, tc := range []struct {
+		pod    *fakePod
+		series string
+		want   float64
+	}{
+		{a, `sous_placement_turns_total{outcome="relayed"}`, 2},
+		{a, `sous_placement_turns_total{outcome="fallback"}`, 1},
+		{a, `sous_placement_turns_total{outcome="owner"}`, 0},
+		{a, `sous_placement_relay_failures_total`, 3},
+		// s1 once (then cached), orphan once and after each of its two
+		// failed relays.
+		{a, `sous_placement_lookup_duration_seconds_count{answered="true"}`, 4},
+		{b, `sous_placement_turns_total{outcome="received"}`, 2},
+		{b, `sous_placement_turns_total{outcome="owner"}`, 1},
+		{b, `sous_placement_relay_failures_total`, 0},
+	} {
+		if got := scrape(t, tc.pod.metrics, tc.series); got != tc.want {
+			t.Errorf("%s on %s = %v, want %v", tc.series, tc.pod.addr, got, tc.want)
+		}
+	}
+}
+
+// scrape reads one series' value from m's exposition.
+func scrape(t *testing.T, m *telemetry.Metrics, series string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	t.Fatalf("no series %s in:\n%s", series, rec.Body.String())
+	return 0
 }
 
 // The owner's own refusal (its turn ran into a full queue, the store

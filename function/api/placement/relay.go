@@ -35,6 +35,7 @@ func (pl *Placement) Middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
 		if r.Header.Get(HeaderRelayed) != "" {
+			pl.p.Metrics.Placed("received")
 			return pl.serveHere(c, next)
 		}
 		body, whole, err := peek(r, pl.p.MaxBody)
@@ -50,9 +51,11 @@ func (pl *Placement) Middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			// Any pod can serve any session (its transcript is in the
 			// store): without an owner the turn only misses the cache.
 			pl.p.Log.Warn("placement: serving here", "session", session, "err", err.Error())
+			pl.p.Metrics.Placed("fallback")
 			return pl.serveHere(c, next)
 		}
 		if owner == pl.p.Address {
+			pl.p.Metrics.Placed("owner")
 			return pl.serveHere(c, next)
 		}
 		return pl.relay(c, next, session, owner, body)
@@ -108,12 +111,14 @@ func (pl *Placement) relay(c echo.Context, next echo.HandlerFunc, session, owner
 		span.SetAttributes(attribute.String("sous.owner", owner), attribute.Int("sous.relay_attempts", attempt))
 		err := pl.relayOnce(ctx, c, owner, body)
 		if err == nil {
+			pl.p.Metrics.Placed("relayed")
 			return nil
 		}
 		if ctx.Err() != nil {
 			// The caller went away: nobody to answer, nothing to retry.
 			return ctx.Err()
 		}
+		pl.p.Metrics.RelayFailed()
 		pl.forget(session)
 		pl.p.Log.Warn("placement: relay failed", "session", session, "owner", owner, "attempt", attempt, "err", err.Error())
 		span.RecordError(err)
@@ -131,6 +136,7 @@ func (pl *Placement) relay(c echo.Context, next echo.HandlerFunc, session, owner
 		pl.remember(session, owner, pl.p.Now())
 	}
 	span.SetStatus(codes.Error, "relay failed: served here")
+	pl.p.Metrics.Placed("fallback")
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	return pl.serveHere(c, next)
 }
