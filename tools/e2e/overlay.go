@@ -33,6 +33,10 @@ type OverlayOptions struct {
 	// tests use it for variants (a tight queue), never make e2e's own
 	// deployment.
 	Env map[string]string
+	// Service, if set, is the Knative Service to deploy in place of
+	// knative/service.yaml (knative/service-chat.yaml), without the
+	// Trigger, whose subscriber is the sous Service.
+	Service string
 }
 
 // Overlay reads the shipped manifests under root and returns them, as one
@@ -63,6 +67,14 @@ stringData:
 `, o.RedisHost)
 	out.WriteString(secret)
 	for _, rel := range Shipped {
+		if o.Service != "" {
+			switch rel {
+			case "knative/service.yaml":
+				rel = o.Service
+			case "knative/trigger.yaml":
+				continue
+			}
+		}
 		b, err := os.ReadFile(filepath.Join(root, rel))
 		if err != nil {
 			return nil, err

@@ -281,8 +281,8 @@ func TestSousEventing(t *testing.T) {
 	t.Run("retried", func(t *testing.T) {
 		// The same manifests with a ring of 2 and batches of 1: a burst of
 		// events fills the ring at once and sous answers 503 to the rest.
-		err := d.deployVariant(ctx, retryNS, os.Getenv("SOUS_E2E_IMAGE"), true,
-			map[string]string{"SOUS_QUEUE": "2", "SOUS_MAX_BATCH": "1"},
+		err := d.deployVariant(ctx, retryNS, OverlayOptions{Image: os.Getenv("SOUS_E2E_IMAGE"),
+			Env: map[string]string{"SOUS_QUEUE": "2", "SOUS_MAX_BATCH": "1"}}, true,
 			map[string]string{"autoscaling.knative.dev/max-scale": "1"})
 		if err != nil {
 			t.Fatal(err)
@@ -295,7 +295,7 @@ func TestSousEventing(t *testing.T) {
 		for attempt := 1; attempt <= 3 && rejected == 0; attempt++ {
 			all = append(all, sendToBroker(t, d.c, retryNS, 60, 60)...)
 			waitReplies(t, d.c, retryNS, all)
-			rejected = sousMetric(ctx, t, d.c, retryNS, `sous_rejected_total{reason="queue_full"`)
+			rejected = sousMetric(ctx, t, d.c, retryNS, "sous", `sous_rejected_total{reason="queue_full"`)
 		}
 		if rejected == 0 {
 			t.Fatalf("premise unmet: sous answered no 503 (queue_full) to %d events in bursts", len(all))
@@ -410,11 +410,11 @@ func checkReplies(t *testing.T, c *Cluster, ns string, ids []string) {
 	t.Logf("%d events sent, %d replies at the sink (each once), %d dead letters", len(ids), len(ids), lost)
 }
 
-// sousMetric sums a counter over the sous pods of ns, read from each pod's
-// /metrics (series whose line starts with prefix).
-func sousMetric(ctx context.Context, t *testing.T, c *Cluster, ns, prefix string) float64 {
+// sousMetric sums a counter over the pods of the Knative Service ksvc in
+// ns, read from each pod's /metrics (series whose line starts with prefix).
+func sousMetric(ctx context.Context, t *testing.T, c *Cluster, ns, ksvc, prefix string) float64 {
 	t.Helper()
-	pods, err := c.Pods(ctx, ns, "serving.knative.dev/service=sous")
+	pods, err := c.Pods(ctx, ns, "serving.knative.dev/service="+ksvc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,13 +80,13 @@ func deploySous(t *testing.T, image string) (*sousDeployment, error) {
 	d := &sousDeployment{c: c, ns: sousNS}
 	// The cold-start Service goes first so that it has scaled to zero by
 	// the time its test runs.
-	if err := d.deployVariant(ctx, coldNS, image, false, nil, map[string]string{
+	if err := d.deployVariant(ctx, coldNS, OverlayOptions{Image: image}, false, map[string]string{
 		"autoscaling.knative.dev/min-scale":        "0",
 		"autoscaling.knative.dev/scale-down-delay": "0s",
 	}); err != nil {
 		return nil, err
 	}
-	if err := d.deployVariant(ctx, sousNS, image, true, nil, nil); err != nil {
+	if err := d.deployVariant(ctx, sousNS, OverlayOptions{Image: image}, true, nil); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -115,11 +115,12 @@ func deploySous(t *testing.T, image string) (*sousDeployment, error) {
 }
 
 // deployVariant creates ns and applies, in it: a Broker, the overlaid
-// shipped manifests (env and template annotations added for variants), a
+// shipped manifests (o: the image, and env or another Service for
+// variants; template annotations added for variants), a
 // recording sink for the Trigger's dead letters and one for replies, with
 // the Trigger that sends it every ai.sous.turn.reply. Without eventing,
 // only the overlaid manifests, less the Trigger.
-func (d *sousDeployment) deployVariant(ctx context.Context, ns, image string, eventing bool, env, annotations map[string]string) error {
+func (d *sousDeployment) deployVariant(ctx context.Context, ns string, o OverlayOptions, eventing bool, annotations map[string]string) error {
 	c := d.c
 	// A namespace left by an earlier run may still be terminating: objects
 	// applied into it would be the old ones.
@@ -141,7 +142,8 @@ func (d *sousDeployment) deployVariant(ctx context.Context, ns, image string, ev
 			c.Kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 		})
 	}
-	manifest, err := Overlay(c.Root, OverlayOptions{Image: image, RedisHost: "redis.redis.svc.cluster.local:6379", Env: env})
+	o.RedisHost = "redis.redis.svc.cluster.local:6379"
+	manifest, err := Overlay(c.Root, o)
 	if err != nil {
 		return err
 	}
@@ -324,11 +326,17 @@ func postTurn(ctx context.Context, base, host, session, text string) (turnReply,
 // redisSession reads the session document Dapr keeps for sous in Redis
 // (key "sous||<session>", field data).
 func redisSession(ctx context.Context, c *Cluster, session string) (string, error) {
+	return redisKey(ctx, c, "sous||"+session)
+}
+
+// redisKey reads the field data of a Dapr state key (appid||key) from the
+// cluster's Redis.
+func redisKey(ctx context.Context, c *Cluster, key string) (string, error) {
 	redis, err := c.Pods(ctx, "redis", "app=redis")
 	if err != nil || len(redis) == 0 {
 		return "", fmt.Errorf("redis pod: %v", err)
 	}
-	out, err := c.Exec(ctx, "redis", redis[0].Name, "redis", "redis-cli", "HGET", "sous||"+session, "data")
+	out, err := c.Exec(ctx, "redis", redis[0].Name, "redis", "redis-cli", "HGET", key, "data")
 	return strings.TrimSpace(out), err
 }
 
