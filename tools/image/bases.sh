@@ -29,7 +29,9 @@ debian=localhost/sous-base/debian:$suite
 p=$(pin /dev/null)
 if ! current "$debian" "$p"; then
   log "debootstrap $suite (about a minute)"
-  command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+  # To stderr: this script's standard output is the build arguments.
+  command -v debootstrap >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } >&2
   rm -rf "$cache/rootfs"
   debootstrap --variant=minbase "$suite" "$cache/rootfs" >"$cache/debootstrap.log" 2>&1 ||
     { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
