@@ -320,12 +320,19 @@ func plotTimeline(path string, tl *Timeline) error {
 	if err != nil {
 		return err
 	}
-	const w, h = 8 * vg.Inch, 9 * vg.Inch
-	canvas := vgsvg.New(w, h)
-	dc := draw.New(canvas)
-	tiles := draw.Tiles{Rows: 3, Cols: 1, PadY: vg.Points(8), PadTop: vg.Points(4), PadBottom: vg.Points(4)}
-	plots := [][]*plot.Plot{{rates}, {latency}, {pods}}
-	canvases := plot.Align(plots, tiles, dc)
+	return writeSVG(path, 9*vg.Inch, rates, latency, pods)
+}
+
+// writeSVG draws panels stacked in one column, 8 inches wide and h tall,
+// into an SVG file at path.
+func writeSVG(path string, h vg.Length, panels ...*plot.Plot) error {
+	canvas := vgsvg.New(8*vg.Inch, h)
+	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadY: vg.Points(8), PadTop: vg.Points(4), PadBottom: vg.Points(4)}
+	plots := make([][]*plot.Plot, len(panels))
+	for i, p := range panels {
+		plots[i] = []*plot.Plot{p}
+	}
+	canvases := plot.Align(plots, tiles, draw.New(canvas))
 	for i := range plots {
 		plots[i][0].Draw(canvases[i][0])
 	}

@@ -257,11 +257,7 @@ func TestRelayedRequestIsNotRelayedAgain(t *testing.T) {
 // (draining), is asked for again and the turn goes to the next owner
 // with the same key; when no owner is known it is served where it landed.
 func TestRelayRetriesOnTheNextOwner(t *testing.T) {
-	dead := func() string {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer ln.Close()
-		return ln.Addr().String()
-	}()
+	dead := deadAddr()
 	var next string
 	var draining *fakePod
 	for _, tc := range []struct {
@@ -306,11 +302,7 @@ func TestRelayRetriesOnTheNextOwner(t *testing.T) {
 // view (owner, relayed, received, fallback), with the failed relays and
 // the lookups beside them; a turn with no session is not a placed one.
 func TestPlacementMetrics(t *testing.T) {
-	dead := func() string {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer ln.Close()
-		return ln.Addr().String()
-	}()
+	dead := deadAddr()
 	var owner string
 	sc := newSidecar(t, func(session string, _ int) (string, int) {
 		if session == "orphan" {
@@ -355,6 +347,13 @@ func TestPlacementMetrics(t *testing.T) {
 			t.Errorf("%s on %s = %v, want %v", tc.series, tc.pod.addr, got, tc.want)
 		}
 	}
+}
+
+// deadAddr is a loopback address where nothing listens.
+func deadAddr() string {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // scrape reads one series' value from m's exposition.
