@@ -574,11 +574,12 @@ func plotPlacement(path string, run *PlacementRun) error {
 		return nil
 	}
 	share, ttft := plot.New(), plot.New()
-	share.Title.Text = fmt.Sprintf("sous-chat on Knative, %d sessions x %d turns through Traefik, %d pods: cached share of prompt tokens", run.Sessions, run.TurnsPer, chatPods)
+	share.Title.Text = fmt.Sprintf("sous-chat, %d pods, %d sessions x %d turns via Traefik: cached share of the prompt", chatPods, run.Sessions, run.TurnsPer)
 	share.Y.Label.Text, share.X.Label.Text = "cached / prompt tokens", "turn"
 	share.Y.Min, share.Y.Max = 0, 1
 	ttft.Title.Text = "time to first token"
 	ttft.Y.Label.Text, ttft.X.Label.Text = "ms", "turn"
+	ttft.Y.Min = 0
 	for _, p := range []*plot.Plot{share, ttft} {
 		p.Legend.Top, p.Legend.Left = true, true
 	}
