@@ -182,6 +182,19 @@ func TestSousChatPlacement(t *testing.T) {
 			t.Errorf("placed session %s served by %d pods: %v", k, len(o), slices.Collect(maps.Keys(o)))
 		}
 	}
+	// Placement trades spread for cache: a pod's share of the load is its
+	// share of the sessions, which hashing does not make even.
+	byPod := map[string][]float64{}
+	for _, tr := range run.Turns {
+		if tr.Placement && tr.Round >= 0 && tr.Turn >= 2 && tr.Status == http.StatusOK {
+			byPod[tr.ServedBy] = append(byPod[tr.ServedBy], tr.TTFTms)
+		}
+	}
+	for _, pod := range slices.Sorted(maps.Keys(byPod)) {
+		xs := byPod[pod]
+		slices.Sort(xs)
+		t.Logf("placed on %s: %d sessions, TTFT p50 %.1f ms, p99 %.1f ms", pod, len(xs)/(chatTurns-1), quantile(xs, 0.5), quantile(xs, 0.99))
+	}
 	if on := run.Summary[0]; on.CachedShare < 0.8 {
 		t.Errorf("cached share of prompt tokens from turn 2 on with placement: %.2f, want >= 0.8", on.CachedShare)
 	}
