@@ -8,7 +8,14 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 out=$1
-dir() { (cd "$cluster/knative" && go list -m -f '{{.Dir}}' "$1"); }
+# go mod download, not go list -m: on a machine whose module cache does not
+# hold a module yet, go list -m prints no Dir.
+dir() {
+  local d
+  d=$(cd "$cluster/knative" && go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -d "$d" ] || { echo "knative-config: no module directory for $1" >&2; exit 1; }
+  echo "$d"
+}
 serving=$(dir knative.dev/serving)
 eventing=$(dir knative.dev/eventing)
 networking=$(dir knative.dev/networking)
