@@ -251,6 +251,10 @@ if [ -d "$RUN/pids" ]; then
   for f in "$RUN/pids"/*; do
     [ -f "$f" ] || continue
     if kill -0 "$(cat "$f")" 2>/dev/null; then
+      # The ingress file is written last: without it an earlier start
+      # stopped part way, and what it left running is no cluster.
+      [ -f "$STATE/ingress" ] ||
+        die "an earlier make cluster stopped part way (processes in $RUN/pids, no $STATE/ingress): run make cluster-down, then make cluster"
       log "a cluster is running (pid files in $RUN/pids); nothing changed. make cluster-down stops it."
       exit 0
     fi
