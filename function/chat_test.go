@@ -196,6 +196,46 @@ func TestChatCompletionsStream(t *testing.T) {
 	}
 }
 
+// A session's streamed turn cannot carry X-Sous-Turn (its headers leave
+// with the first token); its last chunk names the session and the turn.
+func TestChatCompletionsStreamNamesTheTurn(t *testing.T) {
+	s := genServer(t, nil)
+	for want := 1; want <= 2; want++ {
+		req, _ := http.NewRequest(http.MethodPost, s.url+"/v1/chat/completions",
+			strings.NewReader(`{"messages":[{"role":"user","content":"hello there"}],"max_tokens":4,"stream":true}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Sous-Session", "streamed-turns")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events, _ := sseData(t, resp.Body)
+		resp.Body.Close()
+		var turns []int
+		for _, data := range events {
+			var ch struct {
+				Sous *struct {
+					Session string `json:"session"`
+					Turn    int    `json:"turn"`
+				} `json:"sous"`
+				Choices []struct {
+					FinishReason *string `json:"finish_reason"`
+				} `json:"choices"`
+			}
+			json.Unmarshal([]byte(data), &ch)
+			if ch.Sous != nil {
+				if ch.Sous.Session != "streamed-turns" || len(ch.Choices) != 1 || ch.Choices[0].FinishReason == nil {
+					t.Errorf("chunk %s: want the session on the finishing chunk", data)
+				}
+				turns = append(turns, ch.Sous.Turn)
+			}
+		}
+		if len(turns) != 1 || turns[0] != want {
+			t.Errorf("streamed turn %d: the chunks name turns %v, want [%d] once", want, turns, want)
+		}
+	}
+}
+
 // sseData reads an OpenAI stream: the data of its events in order, and
 // whether it ended with [DONE].
 func sseData(t *testing.T, r io.Reader) (events []string, done bool) {

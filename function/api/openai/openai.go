@@ -184,8 +184,14 @@ func (s *server) chat(c echo.Context) error {
 	choices := s.choices(r, out, req.Logprobs)
 	if st != nil {
 		st.begin()
-		delta := map[string]any{}
-		st.chunk(delta, choices[0]["finish_reason"], choices[0]["logprobs"])
+		// Headers went out with the first token, before the turn had its
+		// number (it is fixed when the turn is saved): a session's last
+		// chunk carries it instead of X-Sous-Turn.
+		var ext map[string]any
+		if !treq.Stateless {
+			ext = map[string]any{"sous": map[string]any{"session": treq.Session, "turn": r.Turn}}
+		}
+		st.chunkWith(map[string]any{}, choices[0]["finish_reason"], choices[0]["logprobs"], ext)
 		if req.includeUsage() {
 			b, _ := json.Marshal(map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": s.p.Model,
 				"choices": []any{}, "usage": usage})
@@ -296,8 +302,17 @@ type stream struct {
 }
 
 func (st *stream) chunk(delta map[string]any, finish, logprobs any) {
-	b, _ := json.Marshal(map[string]any{"id": st.id, "object": "chat.completion.chunk", "created": st.created, "model": st.model,
-		"choices": []map[string]any{{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}}})
+	st.chunkWith(delta, finish, logprobs, nil)
+}
+
+// chunkWith writes a chunk with ext's fields beside OpenAI's.
+func (st *stream) chunkWith(delta map[string]any, finish, logprobs any, ext map[string]any) {
+	m := map[string]any{"id": st.id, "object": "chat.completion.chunk", "created": st.created, "model": st.model,
+		"choices": []map[string]any{{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}}}
+	for k, v := range ext {
+		m[k] = v
+	}
+	b, _ := json.Marshal(m)
 	st.s.Event("", b)
 }
 
