@@ -245,6 +245,27 @@ func TestSousAnyPodContinues(t *testing.T) {
 	t.Logf("Redis sous||%s: turn %d, %d turns in the transcript, turn 7's text among them", session, stored.Turn, len(stored.History))
 }
 
+// logRestarts logs every container of ns's pods that restarted, with why
+// its last run ended: the first thing to read when answers went missing.
+func logRestarts(ctx context.Context, t *testing.T, c *Cluster, ns string) {
+	pods, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	for _, p := range pods.Items {
+		for _, s := range p.Status.ContainerStatuses {
+			if s.RestartCount > 0 {
+				var why string
+				if term := s.LastTerminationState.Terminated; term != nil {
+					why = fmt.Sprintf("%s exit %d at %s", term.Reason, term.ExitCode, term.FinishedAt.Format(time.TimeOnly))
+				}
+				t.Logf("pod %s container %s restarted %d times: %s", p.Name, s.Name, s.RestartCount, why)
+			}
+		}
+	}
+}
+
 // latestReady returns the Service's latest ready revision, once the
 // revision carries the given min-scale.
 func latestReady(ctx context.Context, c *Cluster, ns string, minScale int) (string, error) {
@@ -692,6 +713,7 @@ func TestSousAutoscaling(t *testing.T) {
 	for code, n := range tl.Codes {
 		if code != "200" && code != "503" {
 			t.Errorf("%d answers %s: want only 200, or 503 with Retry-After", n, code)
+			logRestarts(ctx, t, c, sousNS)
 		}
 	}
 	if !tl.RetryAfterOn503 {

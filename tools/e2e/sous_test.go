@@ -198,6 +198,16 @@ spec:
 	return err
 }
 
+// deleteNamespace deletes ns and waits (up to 3 minutes) until it is gone.
+func deleteNamespace(c *Cluster, ns string) {
+	ctx := context.Background()
+	c.Kube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	WaitFor(ctx, "namespace "+ns+" gone", 3*time.Minute, func(ctx context.Context) (bool, string) {
+		_, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		return err != nil, "terminating"
+	})
+}
+
 // annotateService sets template annotations on the Knative Service in a
 // multi-document manifest.
 func annotateService(manifest []byte, annotations map[string]string) ([]byte, error) {
