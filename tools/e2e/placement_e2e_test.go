@@ -687,15 +687,15 @@ func plotPlacement(path string, run *PlacementRun) error {
 		return nil
 	}
 	share, ttft := plot.New(), plot.New()
-	share.Title.Text = fmt.Sprintf("sous-chat, %d pods, %d sessions x %d turns via Traefik: cached share of the prompt", chatPods, run.Sessions, run.TurnsPer)
-	share.Y.Label.Text, share.X.Label.Text = "cached / prompt tokens", "turn"
+	share.Title.Text = fmt.Sprintf("sous-chat, %d pods: cached share of the prompt", chatPods)
+	share.Y.Label.Text = "cached / prompt tokens"
+	share.X.Label.Text = fmt.Sprintf("turn (%d sessions x %d turns through Traefik, %d rounds)", run.Sessions, run.TurnsPer, run.Rounds)
 	share.Y.Min, share.Y.Max = 0, 1
 	ttft.Title.Text = "time to first token"
 	ttft.Y.Label.Text, ttft.X.Label.Text = "ms", "turn"
 	ttft.Y.Min = 0
-	for _, p := range []*plot.Plot{share, ttft} {
-		p.Legend.Top, p.Legend.Left = true, true
-	}
+	share.Legend.Top, share.Legend.Left = false, false
+	ttft.Legend.Top, ttft.Legend.Left = true, false
 	for _, s := range run.Summary {
 		label, c := "placement off", red
 		if s.Placement {
@@ -715,6 +715,12 @@ func plotPlacement(path string, run *PlacementRun) error {
 		}
 		if err := line(ttft, label+", p99", p99, c, true); err != nil {
 			return err
+		}
+	}
+	// Headroom above the highest p99 for the legend.
+	for _, s := range run.Summary {
+		for _, b := range s.ByTurn {
+			ttft.Y.Max = max(ttft.Y.Max, 1.5*b.TTFTp99ms)
 		}
 	}
 	return writeSVG(path, 7*vg.Inch, share, ttft)
