@@ -126,9 +126,7 @@ func (h *harness) generationCompare(root string) ([]GenPoint, error) {
 // is measured per turn from its request, time per output token from its
 // first token to its last one received.
 func streamLoad(url string, sessions int, d time.Duration) GenPoint {
-	var mu sync.Mutex
-	var ttft, tpot []float64
-	tokens, turns := 0, 0
+	var tally genTally
 	start := time.Now()
 	deadline := start.Add(d)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -160,21 +158,43 @@ func streamLoad(url string, sessions int, d time.Duration) GenPoint {
 					}
 				}
 				resp.Body.Close()
-				mu.Lock()
-				tokens += count
-				if !first.IsZero() {
-					turns++
-					ttft = append(ttft, ms(first.Sub(sent)))
-				}
-				if count > 1 {
-					tpot = append(tpot, ms(last.Sub(first))/float64(count-1))
-				}
-				mu.Unlock()
+				tally.add(count, sent, first, last)
 			}
 		}()
 	}
 	wg.Wait()
-	return genPoint(tokens, turns, d, ttft, tpot)
+	return tally.point(d)
+}
+
+// genTally gathers a streaming load's turns from its clients. Its
+// methods may be called concurrently.
+type genTally struct {
+	mu            sync.Mutex
+	tokens, turns int
+	ttft, tpot    []float64
+}
+
+// add records one turn sent at sent whose count tokens arrived from
+// first to last (first zero: none did, and only its tokens count).
+func (g *genTally) add(count int, sent, first, last time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.tokens += count
+	if first.IsZero() {
+		return
+	}
+	g.turns++
+	g.ttft = append(g.ttft, ms(first.Sub(sent)))
+	if count > 1 {
+		g.tpot = append(g.tpot, ms(last.Sub(first))/float64(count-1))
+	}
+}
+
+// point is the tally over d.
+func (g *genTally) point(d time.Duration) GenPoint {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return genPoint(g.tokens, g.turns, d, g.ttft, g.tpot)
 }
 
 // genPoint is a load's tokens/s over d and the p50 and p99 of its turns'

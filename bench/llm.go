@@ -286,9 +286,7 @@ func longText(dir string, n int) (string, error) {
 // included): tokens counted from each reply's usage, time to first token
 // to its first content, time per output token from there to its last.
 func chatLoad(url string, sessions int, d time.Duration) GenPoint {
-	var mu sync.Mutex
-	var ttft, tpot []float64
-	tokens, turns := 0, 0
+	var tally genTally
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	body := fmt.Sprintf(`{"messages":[{"role":"user","content":%q}],"max_tokens":%d,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`, llmText, maxGenTokens)
@@ -340,21 +338,12 @@ func chatLoad(url string, sessions int, d time.Duration) GenPoint {
 					// Cut off at the deadline: its pieces arrived.
 					count = pieces
 				}
-				mu.Lock()
-				tokens += count
-				if !first.IsZero() {
-					turns++
-					ttft = append(ttft, ms(first.Sub(sent)))
-					if count > 1 {
-						tpot = append(tpot, ms(last.Sub(first))/float64(count-1))
-					}
-				}
-				mu.Unlock()
+				tally.add(count, sent, first, last)
 			}
 		}()
 	}
 	wg.Wait()
-	return genPoint(tokens, turns, d, ttft, tpot)
+	return tally.point(d)
 }
 
 // quantile is the p-quantile of sorted values (0 for none).

@@ -207,21 +207,7 @@ func TestCompletionsRefused(t *testing.T) {
 				h[k] = v
 			}
 			code, _, b := s.post(t, "/v1/completions", h, tc.body)
-			var e struct {
-				Error struct {
-					Message string  `json:"message"`
-					Type    string  `json:"type"`
-					Code    *string `json:"code"`
-				} `json:"error"`
-			}
-			json.Unmarshal(b, &e)
-			ecode := ""
-			if e.Error.Code != nil {
-				ecode = *e.Error.Code
-			}
-			if code != tc.code || !strings.Contains(e.Error.Message, tc.msg) || e.Error.Type != "invalid_request_error" || ecode != tc.ecode {
-				t.Errorf("got %d %s, want %d saying %q (code %q)", code, b, tc.code, tc.msg, tc.ecode)
-			}
+			checkInvalidRequest(t, code, b, tc.code, tc.msg, tc.ecode)
 		})
 	}
 	other := hfServer(t, "feature-extraction", nil)

@@ -162,21 +162,7 @@ func TestEmbeddingsRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, b := embeddingsPost(t, s, tc.body)
-			var e struct {
-				Error struct {
-					Message string  `json:"message"`
-					Type    string  `json:"type"`
-					Code    *string `json:"code"`
-				} `json:"error"`
-			}
-			json.Unmarshal(b, &e)
-			ecode := ""
-			if e.Error.Code != nil {
-				ecode = *e.Error.Code
-			}
-			if code != tc.code || !strings.Contains(e.Error.Message, tc.msg) || e.Error.Type != "invalid_request_error" || ecode != tc.ecode {
-				t.Errorf("got %d %s, want %d saying %q (code %q)", code, b, tc.code, tc.msg, tc.ecode)
-			}
+			checkInvalidRequest(t, code, b, tc.code, tc.msg, tc.ecode)
 		})
 	}
 	for _, task := range []string{"text-classification", "text-generation"} {
@@ -185,5 +171,27 @@ func TestEmbeddingsRefused(t *testing.T) {
 		if code != 404 || !strings.Contains(string(b), "does not embed text") || !strings.Contains(string(b), `"type":"invalid_request_error"`) {
 			t.Errorf("%s: %d %s, want 404 naming it", task, code, b)
 		}
+	}
+}
+
+// checkInvalidRequest checks an OpenAI error answer: the status, an
+// invalid_request_error whose message holds msg, and its code (ecode, ""
+// for null).
+func checkInvalidRequest(t *testing.T, code int, b []byte, wantCode int, msg, ecode string) {
+	t.Helper()
+	var e struct {
+		Error struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Code    *string `json:"code"`
+		} `json:"error"`
+	}
+	json.Unmarshal(b, &e)
+	got := ""
+	if e.Error.Code != nil {
+		got = *e.Error.Code
+	}
+	if code != wantCode || !strings.Contains(e.Error.Message, msg) || e.Error.Type != "invalid_request_error" || got != ecode {
+		t.Errorf("got %d %s, want %d saying %q (code %q)", code, b, wantCode, msg, ecode)
 	}
 }
