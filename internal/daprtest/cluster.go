@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,8 +141,9 @@ func (c *RedisCluster) ReplicaOf(master *Redis) *Redis {
 func (c *RedisCluster) Role(node *Redis) string { return c.info(node, "replication", "role") }
 
 // healthy says what is wrong with the cluster, "" when nothing: every
-// running node must see every slot served (cluster_state:ok) and every
-// running replica must be linked to its master.
+// running node must see every slot served (cluster_state:ok), every
+// running replica must be linked to its master, and the running nodes must
+// agree on which node is a replica of which.
 func (c *RedisCluster) healthy() string {
 	for _, r := range c.Nodes {
 		if r.Pid() == 0 {
@@ -160,7 +162,50 @@ func (c *RedisCluster) healthy() string {
 			}
 		}
 	}
+	// Every node must also know every other's role: until gossip has told
+	// the masters which nodes replicate which, they deny a replica's
+	// election, and a CLUSTER FAILOVER times out doing nothing (seen right
+	// after --cluster create: each replica knew itself as one, no master did).
+	var first string
+	var firstPort int
+	for _, r := range c.Nodes {
+		if r.Pid() == 0 {
+			continue
+		}
+		view, err := c.roles(r)
+		if err != nil {
+			return err.Error()
+		}
+		if first == "" {
+			first, firstPort = view, r.Port
+		} else if view != first {
+			return fmt.Sprintf("nodes %d and %d disagree on the roles: %s / %s", firstPort, r.Port, first, view)
+		}
+	}
 	return ""
+}
+
+// roles is r's view of the cluster: each node's id with master, or slave
+// of its master's id, sorted.
+func (c *RedisCluster) roles(r *Redis) (string, error) {
+	out, err := c.Do(r, "cluster", "nodes")
+	if err != nil {
+		return "", err
+	}
+	var view []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		role := "master"
+		if strings.Contains(f[2], "slave") {
+			role = "slave of " + f[3]
+		}
+		view = append(view, f[0]+" "+role)
+	}
+	slices.Sort(view)
+	return strings.Join(view, ", "), nil
 }
 
 // WaitHealthy waits until the cluster is healthy (see healthy) or timeout
